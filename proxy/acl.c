@@ -1,0 +1,130 @@
+#include "acl.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+int tg_parse_hex(const char *s, uint8_t *out, size_t outlen) {
+  size_t n = 0;
+  int hi = -1;
+  for (; *s; s++) {
+    int c = (unsigned char)*s, v;
+    if (c == ':' && hi < 0) continue;
+    if (c >= '0' && c <= '9') v = c - '0';
+    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
+    else return -1;
+    if (hi < 0) {
+      hi = v;
+    } else {
+      if (n == outlen) return -1;
+      out[n++] = (uint8_t)(hi << 4 | v);
+      hi = -1;
+    }
+  }
+  return (hi < 0 && n == outlen) ? 0 : -1;
+}
+
+static int parse_entry(const char *e, tg_acl_entry_t *out, const char **why) {
+  static const struct {
+    const char *prefix;
+    tg_acl_kind_t kind;
+  } kinds[] = {{"cn:", TG_ACL_CN},         {"san:dns:", TG_ACL_DNS},
+               {"san:ip:", TG_ACL_IP},     {"san:uri:", TG_ACL_URI},
+               {"sha256:", TG_ACL_SHA256}};
+  memset(out, 0, sizeof(*out));
+  for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+    size_t pl = strlen(kinds[i].prefix);
+    if (strncasecmp(e, kinds[i].prefix, pl) != 0) continue;
+    const char *v = e + pl;
+    if (!*v) {
+      *why = "empty value";
+      return -1;
+    }
+    if (strlen(v) >= sizeof(out->value)) {
+      *why = "value too long";
+      return -1;
+    }
+    out->kind = kinds[i].kind;
+    snprintf(out->value, sizeof(out->value), "%s", v);
+    if (out->kind == TG_ACL_IP) {
+      if (inet_pton(AF_INET, v, out->bin) == 1) {
+        out->binlen = 4;
+      } else if (inet_pton(AF_INET6, v, out->bin) == 1) {
+        out->binlen = 16;
+      } else {
+        *why = "not an IPv4 or IPv6 address";
+        return -1;
+      }
+    } else if (out->kind == TG_ACL_SHA256) {
+      if (tg_parse_hex(v, out->bin, 32) != 0) {
+        *why = "not a SHA-256 fingerprint (64 hex digits, colons allowed)";
+        return -1;
+      }
+      out->binlen = 32;
+    }
+    return 0;
+  }
+  *why = "unknown kind (want cn:, san:dns:, san:ip:, san:uri: or sha256:)";
+  return -1;
+}
+
+int tg_acl_parse(const char *text, tg_acl_t *acl, const char **why, char *bad,
+                 size_t badsize) {
+  memset(acl, 0, sizeof(*acl));
+  const char *p = text;
+  while (*p) {
+    while (*p == ',' || isspace((unsigned char)*p)) p++;
+    if (!*p) break;
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    while (len > 0 && isspace((unsigned char)p[len - 1])) len--;
+    char item[300];
+    snprintf(item, sizeof(item), "%.*s", (int)len, p);
+    if (acl->n == TG_ACL_MAX) {
+      *why = "too many entries";
+      snprintf(bad, badsize, "%s", item);
+      return -1;
+    }
+    if (parse_entry(item, &acl->entries[acl->n], why) != 0) {
+      snprintf(bad, badsize, "%s", item);
+      return -1;
+    }
+    acl->n++;
+    p += end ? (size_t)(end - p) : strlen(p);
+  }
+  return 0;
+}
+
+static int entry_matches(const tg_acl_entry_t *e, const tg_peer_id_t *id) {
+  size_t i;
+  switch (e->kind) {
+  case TG_ACL_CN:
+    return id->cn[0] && strcmp(e->value, id->cn) == 0;
+  case TG_ACL_DNS:
+    for (i = 0; i < id->ndns; i++)
+      if (strcasecmp(e->value, id->dns[i]) == 0) return 1;
+    return 0;
+  case TG_ACL_URI:
+    for (i = 0; i < id->nuri; i++)
+      if (strcmp(e->value, id->uri[i]) == 0) return 1;
+    return 0;
+  case TG_ACL_IP:
+    for (i = 0; i < id->nip; i++)
+      if (id->iplen[i] == e->binlen && memcmp(id->ip[i], e->bin, e->binlen) == 0)
+        return 1;
+    return 0;
+  case TG_ACL_SHA256:
+    return memcmp(id->sha256, e->bin, 32) == 0;
+  }
+  return 0;
+}
+
+int tg_acl_match(const tg_acl_t *acl, const tg_peer_id_t *id) {
+  if (acl->n == 0) return 1;
+  for (size_t i = 0; i < acl->n; i++)
+    if (entry_matches(&acl->entries[i], id)) return 1;
+  return 0;
+}

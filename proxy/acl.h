@@ -1,0 +1,59 @@
+/* allow_clients: which verified client certificates a listener admits.
+ *
+ * An ACL is a list of entries (cn:NAME, san:dns:NAME, san:ip:ADDR,
+ * san:uri:URI, sha256:FINGERPRINT); a certificate is admitted when any one
+ * entry matches.  An empty ACL admits every verified certificate. */
+#ifndef TG_ACL_H
+#define TG_ACL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TG_ACL_MAX 32
+
+typedef enum {
+  TG_ACL_CN = 1,
+  TG_ACL_DNS,
+  TG_ACL_IP,
+  TG_ACL_URI,
+  TG_ACL_SHA256
+} tg_acl_kind_t;
+
+typedef struct {
+  tg_acl_kind_t kind;
+  char value[256];     /* name, URI, or the IP as written */
+  uint8_t bin[32];     /* IP address bytes or SHA-256 digest */
+  size_t binlen;
+} tg_acl_entry_t;
+
+typedef struct {
+  tg_acl_entry_t entries[TG_ACL_MAX];
+  size_t n;
+} tg_acl_t;
+
+/* What a client certificate says about its holder, extracted once. */
+#define TG_PEER_MAX_NAMES 16
+typedef struct {
+  char cn[256];
+  char dns[TG_PEER_MAX_NAMES][256];
+  size_t ndns;
+  char uri[TG_PEER_MAX_NAMES][256];
+  size_t nuri;
+  uint8_t ip[TG_PEER_MAX_NAMES][16];
+  size_t iplen[TG_PEER_MAX_NAMES];
+  size_t nip;
+  uint8_t sha256[32];
+} tg_peer_id_t;
+
+/* Parses a comma-separated list.  Returns 0, or -1 with why pointing at a
+ * static reason and bad at the offending entry (copied). */
+int tg_acl_parse(const char *text, tg_acl_t *acl, const char **why, char *bad,
+                 size_t badsize);
+
+/* Returns 1 when the identity is admitted. */
+int tg_acl_match(const tg_acl_t *acl, const tg_peer_id_t *id);
+
+/* Parses "AB:CD:..." or "abcd..." hex of exactly outlen bytes.  0 or -1. */
+int tg_parse_hex(const char *s, uint8_t *out, size_t outlen);
+
+#endif

@@ -1,0 +1,752 @@
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* Debian's inih is built with INI_MAX_LINE=200: the reader hands it at most
+ * this many characters of a line, so longer lines are rejected here instead
+ * of being split. */
+#define LINE_MAX_CHARS 198
+
+void tg_errors_add(tg_errors_t *e, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  char **n = realloc(e->msgs, (e->n + 1) * sizeof(*n));
+  if (!n) return;
+  e->msgs = n;
+  e->msgs[e->n] = strdup(buf);
+  if (e->msgs[e->n]) e->n++;
+}
+
+void tg_errors_free(tg_errors_t *e) {
+  for (size_t i = 0; i < e->n; i++) free(e->msgs[i]);
+  free(e->msgs);
+  e->msgs = NULL;
+  e->n = 0;
+}
+
+/* ---- value parsers ---------------------------------------------------- */
+
+int tg_parse_duration_ms(const char *s, uint64_t *out) {
+  char *end;
+  if (!isdigit((unsigned char)*s)) return -1;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s) return -1;
+  uint64_t mult;
+  if (strcmp(end, "ms") == 0) mult = 1;
+  else if (strcmp(end, "s") == 0) mult = 1000;
+  else if (strcmp(end, "m") == 0) mult = 60000;
+  else if (strcmp(end, "h") == 0) mult = 3600000;
+  else return -1;
+  if (v > UINT64_MAX / mult / 1000) return -1;
+  *out = v * mult;
+  return 0;
+}
+
+int tg_parse_bool(const char *s, int *out) {
+  if (strcmp(s, "on") == 0) *out = 1;
+  else if (strcmp(s, "off") == 0) *out = 0;
+  else return -1;
+  return 0;
+}
+
+static int parse_port(const char *s, uint16_t *port) {
+  char *end;
+  if (!isdigit((unsigned char)*s)) return -1;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < 1 || v > 65535) return -1;
+  *port = (uint16_t)v;
+  return 0;
+}
+
+int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
+  memset(out, 0, sizeof(*out));
+  if (strlen(s) >= sizeof(out->text)) {
+    *why = "address too long";
+    return -1;
+  }
+  snprintf(out->text, sizeof(out->text), "%s", s);
+  const char *colon;
+  if (s[0] == '[') {
+    const char *rb = strchr(s, ']');
+    if (!rb || rb[1] != ':') {
+      *why = "want [v6addr]:port";
+      return -1;
+    }
+    snprintf(out->host, sizeof(out->host), "%.*s", (int)(rb - s - 1), s + 1);
+    colon = rb + 1;
+  } else {
+    colon = strrchr(s, ':');
+    if (!colon || colon == s) {
+      *why = "want host:port";
+      return -1;
+    }
+    if (memchr(s, ':', (size_t)(colon - s))) {
+      *why = "IPv6 addresses need brackets: [v6addr]:port";
+      return -1;
+    }
+    snprintf(out->host, sizeof(out->host), "%.*s", (int)(colon - s), s);
+  }
+  if (parse_port(colon + 1, &out->port) != 0) {
+    *why = "port must be 1-65535";
+    return -1;
+  }
+  struct sockaddr_in *a4 = (struct sockaddr_in *)&out->addr;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&out->addr;
+  if (inet_pton(AF_INET, out->host, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(out->port);
+    out->addrlen = sizeof(*a4);
+    out->is_literal = 1;
+  } else if (inet_pton(AF_INET6, out->host, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(out->port);
+    out->addrlen = sizeof(*a6);
+    out->is_literal = 1;
+  } else {
+    for (const char *p = out->host; *p; p++) {
+      if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.') {
+        *why = "host is neither an IP address nor a DNS name";
+        return -1;
+      }
+    }
+    if (!out->host[0]) {
+      *why = "empty host";
+      return -1;
+    }
+  }
+  return 0;
+}
+
+int tg_secret_read(const char *spec, char *buf, size_t size, char *err,
+                   size_t errsize) {
+  if (strncmp(spec, "pass:", 5) == 0) {
+    if (strlen(spec + 5) >= size) {
+      snprintf(err, errsize, "pass: secret too long");
+      return -1;
+    }
+    snprintf(buf, size, "%s", spec + 5);
+    return 0;
+  }
+  if (strncmp(spec, "env:", 4) == 0) {
+    const char *v = getenv(spec + 4);
+    if (!v) {
+      snprintf(err, errsize, "environment variable %s is not set", spec + 4);
+      return -1;
+    }
+    if (strlen(v) >= size) {
+      snprintf(err, errsize, "environment variable %s is too long", spec + 4);
+      return -1;
+    }
+    snprintf(buf, size, "%s", v);
+    return 0;
+  }
+  if (strncmp(spec, "file:", 5) == 0) {
+    FILE *f = fopen(spec + 5, "r");
+    if (!f) {
+      snprintf(err, errsize, "%s: %s", spec + 5, strerror(errno));
+      return -1;
+    }
+    if (!fgets(buf, (int)size, f)) buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return 0;
+  }
+  snprintf(err, errsize, "want env:NAME, file:PATH or pass:TEXT");
+  return -1;
+}
+
+/* ---- schema ------------------------------------------------------------ */
+
+typedef enum {
+  T_STR,      /* char * (empty means unset) */
+  T_SECRET,   /* char *, checked for env:/file:/pass: */
+  T_BOOL,     /* int */
+  T_DURATION, /* uint64_t ms */
+  T_INT,      /* int within [min, max] */
+  T_ENUM,     /* int index into names */
+  T_HOSTPORT, /* tg_hostport_t */
+  T_BACKENDS, /* tg_hostport_t[] + count */
+  T_ACL,      /* tg_acl_t */
+  T_WORKERS,  /* "auto" or int */
+  T_VERSION,  /* "1.2" | "1.3" -> 12 | 13 */
+} key_type_t;
+
+enum { F_REQUIRED = 1, F_NOT_YET = 2, F_UDP_ONLY = 4 };
+
+typedef struct {
+  const char *name;
+  key_type_t type;
+  size_t offset;
+  const char *def;
+  long min, max;
+  const char *const *names; /* T_ENUM */
+  int flags;
+} key_spec_t;
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const transports[] = {"tcp", "udp", NULL};
+static const char *const verify_modes[] = {"none", "optional", "require", NULL};
+static const char *const proxy_modes[] = {"off", "v1", "v2", NULL};
+static const char *const cookie_modes[] = {"auto", "on", "off", NULL};
+
+#define G(field) offsetof(tg_config_t, field)
+#define L(field) offsetof(tg_listener_conf_t, field)
+
+static const key_spec_t global_keys[] = {
+    {"workers", T_WORKERS, G(workers), "auto", 1, 256, NULL, 0},
+    {"log_level", T_ENUM, G(log_level), "info", 0, 0, log_levels, 0},
+    {"log_format", T_ENUM, G(log_format), "text", 0, 0, log_formats, 0},
+    {"metrics", T_STR, G(metrics), "", 0, 0, NULL, F_NOT_YET},
+    {"user", T_STR, G(user), "", 0, 0, NULL, F_NOT_YET},
+    {"pid_file", T_STR, G(pid_file), "", 0, 0, NULL, 0},
+    {"drain_timeout", T_DURATION, G(drain_timeout_ms), "30s", 0, 0, NULL, 0},
+    {"max_connections", T_INT, G(max_connections), "0", 0, 10000000, NULL, 0},
+};
+
+static const key_spec_t listener_keys[] = {
+    {"bind", T_HOSTPORT, L(bind), NULL, 0, 0, NULL, F_REQUIRED},
+    {"transport", T_ENUM, L(transport), "tcp", 0, 0, transports, 0},
+    {"secure", T_BOOL, L(secure), "on", 0, 0, NULL, 0},
+    {"pfx", T_STR, L(pfx), "", 0, 0, NULL, 0},
+    {"pfx_password", T_SECRET, L(pfx_password), "", 0, 0, NULL, 0},
+    {"cert", T_STR, L(cert), "", 0, 0, NULL, 0},
+    {"key", T_STR, L(key), "", 0, 0, NULL, 0},
+    {"key_password", T_SECRET, L(key_password), "", 0, 0, NULL, 0},
+    {"verify_client", T_ENUM, L(verify_client), "none", 0, 0, verify_modes, 0},
+    {"client_ca", T_STR, L(client_ca), "", 0, 0, NULL, 0},
+    {"crl", T_STR, L(crl), "", 0, 0, NULL, 0},
+    {"allow_clients", T_ACL, L(allow_clients), "", 0, 0, NULL, 0},
+    {"psk", T_SECRET, L(psk), "", 0, 0, NULL, F_NOT_YET},
+    {"psk_identity_hint", T_STR, L(psk_identity_hint), "", 0, 0, NULL, F_NOT_YET},
+    {"min_version", T_VERSION, L(min_version), "1.2", 0, 0, NULL, 0},
+    {"ciphers", T_STR, L(ciphers), "", 0, 0, NULL, 0},
+    {"alpn", T_STR, L(alpn), "", 0, 0, NULL, 0},
+    {"ticket_key_file", T_STR, L(ticket_key_file), "", 0, 0, NULL, F_NOT_YET},
+    {"ocsp", T_STR, L(ocsp), "", 0, 0, NULL, F_NOT_YET},
+    {"backend", T_BACKENDS, L(backends), NULL, 0, 0, NULL, F_REQUIRED},
+    {"backend_secure", T_BOOL, L(backend_secure), "off", 0, 0, NULL, 0},
+    {"backend_pfx", T_STR, L(backend_pfx), "", 0, 0, NULL, 0},
+    {"backend_pfx_password", T_SECRET, L(backend_pfx_password), "", 0, 0, NULL, 0},
+    {"backend_ca", T_STR, L(backend_ca), "", 0, 0, NULL, 0},
+    {"backend_verify", T_BOOL, L(backend_verify), "on", 0, 0, NULL, 0},
+    {"backend_pin", T_STR, L(backend_pin), "", 0, 0, NULL, 0},
+    {"backend_sni", T_STR, L(backend_sni), "", 0, 0, NULL, 0},
+    {"proxy_protocol", T_ENUM, L(proxy_protocol), "off", 0, 0, proxy_modes, 0},
+    {"accept_proxy", T_BOOL, L(accept_proxy), "off", 0, 0, NULL, F_NOT_YET},
+    {"connect_timeout", T_DURATION, L(connect_timeout_ms), "5s", 0, 0, NULL, 0},
+    {"handshake_timeout", T_DURATION, L(handshake_timeout_ms), "10s", 0, 0, NULL, 0},
+    {"idle_timeout", T_DURATION, L(idle_timeout_ms), "5m", 0, 0, NULL, 0},
+    {"dtls_cookie", T_ENUM, L(dtls_cookie), "auto", 0, 0, cookie_modes, F_UDP_ONLY},
+    {"dtls_mtu", T_INT, L(dtls_mtu), "1400", 256, 65535, NULL, F_UDP_ONLY},
+    {"session_timeout", T_DURATION, L(session_timeout_ms), "2m", 0, 0, NULL, F_UDP_ONLY},
+};
+
+#define NGLOBAL (sizeof(global_keys) / sizeof(global_keys[0]))
+#define NLISTENER (sizeof(listener_keys) / sizeof(listener_keys[0]))
+
+_Static_assert(NLISTENER <= 64, "key_line[] too small");
+_Static_assert(NGLOBAL <= 16, "global_key_line[] too small");
+
+static int find_key(const key_spec_t *keys, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(keys[i].name, name) == 0) return (int)i;
+  return -1;
+}
+
+/* Stores value into base+spec->offset.  Returns 0, or -1 with a reason. */
+static int set_value(const key_spec_t *spec, void *base, const char *value,
+                     char *why, size_t whysize) {
+  char *field = (char *)base + spec->offset;
+  const char *reason = NULL;
+  switch (spec->type) {
+  case T_SECRET:
+    if (*value && strncmp(value, "env:", 4) && strncmp(value, "file:", 5) &&
+        strncmp(value, "pass:", 5)) {
+      snprintf(why, whysize, "want env:NAME, file:PATH or pass:TEXT");
+      return -1;
+    }
+    /* fall through */
+  case T_STR: {
+    char **s = (char **)field;
+    free(*s);
+    *s = strdup(value);
+    return *s ? 0 : -1;
+  }
+  case T_BOOL:
+    if (tg_parse_bool(value, (int *)field) == 0) return 0;
+    snprintf(why, whysize, "'%s' is not a boolean (want on or off)", value);
+    return -1;
+  case T_DURATION:
+    if (tg_parse_duration_ms(value, (uint64_t *)field) == 0) return 0;
+    snprintf(why, whysize,
+             "'%s' is not a duration (want a number with ms, s, m or h)", value);
+    return -1;
+  case T_WORKERS:
+    if (strcmp(value, "auto") == 0) {
+      long n = sysconf(_SC_NPROCESSORS_ONLN);
+      *(int *)field = n < 1 ? 1 : (n > spec->max ? (int)spec->max : (int)n);
+      return 0;
+    }
+    /* fall through */
+  case T_INT: {
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (!*value || *end || errno || v < spec->min || v > spec->max) {
+      snprintf(why, whysize, "'%s' is not a whole number from %ld to %ld%s",
+               value, spec->min, spec->max,
+               spec->type == T_WORKERS ? " or auto" : "");
+      return -1;
+    }
+    *(int *)field = (int)v;
+    return 0;
+  }
+  case T_ENUM: {
+    size_t len = 0;
+    for (int i = 0; spec->names[i]; i++) {
+      if (strcmp(spec->names[i], value) == 0) {
+        *(int *)field = i;
+        return 0;
+      }
+    }
+    len = (size_t)snprintf(why, whysize, "'%s' is not one of:", value);
+    for (int i = 0; spec->names[i] && len < whysize; i++)
+      len += (size_t)snprintf(why + len, whysize - len, " %s", spec->names[i]);
+    return -1;
+  }
+  case T_VERSION:
+    if (strcmp(value, "1.2") == 0) *(int *)field = 12;
+    else if (strcmp(value, "1.3") == 0) *(int *)field = 13;
+    else {
+      snprintf(why, whysize, "'%s' is not a TLS version (want 1.2 or 1.3)", value);
+      return -1;
+    }
+    return 0;
+  case T_HOSTPORT:
+    if (tg_parse_hostport(value, (tg_hostport_t *)field, &reason) == 0) return 0;
+    snprintf(why, whysize, "'%s': %s", value, reason);
+    return -1;
+  case T_BACKENDS: {
+    tg_listener_conf_t *l = base;
+    l->nbackends = 0;
+    const char *p = value;
+    while (*p) {
+      while (*p == ',' || isspace((unsigned char)*p)) p++;
+      if (!*p) break;
+      size_t len = strcspn(p, ",");
+      while (len && isspace((unsigned char)p[len - 1])) len--;
+      char item[300];
+      snprintf(item, sizeof(item), "%.*s", (int)len, p);
+      if (l->nbackends == TG_MAX_BACKENDS) {
+        snprintf(why, whysize, "more than %d backends", TG_MAX_BACKENDS);
+        return -1;
+      }
+      if (tg_parse_hostport(item, &l->backends[l->nbackends], &reason) != 0) {
+        snprintf(why, whysize, "'%s': %s", item, reason);
+        return -1;
+      }
+      l->nbackends++;
+      p += strcspn(p, ",");
+    }
+    if (l->nbackends == 0) {
+      snprintf(why, whysize, "no backend address given");
+      return -1;
+    }
+    return 0;
+  }
+  case T_ACL: {
+    char bad[300];
+    if (tg_acl_parse(value, (tg_acl_t *)field, &reason, bad, sizeof(bad)) == 0)
+      return 0;
+    snprintf(why, whysize, "'%s': %s", bad, reason);
+    return -1;
+  }
+  }
+  return -1;
+}
+
+/* ---- the reader and the inih handler ----------------------------------- */
+
+typedef struct {
+  const char *path;
+  char *text; /* the whole file */
+  size_t pos, len;
+  int lineno;         /* line last handed to inih */
+  int section_line;   /* line of the last [section] header */
+  tg_config_t *cfg;
+  tg_listener_conf_t *cur; /* current listener, NULL in [global] */
+  int in_global;
+  int bad_section;    /* keys of an unknown section are not reported again */
+  int global_seen;
+  tg_errors_t *errs;
+} parse_state_t;
+
+static void perr(parse_state_t *st, const char *section, const char *key,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void perr(parse_state_t *st, const char *section, const char *key,
+                 const char *fmt, ...) {
+  char msg[700];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (key)
+    tg_errors_add(st->errs, "%s:%d: [%s] %s: %s", st->path, st->lineno, section,
+                  key, msg);
+  else
+    tg_errors_add(st->errs, "%s:%d: %s", st->path, st->lineno, msg);
+}
+
+static int valid_name(const char *s) {
+  if (!*s || strlen(s) >= TG_NAME_MAX) return 0;
+  for (; *s; s++)
+    if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
+      return 0;
+  return 1;
+}
+
+static void listener_defaults(tg_listener_conf_t *l) {
+  char why[256];
+  for (size_t i = 0; i < NLISTENER; i++)
+    if (listener_keys[i].def)
+      set_value(&listener_keys[i], l, listener_keys[i].def, why, sizeof(why));
+}
+
+/* Called by the reader for each [section] header, so that sections without
+ * keys are still known and carry the line of their header. */
+static void begin_section(parse_state_t *st, const char *name) {
+  st->cur = NULL;
+  st->in_global = 0;
+  st->bad_section = 0;
+  st->section_line = st->lineno;
+  if (strcmp(name, "global") == 0) {
+    if (st->global_seen) {
+      perr(st, NULL, NULL, "[global] appears twice");
+      st->bad_section = 1;
+      return;
+    }
+    st->global_seen = 1;
+    st->in_global = 1;
+    return;
+  }
+  if (strncmp(name, "listener:", 9) != 0) {
+    perr(st, NULL, NULL,
+         "unknown section [%s] (want [global] or [listener:NAME])", name);
+    st->bad_section = 1;
+    return;
+  }
+  const char *lname = name + 9;
+  if (!valid_name(lname)) {
+    perr(st, NULL, NULL,
+         "[%s]: a listener name is 1-63 letters, digits, '_', '-' or '.'", name);
+    st->bad_section = 1;
+    return;
+  }
+  for (size_t i = 0; i < st->cfg->nlisteners; i++) {
+    if (strcmp(st->cfg->listeners[i]->name, lname) == 0) {
+      perr(st, NULL, NULL, "[%s] appears twice (first at line %d)", name,
+           st->cfg->listeners[i]->line);
+      st->bad_section = 1;
+      return;
+    }
+  }
+  if (st->cfg->nlisteners == TG_MAX_LISTENERS) {
+    perr(st, NULL, NULL, "more than %d listeners", TG_MAX_LISTENERS);
+    st->bad_section = 1;
+    return;
+  }
+  tg_listener_conf_t *l = calloc(1, sizeof(*l));
+  if (!l) {
+    perr(st, NULL, NULL, "out of memory");
+    st->bad_section = 1;
+    return;
+  }
+  snprintf(l->name, sizeof(l->name), "%s", lname);
+  l->file = st->cfg->path;
+  l->line = st->lineno;
+  listener_defaults(l);
+  st->cfg->listeners[st->cfg->nlisteners++] = l;
+  st->cur = l;
+}
+
+/* Hands inih one line at a time, numbering them, stripping leading blanks
+ * (inih would otherwise read indented lines as continuations), rejecting
+ * over-long lines and lines inih could not parse, and spotting sections. */
+static char *reader(char *str, int num, void *stream) {
+  parse_state_t *st = stream;
+  if (st->pos >= st->len) return NULL;
+  const char *line = st->text + st->pos;
+  const char *nl = memchr(line, '\n', st->len - st->pos);
+  size_t len = nl ? (size_t)(nl - line) : st->len - st->pos;
+  st->pos += len + (nl ? 1 : 0);
+  st->lineno++;
+  if (len && line[len - 1] == '\r') len--;
+  while (len && (*line == ' ' || *line == '\t')) {
+    line++;
+    len--;
+  }
+  str[0] = '\0';
+  if (len > LINE_MAX_CHARS || (int)len >= num) {
+    perr(st, NULL, NULL, "line too long (%zu characters, at most %d)", len,
+         LINE_MAX_CHARS);
+    return str;
+  }
+  if (memchr(line, '\0', len)) {
+    perr(st, NULL, NULL, "NUL byte in line");
+    return str;
+  }
+  memcpy(str, line, len);
+  str[len] = '\0';
+  if (len == 0 || str[0] == ';' || str[0] == '#') return str;
+  if (str[0] == '[') {
+    char *rb = strchr(str, ']');
+    if (!rb) {
+      perr(st, NULL, NULL, "section header without ']'");
+      str[0] = '\0';
+      return str;
+    }
+    char name[LINE_MAX_CHARS + 1];
+    snprintf(name, sizeof(name), "%.*s", (int)(rb - str - 1), str + 1);
+    begin_section(st, name);
+    return str;
+  }
+  if (!strchr(str, '=')) {
+    perr(st, NULL, NULL, "expected 'key = value', '[section]' or a comment");
+    str[0] = '\0';
+  }
+  return str;
+}
+
+static int handler(void *user, const char *section, const char *name,
+                   const char *value) {
+  parse_state_t *st = user;
+  if (st->bad_section) return 1;
+  if (!st->in_global && !st->cur) {
+    perr(st, NULL, NULL, "key '%s' outside any section", name);
+    return 1;
+  }
+  const key_spec_t *keys = st->in_global ? global_keys : listener_keys;
+  size_t nkeys = st->in_global ? NGLOBAL : NLISTENER;
+  int *lines = st->in_global ? st->cfg->global_key_line : st->cur->key_line;
+  void *base = st->in_global ? (void *)st->cfg : (void *)st->cur;
+
+  int idx = find_key(keys, nkeys, name);
+  if (idx < 0) {
+    perr(st, section, name, "unknown key");
+    return 1;
+  }
+  const key_spec_t *spec = &keys[idx];
+  if (lines[idx]) {
+    perr(st, section, name, "set twice (first at line %d)", lines[idx]);
+    return 1;
+  }
+  lines[idx] = st->lineno;
+  if (spec->flags & F_NOT_YET) {
+    if (*value && strcmp(value, "off") != 0)
+      perr(st, section, name, "not supported by this version of tlsgate yet");
+    return 1;
+  }
+  char why[600];
+  if (set_value(spec, base, value, why, sizeof(why)) != 0)
+    perr(st, section, name, "%s", why);
+  return 1;
+}
+
+/* ---- validation across keys -------------------------------------------- */
+
+const char *tg_config_where(const tg_listener_conf_t *l, const char *key,
+                            char *buf, size_t size) {
+  int idx = find_key(listener_keys, NLISTENER, key);
+  int line = (idx >= 0 && l->key_line[idx]) ? l->key_line[idx] : l->line;
+  snprintf(buf, size, "%s:%d: [listener:%s] %s", l->file, line, l->name, key);
+  return buf;
+}
+
+static int is_set(const tg_listener_conf_t *l, const char *key) {
+  int idx = find_key(listener_keys, NLISTENER, key);
+  return idx >= 0 && l->key_line[idx] != 0;
+}
+
+#define LERR(l, key, ...)                                                      \
+  do {                                                                         \
+    char w_[400], m_[600];                                                     \
+    snprintf(m_, sizeof(m_), __VA_ARGS__);                                     \
+    tg_errors_add(errs, "%s: %s", tg_config_where(l, key, w_, sizeof(w_)), m_); \
+  } while (0)
+
+static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs) {
+  for (size_t i = 0; i < NLISTENER; i++)
+    if ((listener_keys[i].flags & F_REQUIRED) && !l->key_line[i])
+      LERR(l, listener_keys[i].name, "required key missing");
+  if (l->transport == TG_TRANSPORT_UDP)
+    LERR(l, "transport", "udp (DTLS) listeners are not supported by this version of tlsgate yet");
+  for (size_t i = 0; i < NLISTENER; i++)
+    if ((listener_keys[i].flags & F_UDP_ONLY) && l->key_line[i] &&
+        l->transport != TG_TRANSPORT_UDP)
+      LERR(l, listener_keys[i].name, "only applies to transport = udp");
+  if (!l->bind.is_literal && is_set(l, "bind"))
+    LERR(l, "bind", "'%s': bind needs an IP address, not a name", l->bind.text);
+
+  int has_pfx = l->pfx[0] != 0, has_pem = l->cert[0] || l->key[0];
+  if (l->secure) {
+    if (!has_pfx && !has_pem)
+      LERR(l, "secure", "secure = on needs an identity: pfx, or cert and key");
+    if (has_pfx && has_pem)
+      LERR(l, "pfx", "give either pfx or cert/key, not both");
+    if (has_pem && (!l->cert[0] || !l->key[0]))
+      LERR(l, l->cert[0] ? "key" : "cert", "cert and key go together");
+    if (l->verify_client != TG_VERIFY_NONE && !l->client_ca[0])
+      LERR(l, "verify_client", "verify_client = %s needs client_ca",
+           l->verify_client == TG_VERIFY_REQUIRE ? "require" : "optional");
+  } else {
+    static const char *const tls_only[] = {
+        "pfx",     "pfx_password", "cert",          "key",  "key_password",
+        "verify_client", "client_ca", "crl", "allow_clients", "min_version",
+        "ciphers", "alpn"};
+    for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++)
+      if (is_set(l, tls_only[i]))
+        LERR(l, tls_only[i], "has no effect with secure = off");
+  }
+  if ((l->crl[0] || l->allow_clients.n) && l->verify_client == TG_VERIFY_NONE &&
+      l->secure)
+    LERR(l, l->crl[0] ? "crl" : "allow_clients",
+         "has no effect with verify_client = none");
+
+  if (l->backend_secure) {
+    if (!l->backend_verify && !l->backend_pin[0])
+      LERR(l, "backend_verify",
+           "off is only allowed together with backend_pin");
+  } else {
+    static const char *const tls_only[] = {
+        "backend_pfx", "backend_pfx_password", "backend_ca", "backend_verify",
+        "backend_pin", "backend_sni"};
+    for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++)
+      if (is_set(l, tls_only[i]))
+        LERR(l, tls_only[i], "has no effect with backend_secure = off");
+  }
+  if (l->backend_pin[0] && strncmp(l->backend_pin, "sha256:", 7) &&
+      strncmp(l->backend_pin, "spki-sha256:", 12))
+    LERR(l, "backend_pin", "want sha256:HEX or spki-sha256:BASE64");
+  if (l->connect_timeout_ms == 0) LERR(l, "connect_timeout", "must be > 0");
+  if (l->handshake_timeout_ms == 0) LERR(l, "handshake_timeout", "must be > 0");
+}
+
+static int read_file(const char *path, char **out, size_t *len,
+                     tg_errors_t *errs) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    tg_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
+    return -1;
+  }
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    size_t r = fread(buf + n, 1, cap - n, f);
+    n += r;
+    if (n < cap) break;
+    if (cap >= (1u << 24)) {
+      tg_errors_add(errs, "%s: larger than 16 MiB", path);
+      free(buf);
+      fclose(f);
+      return -1;
+    }
+    char *nb = realloc(buf, cap * 2);
+    if (!nb) {
+      free(buf);
+      buf = NULL;
+      break;
+    }
+    buf = nb;
+    cap *= 2;
+  }
+  int ioerr = ferror(f);
+  fclose(f);
+  if (!buf || ioerr) {
+    free(buf);
+    tg_errors_add(errs, "%s: cannot read", path);
+    return -1;
+  }
+  *out = buf;
+  *len = n;
+  return 0;
+}
+
+tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
+  tg_config_t *cfg = calloc(1, sizeof(*cfg));
+  if (!cfg) return NULL;
+  cfg->path = strdup(path);
+  char why[256];
+  for (size_t i = 0; i < NGLOBAL; i++)
+    set_value(&global_keys[i], cfg, global_keys[i].def, why, sizeof(why));
+
+  parse_state_t st = {.path = path, .cfg = cfg, .errs = errs};
+  size_t before = errs->n;
+  if (read_file(path, &st.text, &st.len, errs) != 0) {
+    tg_config_free(cfg);
+    return NULL;
+  }
+  /* Until the first header, keys belong to no section. */
+  int rc = ini_parse_stream(reader, &st, handler, &st);
+  free(st.text);
+  if (rc < 0) tg_errors_add(errs, "%s: cannot parse (error %d)", path, rc);
+  else if (rc > 0 && errs->n == before)
+    tg_errors_add(errs, "%s:%d: syntax error", path, rc);
+
+  if (cfg->nlisteners == 0)
+    tg_errors_add(errs, "%s: no [listener:NAME] section", path);
+  for (size_t i = 0; i < cfg->nlisteners; i++)
+    validate_listener(cfg->listeners[i], errs);
+  for (size_t i = 0; i < cfg->nlisteners; i++)
+    for (size_t j = 0; j < i; j++)
+      if (cfg->listeners[i]->bind.addrlen &&
+          cfg->listeners[i]->transport == cfg->listeners[j]->transport &&
+          cfg->listeners[i]->bind.addrlen == cfg->listeners[j]->bind.addrlen &&
+          memcmp(&cfg->listeners[i]->bind.addr, &cfg->listeners[j]->bind.addr,
+                 cfg->listeners[i]->bind.addrlen) == 0) {
+        char w[400];
+        tg_errors_add(errs, "%s: %s is also bound by [listener:%s]",
+                      tg_config_where(cfg->listeners[i], "bind", w, sizeof(w)),
+                      cfg->listeners[i]->bind.text, cfg->listeners[j]->name);
+      }
+  if (errs->n > before) {
+    tg_config_free(cfg);
+    return NULL;
+  }
+  return cfg;
+}
+
+static void free_strings(const key_spec_t *keys, size_t n, void *base) {
+  for (size_t i = 0; i < n; i++)
+    if (keys[i].type == T_STR || keys[i].type == T_SECRET)
+      free(*(char **)((char *)base + keys[i].offset));
+}
+
+void tg_config_free(tg_config_t *cfg) {
+  if (!cfg) return;
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    free_strings(listener_keys, NLISTENER, cfg->listeners[i]);
+    free(cfg->listeners[i]);
+  }
+  free_strings(global_keys, NGLOBAL, cfg);
+  free(cfg->path);
+  free(cfg);
+}

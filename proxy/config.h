@@ -1,0 +1,135 @@
+/* Configuration: the INI schema of DESIGN.md parsed into plain values.
+ *
+ * tg_config_load() reads a file through inih with a reader of our own that
+ * counts lines, so every error names file:line: [section] key.  It only
+ * parses and validates values; identities are loaded by tls.c.  A config is
+ * immutable once loaded and owned by whoever loaded it. */
+#ifndef TG_CONFIG_H
+#define TG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "acl.h"
+
+#define TG_MAX_BACKENDS 64
+#define TG_MAX_LISTENERS 64
+#define TG_NAME_MAX 64
+
+/* Collected error messages: loading goes on after an error so that one run
+ * of `tlsgate -t` reports all of them. */
+typedef struct {
+  char **msgs;
+  size_t n;
+} tg_errors_t;
+
+void tg_errors_add(tg_errors_t *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void tg_errors_free(tg_errors_t *e);
+
+typedef enum { TG_TRANSPORT_TCP = 0, TG_TRANSPORT_UDP } tg_transport_t;
+typedef enum {
+  TG_VERIFY_NONE = 0,
+  TG_VERIFY_OPTIONAL,
+  TG_VERIFY_REQUIRE
+} tg_verify_t;
+typedef enum { TG_PROXY_OFF = 0, TG_PROXY_V1, TG_PROXY_V2 } tg_proxy_proto_t;
+typedef enum { TG_COOKIE_AUTO = 0, TG_COOKIE_ON, TG_COOKIE_OFF } tg_cookie_t;
+
+typedef struct {
+  char text[280]; /* as written: "host:port" or "[v6]:port" */
+  char host[256]; /* without brackets */
+  uint16_t port;
+  int is_literal; /* host is an IP literal: addr is filled in */
+  struct sockaddr_storage addr;
+  socklen_t addrlen;
+} tg_hostport_t;
+
+typedef struct {
+  char name[TG_NAME_MAX];
+  const char *file;
+  int line; /* line of the [listener:NAME] header */
+  int key_line[64]; /* line of each key by schema index, 0 if unset */
+
+  tg_hostport_t bind;
+  int transport;
+  int secure;
+
+  char *pfx; /* comma-separated list */
+  char *pfx_password;
+  char *cert;
+  char *key;
+  char *key_password;
+
+  int verify_client;
+  char *client_ca;
+  char *crl;
+  tg_acl_t allow_clients;
+
+  char *psk;
+  char *psk_identity_hint;
+  int min_version; /* 12 or 13 */
+  char *ciphers;
+  char *alpn;
+  char *ticket_key_file;
+  char *ocsp;
+
+  tg_hostport_t backends[TG_MAX_BACKENDS];
+  size_t nbackends;
+  int backend_secure;
+  char *backend_pfx;
+  char *backend_pfx_password;
+  char *backend_ca;
+  int backend_verify;
+  char *backend_pin;
+  char *backend_sni;
+
+  int proxy_protocol;
+  int accept_proxy;
+
+  uint64_t connect_timeout_ms;
+  uint64_t handshake_timeout_ms;
+  uint64_t idle_timeout_ms;
+
+  int dtls_cookie;
+  int dtls_mtu;
+  uint64_t session_timeout_ms;
+} tg_listener_conf_t;
+
+typedef struct {
+  char *path;
+  int workers; /* resolved: never "auto" */
+  int log_level;
+  int log_format;
+  char *metrics;
+  char *user;
+  char *pid_file;
+  uint64_t drain_timeout_ms;
+  int max_connections;
+  int global_key_line[16];
+
+  tg_listener_conf_t *listeners[TG_MAX_LISTENERS];
+  size_t nlisteners;
+} tg_config_t;
+
+/* Parses and validates path.  Returns the config, or NULL with errs filled. */
+tg_config_t *tg_config_load(const char *path, tg_errors_t *errs);
+void tg_config_free(tg_config_t *cfg);
+
+/* "file:line: [listener:NAME] key" for messages about a key's value found
+ * after parsing (e.g. a PFX that fails to load). */
+const char *tg_config_where(const tg_listener_conf_t *l, const char *key,
+                            char *buf, size_t size);
+
+/* Value parsers, exposed for the unit tests and for other modules. */
+int tg_parse_duration_ms(const char *s, uint64_t *out);
+int tg_parse_bool(const char *s, int *out);
+int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why);
+
+/* Resolves a secret reference (env:NAME, file:PATH, pass:TEXT) into buf.
+ * Returns 0, or -1 with a reason in err that never contains the secret. */
+int tg_secret_read(const char *spec, char *buf, size_t size, char *err,
+                   size_t errsize);
+
+#endif

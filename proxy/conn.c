@@ -1,0 +1,729 @@
+#include "conn.h"
+
+#include <assert.h>
+#include <openssl/err.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "log.h"
+#include "proxyproto.h"
+
+/* One write request owns the bytes it writes until its callback. */
+typedef struct {
+  uv_write_t req;
+  tg_conn_t *conn;
+  tg_side_t *side;
+  size_t len;
+  char data[];
+} wreq_t;
+
+typedef struct {
+  uv_getaddrinfo_t req;
+  tg_conn_t *conn;
+  unsigned attempt; /* a late answer for an abandoned attempt is dropped */
+} gai_t;
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void connect_next(tg_conn_t *c);
+static void pump_tls(tg_conn_t *c, tg_side_t *s);
+
+static const char *const state_names[] = {"handshake", "connecting", "proxying",
+                                          "draining", "closing"};
+
+const char *tg_conn_state_name(tg_conn_state_t s) { return state_names[s]; }
+
+static const char *lname(const tg_conn_t *c) { return c->svc->conf->name; }
+
+static void conn_log(tg_conn_t *c, tg_log_level_t level, const char *event,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void conn_log(tg_conn_t *c, tg_log_level_t level, const char *event,
+                 const char *fmt, ...) {
+  if (!tg_log_enabled(level)) return;
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  tg_log_conn(level, c->id, lname(c), c->peer, event, "%s", msg);
+}
+
+static tg_side_t *other(tg_conn_t *c, tg_side_t *s) {
+  return s == &c->client ? &c->backend : &c->client;
+}
+
+static const char *side_name(tg_conn_t *c, tg_side_t *s) {
+  return s == &c->client ? "client" : "backend";
+}
+
+static const char *backend_text(tg_conn_t *c) {
+  return c->backend_idx >= 0 ? c->svc->conf->backends[c->backend_idx].text : "-";
+}
+
+static void set_state(tg_conn_t *c, tg_conn_state_t st) {
+  if (c->state == st) return;
+  conn_log(c, TG_LOG_DEBUG, "state", "%s -> %s", state_names[c->state],
+       state_names[st]);
+  c->state = st;
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static void unref(tg_conn_t *c) {
+  assert(c->refs > 0);
+  if (--c->refs > 0) return;
+  SSL_free(c->client.ssl);
+  SSL_free(c->backend.ssl);
+  free(c->client.note);
+  free(c->backend.note);
+  tg_worker_t *w = c->w;
+  c->magic = 0;
+  free(c);
+  tg_worker_conn_done(w);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  tg_conn_t *c = h->data;
+  assert(c->magic == TG_CONN_MAGIC);
+  unref(c);
+}
+
+static void close_side(tg_side_t *s, uv_close_cb cb) {
+  if (!s->open) return;
+  s->open = 0;
+  s->reading = 0;
+  uv_close((uv_handle_t *)&s->tcp, cb);
+}
+
+static void conn_close_level(tg_conn_t *c, tg_log_level_t level,
+                             const char *reason) {
+  if (c->state == TG_CONN_CLOSING) return;
+  uint64_t ms = uv_now(&c->w->loop) - c->started_ms;
+  conn_log(c, level, "close",
+       "%s; backend %s; %llu bytes from client, %llu bytes from backend, "
+       "%llu.%03llus",
+       reason, backend_text(c), (unsigned long long)c->client.bytes,
+       (unsigned long long)c->backend.bytes, (unsigned long long)(ms / 1000),
+       (unsigned long long)(ms % 1000));
+  set_state(c, TG_CONN_CLOSING);
+  tg_worker_t *w = c->w;
+  if (c->prev) c->prev->next = c->next;
+  else w->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  atomic_fetch_sub(&w->rt->active, 1);
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+  close_side(&c->client, on_handle_closed);
+  close_side(&c->backend, on_handle_closed);
+}
+
+void tg_conn_close(tg_conn_t *c, const char *reason) {
+  conn_close_level(c, TG_LOG_INFO, reason);
+}
+
+static void fail(tg_conn_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Closes on an error, logged at warn. */
+static void fail(tg_conn_t *c, const char *fmt, ...) {
+  char reason[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(reason, sizeof(reason), fmt, ap);
+  va_end(ap);
+  conn_close_level(c, TG_LOG_WARN, reason);
+}
+
+/* ---- writing -------------------------------------------------------------- */
+
+static void start_reading(tg_conn_t *c, tg_side_t *s);
+
+static void on_write(uv_write_t *req, int status) {
+  wreq_t *wr = (wreq_t *)req;
+  tg_conn_t *c = wr->conn;
+  tg_side_t *s = wr->side;
+  s->queued -= wr->len;
+  free(wr);
+  if (c->state == TG_CONN_CLOSING) return;
+  if (status < 0) {
+    fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(status));
+    return;
+  }
+  tg_side_t *o = other(c, s);
+  if (o->paused && s->queued <= TG_LOW_WATER) {
+    o->paused = 0;
+    start_reading(c, o);
+  }
+}
+
+/* Copies len bytes into a write request and queues it.  Returns 0 or -1
+ * after closing the connection. */
+static int side_write(tg_conn_t *c, tg_side_t *s, const void *data,
+                      size_t len) {
+  wreq_t *wr = malloc(sizeof(*wr) + len);
+  if (!wr) {
+    fail(c, "out of memory");
+    return -1;
+  }
+  wr->conn = c;
+  wr->side = s;
+  wr->len = len;
+  memcpy(wr->data, data, len);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
+  int rc = uv_write(&wr->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
+  if (rc < 0) {
+    free(wr);
+    fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(rc));
+    return -1;
+  }
+  s->queued += len;
+  return 0;
+}
+
+/* Sends whatever TLS produced for this side (records, alerts, tickets). */
+static int flush_tls(tg_conn_t *c, tg_side_t *s) {
+  BIO *wbio = SSL_get_wbio(s->ssl);
+  size_t pending = BIO_ctrl_pending(wbio);
+  if (pending == 0 || !s->open) return 0;
+  wreq_t *wr = malloc(sizeof(*wr) + pending);
+  if (!wr) {
+    fail(c, "out of memory");
+    return -1;
+  }
+  int n = BIO_read(wbio, wr->data, (int)pending);
+  if (n <= 0) {
+    free(wr);
+    return 0;
+  }
+  wr->conn = c;
+  wr->side = s;
+  wr->len = (size_t)n;
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
+  int rc = uv_write(&wr->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
+  if (rc < 0) {
+    free(wr);
+    fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(rc));
+    return -1;
+  }
+  s->queued += (size_t)n;
+  return 0;
+}
+
+/* Sends plaintext read from one side to the other, encrypting if needed,
+ * and stops reading the source while the destination is backed up. */
+static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
+                   size_t len) {
+  tg_side_t *to = other(c, from);
+  from->bytes += len;
+  if (to->ssl) {
+    while (len > 0) {
+      ERR_clear_error();
+      int n = SSL_write(to->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
+      if (n <= 0) {
+        char why[500];
+        fail(c, "TLS write to %s failed: %s", side_name(c, to),
+             tg_tls_failure(to->ssl, to->note, why, sizeof(why)));
+        return -1;
+      }
+      data += n;
+      len -= (size_t)n;
+    }
+    if (flush_tls(c, to) != 0) return -1;
+  } else if (side_write(c, to, data, len) != 0) {
+    return -1;
+  }
+  if (to->queued > TG_HIGH_WATER && from->reading) {
+    uv_read_stop((uv_stream_t *)&from->tcp);
+    from->reading = 0;
+    from->paused = 1;
+  }
+  return 0;
+}
+
+/* ---- reading -------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  tg_conn_t *c = h->data;
+  buf->base = c->w->readbuf;
+  buf->len = sizeof(c->w->readbuf);
+}
+
+static void start_reading(tg_conn_t *c, tg_side_t *s) {
+  if (s->reading || s->eof || s->paused || !s->open) return;
+  int rc = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+  if (rc < 0) {
+    fail(c, "cannot read from %s: %s", side_name(c, s), uv_strerror(rc));
+    return;
+  }
+  s->reading = 1;
+}
+
+static void stop_reading(tg_side_t *s) {
+  if (!s->reading) return;
+  uv_read_stop((uv_stream_t *)&s->tcp);
+  s->reading = 0;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status);
+
+/* Ends our sending half towards s: close_notify for TLS, then a TCP FIN
+ * once everything queued is written. */
+static void shut_side(tg_conn_t *c, tg_side_t *s) {
+  if (s->shut || !s->open) return;
+  s->shut = 1;
+  if (s->ssl) {
+    ERR_clear_error();
+    SSL_shutdown(s->ssl);
+    ERR_clear_error();
+    if (flush_tls(c, s) != 0) return;
+  }
+  uv_shutdown_t *req = malloc(sizeof(*req));
+  if (!req) {
+    fail(c, "out of memory");
+    return;
+  }
+  req->data = s;
+  int rc = uv_shutdown(req, (uv_stream_t *)&s->tcp, on_shutdown);
+  if (rc < 0) {
+    free(req);
+    fail(c, "shutdown of %s failed: %s", side_name(c, s), uv_strerror(rc));
+  }
+}
+
+static void check_done(tg_conn_t *c) {
+  if (c->client.eof && c->backend.eof && c->client.shut_done &&
+      c->backend.shut_done)
+    tg_conn_close(c, "closed by both sides");
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  tg_side_t *s = req->data;
+  tg_conn_t *c = s->tcp.data;
+  free(req);
+  if (c->state == TG_CONN_CLOSING) return;
+  if (status < 0) {
+    fail(c, "shutdown of %s failed: %s", side_name(c, s), uv_strerror(status));
+    return;
+  }
+  s->shut_done = 1;
+  check_done(c);
+}
+
+static void backend_attempt_failed(tg_conn_t *c, const char *reason);
+
+/* The side will send nothing more: pass the end on to the other side. */
+static void on_eof(tg_conn_t *c, tg_side_t *s) {
+  s->eof = 1;
+  stop_reading(s);
+  switch (c->state) {
+  case TG_CONN_HANDSHAKE:
+    fail(c, "client closed the connection during the TLS handshake");
+    return;
+  case TG_CONN_CONNECTING:
+    /* A client end is passed on once the backend is ready. */
+    if (s == &c->backend)
+      backend_attempt_failed(c, "closed the connection during the TLS handshake");
+    return;
+  case TG_CONN_PROXYING:
+  case TG_CONN_DRAINING:
+    conn_log(c, TG_LOG_DEBUG, "eof", "%s finished sending", side_name(c, s));
+    set_state(c, TG_CONN_DRAINING);
+    shut_side(c, other(c, s));
+    check_done(c);
+    return;
+  case TG_CONN_CLOSING:
+    return;
+  }
+}
+
+static void handshake_done(tg_conn_t *c, tg_side_t *s);
+
+/* Advances a TLS handshake with whatever arrived. */
+static void handshake_step(tg_conn_t *c, tg_side_t *s) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(s->ssl);
+  int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(s->ssl, r);
+  char why[700] = "";
+  if (r != 1 && e != SSL_ERROR_WANT_READ)
+    tg_tls_failure(s->ssl, s->note, why, sizeof(why));
+  /* Our flight, or the alert that tells the peer why it failed. */
+  if (flush_tls(c, s) != 0) return;
+  if (r == 1) {
+    handshake_done(c, s);
+  } else if (e == SSL_ERROR_WANT_READ) {
+    return;
+  } else if (s == &c->client) {
+    fail(c, "handshake failed: %s", why);
+  } else {
+    char reason[800];
+    snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
+    backend_attempt_failed(c, reason);
+  }
+}
+
+static void describe_tls(SSL *ssl, const tg_tls_note_t *note, char *buf,
+                         size_t size) {
+  const uint8_t *alpn = NULL;
+  unsigned alpnlen = 0;
+  SSL_get0_alpn_selected(ssl, &alpn, &alpnlen);
+  snprintf(buf, size, "%s %s%s%s%s%.*s%s", SSL_get_version(ssl),
+           SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)),
+           SSL_session_reused(ssl) ? " resumed" : "",
+           note->peer[0] ? ", peer " : "", note->peer,
+           (int)alpnlen, alpnlen ? (const char *)alpn : "", "");
+}
+
+static void backend_ready(tg_conn_t *c);
+
+static void handshake_done(tg_conn_t *c, tg_side_t *s) {
+  char desc[600];
+  describe_tls(s->ssl, s->note, desc, sizeof(desc));
+  if (s == &c->client) {
+    conn_log(c, TG_LOG_INFO, "handshake", "%s", desc);
+    /* Hold the client's data until a backend is ready for it. */
+    stop_reading(s);
+    set_state(c, TG_CONN_CONNECTING);
+    connect_next(c);
+  } else {
+    conn_log(c, TG_LOG_DEBUG, "backend-tls", "%s: %s", backend_text(c), desc);
+    backend_ready(c);
+  }
+}
+
+/* Decrypts everything buffered on a TLS side and forwards it. */
+static void pump_tls(tg_conn_t *c, tg_side_t *s) {
+  char *buf = c->w->plainbuf;
+  for (;;) {
+    ERR_clear_error();
+    int n = SSL_read(s->ssl, buf, TG_PLAIN_BUF_SIZE);
+    if (n > 0) {
+      if (forward(c, s, buf, (size_t)n) != 0) return;
+      continue;
+    }
+    int e = SSL_get_error(s->ssl, n);
+    if (e == SSL_ERROR_WANT_READ) break;
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      if (flush_tls(c, s) != 0) return;
+      on_eof(c, s);
+      return;
+    }
+    char why[700];
+    fail(c, "TLS error from %s: %s", side_name(c, s),
+         tg_tls_failure(s->ssl, s->note, why, sizeof(why)));
+    return;
+  }
+  flush_tls(c, s);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  tg_conn_t *c = stream->data;
+  assert(c->magic == TG_CONN_MAGIC);
+  tg_side_t *s = stream == (uv_stream_t *)&c->client.tcp ? &c->client
+                                                          : &c->backend;
+  if (c->state == TG_CONN_CLOSING || nread == 0) return;
+  if (nread < 0) {
+    if (nread == UV_EOF) on_eof(c, s);
+    else if (c->state == TG_CONN_CONNECTING && s == &c->backend)
+      backend_attempt_failed(c, uv_strerror((int)nread));
+    else
+      fail(c, "%s read error: %s", side_name(c, s), uv_strerror((int)nread));
+    return;
+  }
+  c->last_activity_ms = uv_now(&c->w->loop);
+  if (!s->ssl) {
+    forward(c, s, buf->base, (size_t)nread);
+    return;
+  }
+  if (BIO_write(SSL_get_rbio(s->ssl), buf->base, (int)nread) != (int)nread) {
+    fail(c, "out of memory");
+    return;
+  }
+  if (!SSL_is_init_finished(s->ssl)) handshake_step(c, s);
+  else if (c->state == TG_CONN_PROXYING || c->state == TG_CONN_DRAINING)
+    pump_tls(c, s);
+}
+
+/* ---- timers --------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t);
+
+static void arm_timer(tg_conn_t *c, uint64_t ms) {
+  if (ms == 0) uv_timer_stop(&c->timer);
+  else uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+  tg_conn_t *c = t->data;
+  const tg_listener_conf_t *l = c->svc->conf;
+  switch (c->state) {
+  case TG_CONN_HANDSHAKE:
+    fail(c, "handshake timeout (%llu ms)",
+         (unsigned long long)l->handshake_timeout_ms);
+    return;
+  case TG_CONN_CONNECTING: {
+    char reason[100];
+    snprintf(reason, sizeof(reason), "no connection within connect_timeout (%llu ms)",
+             (unsigned long long)l->connect_timeout_ms);
+    backend_attempt_failed(c, reason);
+    return;
+  }
+  case TG_CONN_PROXYING:
+  case TG_CONN_DRAINING: {
+    uint64_t idle = uv_now(&c->w->loop) - c->last_activity_ms;
+    if (idle >= l->idle_timeout_ms) {
+      tg_conn_close(c, "idle timeout");
+      return;
+    }
+    arm_timer(c, l->idle_timeout_ms - idle);
+    return;
+  }
+  case TG_CONN_CLOSING:
+    return;
+  }
+}
+
+/* ---- backends ------------------------------------------------------------- */
+
+static void on_backend_closed_retry(uv_handle_t *h) {
+  tg_conn_t *c = h->data;
+  if (c->state == TG_CONN_CONNECTING) connect_next(c);
+  unref(c);
+}
+
+static void backend_attempt_failed(tg_conn_t *c, const char *reason) {
+  uint64_t rest = tg_backend_failed(c->svc, c->backend_idx, tg_now_ms());
+  conn_log(c, TG_LOG_WARN, "backend", "backend %s: %s; resting it for %llu ms",
+       backend_text(c), reason, (unsigned long long)rest);
+  SSL_free(c->backend.ssl);
+  c->backend.ssl = NULL;
+  c->backend.eof = 0;
+  if (c->backend.open) {
+    /* The handle's own ref keeps c alive until the callback retries. */
+    close_side(&c->backend, on_backend_closed_retry);
+    return;
+  }
+  connect_next(c);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  tg_conn_t *c = req->data;
+  if (status == UV_ECANCELED || c->state != TG_CONN_CONNECTING) return;
+  if (status < 0) {
+    backend_attempt_failed(c, uv_strerror(status));
+    return;
+  }
+  uv_tcp_nodelay(&c->backend.tcp, 1);
+  start_reading(c, &c->backend);
+  if (c->state != TG_CONN_CONNECTING) return;
+  if (!c->svc->backend_ctx) {
+    backend_ready(c);
+    return;
+  }
+  c->backend.note = calloc(1, sizeof(*c->backend.note));
+  if (!c->backend.note) {
+    fail(c, "out of memory");
+    return;
+  }
+  c->backend.note->conf = c->svc->conf;
+  c->backend.note->backend = 1;
+  c->backend.ssl = tg_tls_new(c->svc->backend_ctx, c->backend.note,
+                              c->svc->conf->backends[c->backend_idx].host);
+  if (!c->backend.ssl) {
+    fail(c, "cannot create TLS state for the backend");
+    return;
+  }
+  handshake_step(c, &c->backend);
+}
+
+static void start_connect(tg_conn_t *c, const struct sockaddr *sa) {
+  int rc = uv_tcp_init(&c->w->loop, &c->backend.tcp);
+  if (rc < 0) {
+    backend_attempt_failed(c, uv_strerror(rc));
+    return;
+  }
+  c->backend.tcp.data = c;
+  c->backend.open = 1;
+  c->refs++;
+  c->connect_req.data = c;
+  rc = uv_tcp_connect(&c->connect_req, &c->backend.tcp, sa, on_connect);
+  if (rc < 0) backend_attempt_failed(c, uv_strerror(rc));
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  gai_t *g = (gai_t *)req;
+  tg_conn_t *c = g->conn;
+  unsigned attempt = g->attempt;
+  free(g);
+  if (c->state == TG_CONN_CONNECTING && attempt == c->attempt) {
+    if (status < 0 || !res) {
+      char reason[300];
+      snprintf(reason, sizeof(reason), "cannot resolve %s: %s",
+               c->svc->conf->backends[c->backend_idx].host, uv_strerror(status));
+      backend_attempt_failed(c, reason);
+    } else {
+      start_connect(c, res->ai_addr);
+    }
+  }
+  uv_freeaddrinfo(res);
+  unref(c);
+}
+
+static void connect_next(tg_conn_t *c) {
+  const tg_listener_conf_t *l = c->svc->conf;
+  int idx = tg_backend_pick(c->svc, c->tried, tg_now_ms());
+  if (idx < 0) {
+    fail(c, "no backend available (%zu tried)", l->nbackends);
+    return;
+  }
+  c->tried |= 1ULL << idx;
+  c->backend_idx = idx;
+  c->attempt++;
+  arm_timer(c, l->connect_timeout_ms);
+  const tg_hostport_t *a = &l->backends[idx];
+  if (a->is_literal) {
+    start_connect(c, (const struct sockaddr *)&a->addr);
+    return;
+  }
+  gai_t *g = malloc(sizeof(*g));
+  if (!g) {
+    fail(c, "out of memory");
+    return;
+  }
+  g->conn = c;
+  g->attempt = c->attempt;
+  char port[8];
+  snprintf(port, sizeof(port), "%u", a->port);
+  struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+  int rc = uv_getaddrinfo(&c->w->loop, &g->req, on_resolved, a->host, port, &hints);
+  if (rc < 0) {
+    free(g);
+    char reason[300];
+    snprintf(reason, sizeof(reason), "cannot resolve %s: %s", a->host, uv_strerror(rc));
+    backend_attempt_failed(c, reason);
+    return;
+  }
+  c->refs++;
+}
+
+static void backend_ready(tg_conn_t *c) {
+  if (tg_backend_ok(c->svc, c->backend_idx))
+    conn_log(c, TG_LOG_INFO, "backend", "backend %s is answering again", backend_text(c));
+  conn_log(c, TG_LOG_INFO, "backend", "connected to %s%s%s", backend_text(c),
+       c->backend.ssl ? " over " : "",
+       c->backend.ssl ? SSL_get_version(c->backend.ssl) : "");
+  if (c->svc->conf->proxy_protocol != TG_PROXY_OFF) {
+    uint8_t hdr[TG_PROXY_HDR_MAX];
+    size_t n = tg_proxy_header(c, hdr, sizeof(hdr));
+    if (n == 0) {
+      fail(c, "cannot build the PROXY header");
+      return;
+    }
+    int rc = c->backend.ssl ? (SSL_write(c->backend.ssl, hdr, (int)n) == (int)n
+                                   ? flush_tls(c, &c->backend)
+                                   : -1)
+                            : side_write(c, &c->backend, hdr, n);
+    if (rc != 0) {
+      if (c->state != TG_CONN_CLOSING) fail(c, "cannot send the PROXY header");
+      return;
+    }
+  }
+  set_state(c, TG_CONN_PROXYING);
+  c->last_activity_ms = uv_now(&c->w->loop);
+  arm_timer(c, c->svc->conf->idle_timeout_ms);
+  /* Data that arrived with the handshakes is already buffered in TLS. */
+  if (c->client.ssl) pump_tls(c, &c->client);
+  if (c->state != TG_CONN_PROXYING) return;
+  if (c->backend.ssl) pump_tls(c, &c->backend);
+  if (c->state != TG_CONN_PROXYING) return;
+  if (c->client.eof) {
+    on_eof(c, &c->client);
+    if (c->state == TG_CONN_CLOSING) return;
+  }
+  start_reading(c, &c->client);
+}
+
+/* ---- accept --------------------------------------------------------------- */
+
+static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t size) {
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    uv_ip4_name(a, ip, sizeof(ip));
+    snprintf(buf, size, "%s:%u", ip, ntohs(a->sin_port));
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    uv_ip6_name(a, ip, sizeof(ip));
+    snprintf(buf, size, "[%s]:%u", ip, ntohs(a->sin6_port));
+  } else {
+    snprintf(buf, size, "?");
+  }
+}
+
+void tg_conn_accept(tg_listener_t *l) {
+  tg_worker_t *w = l->worker;
+  tg_service_t *svc = l->svc;
+  tg_conn_t *c = calloc(1, sizeof(*c));
+  if (!c) {
+    tg_log(TG_LOG_ERROR, "listener %s: out of memory accepting a connection",
+           svc->conf->name);
+    return;
+  }
+  c->magic = TG_CONN_MAGIC;
+  c->w = w;
+  c->svc = svc;
+  c->backend_idx = -1;
+  c->id = atomic_fetch_add(&w->rt->next_id, 1);
+  c->started_ms = uv_now(&w->loop);
+  uv_tcp_init(&w->loop, &c->client.tcp);
+  c->client.tcp.data = c;
+  c->client.open = 1;
+  uv_timer_init(&w->loop, &c->timer);
+  c->timer.data = c;
+  c->refs = 2;
+  /* On the list before anything can close it. */
+  c->next = w->conns;
+  if (w->conns) w->conns->prev = c;
+  w->conns = c;
+  w->nconns++;
+  int active = atomic_fetch_add(&w->rt->active, 1) + 1;
+
+  int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->client.tcp);
+  if (rc < 0) {
+    snprintf(c->peer, sizeof(c->peer), "?");
+    fail(c, "accept failed: %s", uv_strerror(rc));
+    return;
+  }
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  if (uv_tcp_getpeername(&c->client.tcp, (struct sockaddr *)&ss, &len) == 0)
+    format_peer(&ss, c->peer, sizeof(c->peer));
+  else
+    snprintf(c->peer, sizeof(c->peer), "?");
+  int max = w->rt->cfg->max_connections;
+  if (max > 0 && active > max) {
+    fail(c, "max_connections (%d) reached", max);
+    return;
+  }
+  conn_log(c, TG_LOG_INFO, "accept", "new connection (%d active)", active);
+  uv_tcp_nodelay(&c->client.tcp, 1);
+  if (!svc->server_ctx) {
+    set_state(c, TG_CONN_CONNECTING);
+    connect_next(c);
+    return;
+  }
+  c->client.note = calloc(1, sizeof(*c->client.note));
+  if (c->client.note) {
+    c->client.note->conf = svc->conf;
+    c->client.ssl = tg_tls_new(svc->server_ctx, c->client.note, NULL);
+  }
+  if (!c->client.ssl) {
+    fail(c, "cannot create TLS state");
+    return;
+  }
+  set_state(c, TG_CONN_HANDSHAKE);
+  arm_timer(c, svc->conf->handshake_timeout_ms);
+  start_reading(c, &c->client);
+}

@@ -1,0 +1,80 @@
+/* A proxied connection: a client side and a backend side, each plaintext or
+ * TLS over memory BIOs, and one explicit state.
+ *
+ *   HANDSHAKE   client TLS handshake (skipped when secure = off)
+ *   CONNECTING  picking a backend, connecting, backend TLS handshake;
+ *               a failed attempt rests that backend and tries the next
+ *   PROXYING    both directions flow
+ *   DRAINING    one direction has ended (EOF / close_notify), the other
+ *               still flows
+ *   CLOSING     handles are closing; the memory is freed in the last close
+ *               callback
+ *
+ * Ownership: the worker owns the connection from accept until the last
+ * close callback (refs == 0).  Every uv_write owns its bytes until its
+ * callback.  Backpressure: a side stops being read while the opposite
+ * side has more than TG_HIGH_WATER bytes queued, and resumes below
+ * TG_LOW_WATER. */
+#ifndef TG_CONN_H
+#define TG_CONN_H
+
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "tls.h"
+#include "worker.h"
+
+#define TG_HIGH_WATER (128 * 1024)
+#define TG_LOW_WATER (32 * 1024)
+#define TG_CONN_MAGIC 0x7467636eu
+
+typedef enum {
+  TG_CONN_HANDSHAKE = 0,
+  TG_CONN_CONNECTING,
+  TG_CONN_PROXYING,
+  TG_CONN_DRAINING,
+  TG_CONN_CLOSING
+} tg_conn_state_t;
+
+typedef struct {
+  uv_tcp_t tcp;
+  SSL *ssl;         /* NULL when this side is plaintext */
+  tg_tls_note_t *note;
+  int open;         /* tcp initialised and not yet closed */
+  int reading;      /* uv_read_start is in effect */
+  int paused;       /* not read because the other side's queue is full */
+  int eof;          /* this side will send nothing more */
+  int shut;         /* we have shut our sending half towards it */
+  int shut_done;    /* ... and that shutdown completed */
+  size_t queued;    /* bytes handed to uv_write and not yet written */
+  uint64_t bytes;   /* plaintext bytes received from this side */
+} tg_side_t;
+
+struct tg_conn {
+  uint32_t magic;
+  tg_conn_state_t state;
+  unsigned long long id;
+  tg_worker_t *w;
+  tg_service_t *svc;
+  tg_conn_t *prev, *next; /* the worker's list */
+  tg_side_t client, backend;
+  uv_timer_t timer;       /* handshake, connect or idle deadline */
+  uv_connect_t connect_req;
+  int refs;               /* open handles + pending requests */
+  int backend_idx;        /* -1 before the first attempt */
+  uint64_t tried;         /* bit i: backend i tried by this connection */
+  unsigned attempt;       /* counts backend attempts */
+  uint64_t started_ms;
+  uint64_t last_activity_ms;
+  char peer[64];
+};
+
+/* Accepts one pending connection from the listener. */
+void tg_conn_accept(tg_listener_t *l);
+
+/* Closes a connection (no-op when already closing). */
+void tg_conn_close(tg_conn_t *c, const char *reason);
+
+const char *tg_conn_state_name(tg_conn_state_t s);
+
+#endif

@@ -1,0 +1,673 @@
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#ifndef OPENSSL_IS_BORINGSSL
+#include <openssl/provider.h>
+#endif
+
+#include "log.h"
+#include "tls_compat.h"
+
+static int note_index = -1;
+
+int tg_tls_init(char *err, size_t errsize) {
+#ifndef OPENSSL_IS_BORINGSSL
+  /* PFX files written by older tools and Windows use RC2-40, which OpenSSL 3
+   * keeps in its legacy provider.  Without it those files cannot load, so
+   * the error for them says how to convert instead. */
+  OSSL_PROVIDER_try_load(NULL, "legacy", 1);
+  ERR_clear_error();
+#endif
+  note_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  if (note_index < 0) {
+    snprintf(err, errsize, "SSL_get_ex_new_index failed");
+    return -1;
+  }
+  return 0;
+}
+
+const char *tg_tls_library_version(void) {
+#ifdef OPENSSL_IS_BORINGSSL
+  static char buf[64];
+  snprintf(buf, sizeof(buf), "BoringSSL (API version %d)", BORINGSSL_API_VERSION);
+  return buf;
+#else
+  return OpenSSL_version(OPENSSL_VERSION);
+#endif
+}
+
+/* ---- identities -------------------------------------------------------- */
+
+typedef struct {
+  EVP_PKEY *key;
+  X509 *cert;
+  STACK_OF(X509) *chain;
+} identity_t;
+
+static void identity_free(identity_t *id) {
+  EVP_PKEY_free(id->key);
+  X509_free(id->cert);
+  if (id->chain) sk_X509_pop_free(id->chain, X509_free);
+  memset(id, 0, sizeof(*id));
+}
+
+static void warn_if_world_readable(const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+    tg_log(TG_LOG_WARN, "%s holds a private key and is readable by everyone "
+           "(chmod o-r)", path);
+}
+
+static int resolve_password(const char *spec, char *buf, size_t size,
+                            char *err, size_t errsize) {
+  buf[0] = '\0';
+  if (!spec || !*spec) return 0;
+  char why[300];
+  if (tg_secret_read(spec, buf, size, why, sizeof(why)) != 0) {
+    snprintf(err, errsize, "password: %s", why);
+    return -1;
+  }
+  return 0;
+}
+
+static int is_bad_password(unsigned long e) {
+  int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
+#ifdef OPENSSL_IS_BORINGSSL
+  return lib == ERR_LIB_PKCS8 && reason == PKCS8_R_INCORRECT_PASSWORD;
+#else
+  return (lib == ERR_LIB_PKCS12 && reason == PKCS12_R_MAC_VERIFY_FAILURE) ||
+         (lib == ERR_LIB_EVP && reason == EVP_R_BAD_DECRYPT);
+#endif
+}
+
+static int is_unsupported_algorithm(unsigned long e) {
+  int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
+#ifdef OPENSSL_IS_BORINGSSL
+  return lib == ERR_LIB_PKCS8 && (reason == PKCS8_R_UNKNOWN_ALGORITHM ||
+                                  reason == PKCS8_R_UNSUPPORTED_CIPHER ||
+                                  reason == PKCS8_R_UNKNOWN_CIPHER);
+#else
+  return (lib == ERR_LIB_EVP && reason == EVP_R_UNSUPPORTED_ALGORITHM) ||
+         lib == ERR_LIB_PROV ||
+         (lib == ERR_LIB_EVP && reason == ERR_R_UNSUPPORTED);
+#endif
+}
+
+static int load_pfx(const char *path, const char *pwspec, identity_t *id,
+                    char *err, size_t errsize) {
+  char pw[512], tlserr[300];
+  if (resolve_password(pwspec, pw, sizeof(pw), err, errsize) != 0) return -1;
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errsize, "%s: %s", path, strerror(errno));
+    OPENSSL_cleanse(pw, sizeof(pw));
+    return -1;
+  }
+  warn_if_world_readable(path);
+  ERR_clear_error();
+  PKCS12 *p12 = d2i_PKCS12_fp(f, NULL);
+  fclose(f);
+  if (!p12) {
+    snprintf(err, errsize, "%s: not a PKCS#12 file (%s)", path,
+             tg_tls_errors(tlserr, sizeof(tlserr)));
+    OPENSSL_cleanse(pw, sizeof(pw));
+    return -1;
+  }
+  int ok = PKCS12_parse(p12, pw, &id->key, &id->cert, &id->chain);
+  PKCS12_free(p12);
+  OPENSSL_cleanse(pw, sizeof(pw));
+  if (!ok || !id->key || !id->cert) {
+    unsigned long e = ERR_peek_error();
+    const char *what = "cannot load";
+    if (is_bad_password(e)) what = "wrong password";
+    else if (is_unsupported_algorithm(e))
+      what = "encrypted with an algorithm this build cannot read; convert "
+             "it with: openssl pkcs12 -legacy -in OLD.pfx -nodes | "
+             "openssl pkcs12 -export -out NEW.pfx";
+    else if (ok) what = "holds no private key or no certificate";
+    snprintf(err, errsize, "%s: %s (%s)", path, what,
+             tg_tls_errors(tlserr, sizeof(tlserr)));
+    identity_free(id);
+    return -1;
+  }
+  return 0;
+}
+
+static int load_pem(const char *cert_path, const char *key_path,
+                    const char *pwspec, identity_t *id, char *err,
+                    size_t errsize) {
+  char tlserr[300], pw[512];
+  ERR_clear_error();
+  BIO *b = BIO_new_file(cert_path, "r");
+  if (!b) {
+    snprintf(err, errsize, "%s: %s", cert_path, strerror(errno));
+    return -1;
+  }
+  id->cert = PEM_read_bio_X509(b, NULL, NULL, NULL);
+  if (!id->cert) {
+    BIO_free(b);
+    snprintf(err, errsize, "%s: no PEM certificate (%s)", cert_path,
+             tg_tls_errors(tlserr, sizeof(tlserr)));
+    return -1;
+  }
+  id->chain = sk_X509_new_null();
+  X509 *x;
+  while (id->chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+    sk_X509_push(id->chain, x);
+  ERR_clear_error(); /* the loop ends on "no start line" */
+  BIO_free(b);
+
+  if (resolve_password(pwspec, pw, sizeof(pw), err, errsize) != 0) return -1;
+  b = BIO_new_file(key_path, "r");
+  if (!b) {
+    OPENSSL_cleanse(pw, sizeof(pw));
+    snprintf(err, errsize, "%s: %s", key_path, strerror(errno));
+    return -1;
+  }
+  warn_if_world_readable(key_path);
+  id->key = PEM_read_bio_PrivateKey(b, NULL, NULL, pw);
+  OPENSSL_cleanse(pw, sizeof(pw));
+  BIO_free(b);
+  if (!id->key) {
+    unsigned long e = ERR_peek_error();
+    int badpw = is_bad_password(e) ||
+                (ERR_GET_LIB(e) == ERR_LIB_PEM &&
+                 ERR_GET_REASON(e) == PEM_R_BAD_DECRYPT);
+    snprintf(err, errsize, "%s: %s (%s)", key_path,
+             badpw ? "wrong password" : "cannot load private key",
+             tg_tls_errors(tlserr, sizeof(tlserr)));
+    return -1;
+  }
+  return 0;
+}
+
+/* Checks an identity's certificate against its key and the clock, and
+ * describes it for the -t summary. */
+static int check_identity(const identity_t *id, const char *what, char *err,
+                          size_t errsize, char *desc, size_t descsize) {
+  char tlserr[300];
+  if (!X509_check_private_key(id->cert, id->key)) {
+    snprintf(err, errsize, "%s: private key does not match the certificate (%s)",
+             what, tg_tls_errors(tlserr, sizeof(tlserr)));
+    return -1;
+  }
+  char subject[256] = "", until[64] = "?";
+  X509_NAME_oneline(X509_get_subject_name(id->cert), subject, sizeof(subject));
+  BIO *mb = BIO_new(BIO_s_mem());
+  if (mb && ASN1_TIME_print(mb, X509_get0_notAfter(id->cert))) {
+    int n = BIO_read(mb, until, sizeof(until) - 1);
+    until[n > 0 ? n : 0] = '\0';
+  }
+  BIO_free(mb);
+  if (X509_cmp_current_time(X509_get0_notAfter(id->cert)) < 0) {
+    snprintf(err, errsize, "%s: certificate %s expired on %s", what, subject,
+             until);
+    return -1;
+  }
+  if (X509_cmp_current_time(X509_get0_notBefore(id->cert)) > 0)
+    tg_log(TG_LOG_WARN, "%s: certificate %s is not valid yet", what, subject);
+  snprintf(desc, descsize, "%s (valid until %s)", subject, until);
+  ERR_clear_error();
+  return 0;
+}
+
+static int use_identity(SSL_CTX *ctx, identity_t *id, char *err,
+                        size_t errsize) {
+  char tlserr[300];
+  if (!SSL_CTX_use_certificate(ctx, id->cert) ||
+      !SSL_CTX_use_PrivateKey(ctx, id->key)) {
+    snprintf(err, errsize, "cannot use identity (%s)",
+             tg_tls_errors(tlserr, sizeof(tlserr)));
+    return -1;
+  }
+  for (int i = 0; id->chain && i < (int)sk_X509_num(id->chain); i++) {
+    X509 *c = sk_X509_value(id->chain, i);
+    if (X509_cmp(c, id->cert) == 0) continue;
+    if (!SSL_CTX_add1_chain_cert(ctx, c)) {
+      snprintf(err, errsize, "cannot add chain certificate (%s)",
+               tg_tls_errors(tlserr, sizeof(tlserr)));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Loads the identity named by a PFX key (with password key) or by PEM
+ * cert/key keys into ctx.  Returns 0 or -1 with an error added. */
+static int load_identity(SSL_CTX *ctx, const tg_listener_conf_t *l,
+                         const char *pfx_key, const char *pfx,
+                         const char *pfx_pw, const char *cert,
+                         const char *key, const char *key_pw,
+                         tg_errors_t *errs, char *desc, size_t descsize) {
+  identity_t id = {0};
+  char err[900], where[400];
+  const char *errkey = pfx_key;
+  int rc;
+  if (pfx && *pfx) {
+    if (strchr(pfx, ',')) {
+      tg_errors_add(errs, "%s: several identities (SNI) are not supported by "
+                    "this version of tlsgate yet",
+                    tg_config_where(l, pfx_key, where, sizeof(where)));
+      return -1;
+    }
+    rc = load_pfx(pfx, pfx_pw, &id, err, sizeof(err));
+  } else {
+    errkey = "cert";
+    rc = load_pem(cert, key, key_pw, &id, err, sizeof(err));
+  }
+  if (rc == 0)
+    rc = check_identity(&id, pfx && *pfx ? pfx : cert, err, sizeof(err), desc,
+                        descsize);
+  if (rc == 0) rc = use_identity(ctx, &id, err, sizeof(err));
+  identity_free(&id);
+  if (rc != 0)
+    tg_errors_add(errs, "%s: %s",
+                  tg_config_where(l, errkey, where, sizeof(where)), err);
+  return rc;
+}
+
+/* Loads a CA file or hashed directory into ctx's verify store. */
+static int load_ca(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *key,
+                   const char *path, int send_names, tg_errors_t *errs) {
+  char tlserr[300], where[400];
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    tg_errors_add(errs, "%s: %s: %s",
+                  tg_config_where(l, key, where, sizeof(where)), path,
+                  strerror(errno));
+    return -1;
+  }
+  int isdir = S_ISDIR(st.st_mode);
+  ERR_clear_error();
+  if (!SSL_CTX_load_verify_locations(ctx, isdir ? NULL : path,
+                                     isdir ? path : NULL)) {
+    tg_errors_add(errs, "%s: %s: cannot load CA certificates (%s)",
+                  tg_config_where(l, key, where, sizeof(where)), path,
+                  tg_tls_errors(tlserr, sizeof(tlserr)));
+    return -1;
+  }
+  if (send_names && !isdir) {
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(path);
+    if (names) SSL_CTX_set_client_CA_list(ctx, names);
+    ERR_clear_error();
+  }
+  return 0;
+}
+
+static int load_crl(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *path,
+                    tg_errors_t *errs) {
+  char tlserr[300], where[400];
+  BIO *b = BIO_new_file(path, "r");
+  if (!b) {
+    tg_errors_add(errs, "%s: %s: %s",
+                  tg_config_where(l, "crl", where, sizeof(where)), path,
+                  strerror(errno));
+    return -1;
+  }
+  X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+  X509_CRL *crl;
+  int n = 0;
+  while ((crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
+    X509_STORE_add_crl(store, crl);
+    X509_CRL_free(crl);
+    n++;
+  }
+  BIO_free(b);
+  if (n == 0) {
+    tg_errors_add(errs, "%s: %s: no PEM CRL found (%s)",
+                  tg_config_where(l, "crl", where, sizeof(where)), path,
+                  tg_tls_errors(tlserr, sizeof(tlserr)));
+    return -1;
+  }
+  ERR_clear_error();
+  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  return 0;
+}
+
+/* ---- peer identity and verification ------------------------------------ */
+
+void tg_tls_peer_id(X509 *cert, tg_peer_id_t *id) {
+  memset(id, 0, sizeof(*id));
+  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName,
+                            id->cn, sizeof(id->cn));
+  unsigned int mdlen = 0;
+  X509_digest(cert, EVP_sha256(), id->sha256, &mdlen);
+  GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+  for (int i = 0; gens && i < (int)sk_GENERAL_NAME_num(gens); i++) {
+    const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+    if (g->type == GEN_DNS && id->ndns < TG_PEER_MAX_NAMES) {
+      snprintf(id->dns[id->ndns++], sizeof(id->dns[0]), "%.*s",
+               (int)ASN1_STRING_length(g->d.dNSName),
+               (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+    } else if (g->type == GEN_URI && id->nuri < TG_PEER_MAX_NAMES) {
+      snprintf(id->uri[id->nuri++], sizeof(id->uri[0]), "%.*s",
+               (int)ASN1_STRING_length(g->d.uniformResourceIdentifier),
+               (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier));
+    } else if (g->type == GEN_IPADD && id->nip < TG_PEER_MAX_NAMES) {
+      int len = ASN1_STRING_length(g->d.iPAddress);
+      if (len == 4 || len == 16) {
+        memcpy(id->ip[id->nip], ASN1_STRING_get0_data(g->d.iPAddress),
+               (size_t)len);
+        id->iplen[id->nip++] = (size_t)len;
+      }
+    }
+  }
+  GENERAL_NAMES_free(gens);
+}
+
+/* "CN=x DNS:a,b IP:1.2.3.4" for log lines. */
+static void describe_peer(const tg_peer_id_t *id, char *buf, size_t size) {
+  size_t n = (size_t)snprintf(buf, size, "CN=%s", id->cn[0] ? id->cn : "(none)");
+  for (size_t i = 0; i < id->ndns && n < size; i++)
+    n += (size_t)snprintf(buf + n, size - n, "%sDNS:%s", i ? "," : " ", id->dns[i]);
+  for (size_t i = 0; i < id->nip && n < size; i++) {
+    char a[INET6_ADDRSTRLEN] = "?";
+    inet_ntop(id->iplen[i] == 4 ? AF_INET : AF_INET6, id->ip[i], a, sizeof(a));
+    n += (size_t)snprintf(buf + n, size - n, "%sIP:%s", i ? "," : " ", a);
+  }
+  for (size_t i = 0; i < id->nuri && n < size; i++)
+    n += (size_t)snprintf(buf + n, size - n, "%sURI:%s", i ? "," : " ", id->uri[i]);
+}
+
+static int check_pin(const char *pin, X509 *cert, char *why, size_t whysize) {
+  uint8_t want[32], got[32];
+  if (strncmp(pin, "sha256:", 7) == 0) {
+    unsigned int len = 0;
+    if (tg_parse_hex(pin + 7, want, 32) != 0) {
+      snprintf(why, whysize, "backend_pin is not 64 hex digits");
+      return 0;
+    }
+    X509_digest(cert, EVP_sha256(), got, &len);
+  } else {
+    uint8_t dec[64];
+    const char *b64 = pin + 12;
+    size_t blen = strlen(b64);
+    if (blen != 44 || EVP_DecodeBlock(dec, (const uint8_t *)b64, (int)blen) != 33) {
+      snprintf(why, whysize, "backend_pin is not a base64 SHA-256 (44 characters)");
+      return 0;
+    }
+    memcpy(want, dec, 32);
+    uint8_t *der = NULL;
+    int dlen = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    if (dlen <= 0) {
+      snprintf(why, whysize, "cannot encode the backend's public key");
+      return 0;
+    }
+    SHA256(der, (size_t)dlen, got);
+    OPENSSL_free(der);
+  }
+  if (memcmp(want, got, 32) != 0) {
+    char hex[65];
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", got[i]);
+    snprintf(why, whysize, "backend certificate does not match backend_pin "
+             "(its sha256 is %s)", hex);
+    return 0;
+  }
+  return 1;
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *sctx) {
+  SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+  tg_tls_note_t *note = ssl ? SSL_get_ex_data(ssl, note_index) : NULL;
+  if (!note) return ok;
+  int depth = X509_STORE_CTX_get_error_depth(sctx);
+  X509 *cert = X509_STORE_CTX_get_current_cert(sctx);
+  const tg_listener_conf_t *l = note->conf;
+
+  if (!ok) {
+    int e = X509_STORE_CTX_get_error(sctx);
+    /* A pinned backend with backend_verify = off is trusted by its pin alone. */
+    if (note->backend && !l->backend_verify) return 1;
+    if (!note->reason[0]) {
+      tg_peer_id_t id;
+      char desc[300] = "";
+      if (cert) {
+        tg_tls_peer_id(cert, &id);
+        describe_peer(&id, desc, sizeof(desc));
+      }
+      if (e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        /* note->peer holds the name we asked for until verification passes. */
+        snprintf(note->reason, sizeof(note->reason),
+                 "certificate verify failed: %s mismatch (wanted %s, got %s)",
+                 e == X509_V_ERR_HOSTNAME_MISMATCH ? "hostname" : "IP address",
+                 note->peer, desc);
+      } else {
+        snprintf(note->reason, sizeof(note->reason),
+                 "certificate verify failed: %s (depth %d, %s)",
+                 X509_verify_cert_error_string(e), depth, desc);
+      }
+    }
+    return 0;
+  }
+  if (depth != 0 || !cert) return 1;
+
+  tg_peer_id_t id;
+  tg_tls_peer_id(cert, &id);
+  char desc[300];
+  describe_peer(&id, desc, sizeof(desc));
+  if (note->backend) {
+    if (l->backend_pin[0] &&
+        !check_pin(l->backend_pin, cert, note->reason, sizeof(note->reason))) {
+      X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
+      return 0;
+    }
+  } else if (!tg_acl_match(&l->allow_clients, &id)) {
+    snprintf(note->reason, sizeof(note->reason),
+             "client certificate %s is not in allow_clients", desc);
+    X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+  snprintf(note->peer, sizeof(note->peer), "%s", desc);
+  return 1;
+}
+
+/* ---- contexts ------------------------------------------------------------ */
+
+static int alpn_select(SSL *ssl, const uint8_t **out, uint8_t *outlen,
+                       const uint8_t *in, unsigned inlen, void *arg) {
+  const uint8_t *prefs = arg;
+  uint8_t *sel = NULL;
+  if (SSL_select_next_proto(&sel, outlen, prefs, (unsigned)strlen((const char *)prefs),
+                            in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  *out = sel;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+/* "h2, http/1.1" -> wire format, kept for the context's lifetime. */
+static uint8_t *alpn_wire(const char *list) {
+  size_t n = strlen(list);
+  uint8_t *w = calloc(1, n + 2);
+  if (!w) return NULL;
+  size_t o = 0;
+  const char *p = list;
+  while (*p) {
+    while (*p == ',' || *p == ' ') p++;
+    size_t len = strcspn(p, ", ");
+    if (len == 0) break;
+    if (len > 255) {
+      free(w);
+      return NULL;
+    }
+    w[o++] = (uint8_t)len;
+    memcpy(w + o, p, len);
+    o += len;
+    p += len;
+  }
+  w[o] = 0;
+  return w;
+}
+
+static int alpn_index = -1;
+
+static void free_alpn(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
+                      long argl, void *argp) {
+  free(ptr);
+}
+
+static SSL_CTX *new_ctx(const tg_listener_conf_t *l, const char *vkey,
+                        tg_errors_t *errs) {
+  char tlserr[300], where[400];
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  if (!ctx) {
+    tg_errors_add(errs, "%s: SSL_CTX_new: %s",
+                  tg_config_where(l, vkey, where, sizeof(where)),
+                  tg_tls_errors(tlserr, sizeof(tlserr)));
+    return NULL;
+  }
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | TG_SSL_OP_NO_RENEGOTIATION |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+  return ctx;
+}
+
+SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
+                           char *summary, size_t sumsize) {
+  char tlserr[300], where[400];
+  size_t before = errs->n;
+  SSL_CTX *ctx = new_ctx(l, "secure", errs);
+  if (!ctx) return NULL;
+  if (l->min_version == 13) SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  /* Only AEAD suites with forward secrecy unless the user says otherwise. */
+  const char *ciphers = l->ciphers[0] ? l->ciphers
+                        : "ECDHE+AESGCM:ECDHE+CHACHA20";
+  if (!tg_ctx_set_cipher_list(ctx, ciphers))
+    tg_errors_add(errs, "%s: '%s': %s",
+                  tg_config_where(l, "ciphers", where, sizeof(where)), ciphers,
+                  tg_tls_errors(tlserr, sizeof(tlserr)));
+  char desc[400] = "";
+  load_identity(ctx, l, "pfx", l->pfx, l->pfx_password, l->cert, l->key,
+                l->key_password, errs, desc, sizeof(desc));
+  if (l->verify_client != TG_VERIFY_NONE) {
+    int mode = SSL_VERIFY_PEER;
+    if (l->verify_client == TG_VERIFY_REQUIRE)
+      mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+    SSL_CTX_set_verify(ctx, mode, verify_cb);
+    load_ca(ctx, l, "client_ca", l->client_ca, 1, errs);
+    if (l->crl[0]) load_crl(ctx, l, l->crl, errs);
+  }
+  if (l->alpn[0]) {
+    uint8_t *wire = alpn_wire(l->alpn);
+    if (!wire || !wire[0]) {
+      free(wire);
+      tg_errors_add(errs, "%s: want a comma-separated list of protocol names",
+                    tg_config_where(l, "alpn", where, sizeof(where)));
+    } else {
+      if (alpn_index < 0)
+        alpn_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_alpn);
+      SSL_CTX_set_ex_data(ctx, alpn_index, wire);
+      SSL_CTX_set_alpn_select_cb(ctx, alpn_select, wire);
+    }
+  }
+  SSL_CTX_set_session_id_context(ctx, (const uint8_t *)l->name,
+                                 (unsigned)strlen(l->name));
+  if (errs->n > before) {
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  snprintf(summary, sumsize, "TLS >= 1.%d, identity %s, clients: %s%s%s",
+           l->min_version == 13 ? 3 : 2, desc,
+           l->verify_client == TG_VERIFY_REQUIRE    ? "certificate required"
+           : l->verify_client == TG_VERIFY_OPTIONAL ? "certificate optional"
+                                                    : "no certificate asked",
+           l->crl[0] ? ", CRL checked" : "",
+           l->allow_clients.n ? ", allow_clients ACL" : "");
+  return ctx;
+}
+
+SSL_CTX *tg_tls_backend_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
+                            char *summary, size_t sumsize) {
+  size_t before = errs->n;
+  SSL_CTX *ctx = new_ctx(l, "backend_secure", errs);
+  if (!ctx) return NULL;
+  char desc[400] = "none";
+  if (l->backend_pfx[0])
+    load_identity(ctx, l, "backend_pfx", l->backend_pfx, l->backend_pfx_password,
+                  NULL, NULL, NULL, errs, desc, sizeof(desc));
+  if (l->backend_ca[0]) {
+    load_ca(ctx, l, "backend_ca", l->backend_ca, 0, errs);
+  } else if (l->backend_verify) {
+    if (!SSL_CTX_set_default_verify_paths(ctx)) ERR_clear_error();
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+  if (errs->n > before) {
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  snprintf(summary, sumsize, "TLS to backends, client identity %s, verify %s%s%s",
+           desc, l->backend_verify ? "chain+name" : "off",
+           l->backend_pin[0] ? ", pinned " : "",
+           l->backend_pin[0] ? l->backend_pin : "");
+  return ctx;
+}
+
+SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host) {
+  SSL *ssl = SSL_new(ctx);
+  if (!ssl) return NULL;
+  BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
+  if (!rbio || !wbio) {
+    BIO_free(rbio);
+    BIO_free(wbio);
+    SSL_free(ssl);
+    return NULL;
+  }
+  /* An empty memory BIO must say "retry", not "EOF". */
+  BIO_set_mem_eof_return(rbio, -1);
+  BIO_set_mem_eof_return(wbio, -1);
+  SSL_set_bio(ssl, rbio, wbio);
+  SSL_set_ex_data(ssl, note_index, note);
+  if (note->backend) {
+    const tg_listener_conf_t *l = note->conf;
+    const char *sni = l->backend_sni[0] ? l->backend_sni : host;
+    struct in6_addr tmp;
+    int host_is_ip = inet_pton(AF_INET, host, &tmp) == 1 ||
+                     inet_pton(AF_INET6, host, &tmp) == 1;
+    if (l->backend_sni[0] || !host_is_ip) SSL_set_tlsext_host_name(ssl, sni);
+    X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
+    /* The certificate must name what we asked for: the SNI name if one is
+     * configured, else the backend's host name or address. */
+    if (l->backend_sni[0] || !host_is_ip) {
+      X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      X509_VERIFY_PARAM_set1_host(p, sni, 0);
+    } else {
+      X509_VERIFY_PARAM_set1_ip_asc(p, host);
+    }
+    snprintf(note->peer, sizeof(note->peer), "%s", sni);
+    SSL_set_connect_state(ssl);
+  } else {
+    SSL_set_accept_state(ssl);
+  }
+  return ssl;
+}
+
+const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
+                           size_t size) {
+  char tlserr[400];
+  tg_tls_errors(tlserr, sizeof(tlserr));
+  if (note && note->reason[0]) {
+    snprintf(buf, size, "%s (%s)", note->reason, tlserr);
+    return buf;
+  }
+  long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+  if (vr != X509_V_OK)
+    snprintf(buf, size, "certificate verify failed: %s (%s)",
+             X509_verify_cert_error_string(vr), tlserr);
+  else
+    snprintf(buf, size, "%s", tlserr);
+  return buf;
+}

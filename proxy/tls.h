@@ -1,0 +1,45 @@
+/* TLS glue: contexts built from a listener's config, identity loading, peer
+ * verification (client ACL, backend hostname and pins) and error text.
+ *
+ * Connections use these contexts with memory BIOs (see conn.c): TLS never
+ * touches a socket. */
+#ifndef TG_TLS_H
+#define TG_TLS_H
+
+#include <openssl/ssl.h>
+
+#include "acl.h"
+#include "config.h"
+
+/* Per-SSL notes shared with the verify callbacks.  Lives inside the
+ * connection; attached with tg_tls_attach(). */
+typedef struct {
+  const tg_listener_conf_t *conf;
+  int backend;        /* 1: we are the client of a backend */
+  char reason[300];   /* first verification failure, for the log */
+  char peer[300];     /* identity of the verified peer, for the log */
+} tg_tls_note_t;
+
+int tg_tls_init(char *err, size_t errsize);
+const char *tg_tls_library_version(void);
+
+/* Builds the listener-side context (secure = on).  NULL with errors added. */
+SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
+                           char *summary, size_t sumsize);
+/* Builds the backend-side context (backend_secure = on). */
+SSL_CTX *tg_tls_backend_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
+                            char *summary, size_t sumsize);
+
+/* Creates an SSL with memory BIOs for one side of a connection.  For a
+ * backend, host is the name or address the certificate must match. */
+SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host);
+
+/* One line that says why a handshake failed: the verify reason if there is
+ * one, then the library's queued errors.  Clears the error queue. */
+const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
+                           size_t size);
+
+/* Extracts CN, SANs and the SHA-256 fingerprint of a certificate. */
+void tg_tls_peer_id(X509 *cert, tg_peer_id_t *id);
+
+#endif

@@ -1,0 +1,123 @@
+#include "worker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "conn.h"
+#include "log.h"
+
+static void on_connection(uv_stream_t *server, int status) {
+  tg_listener_t *l = server->data;
+  tg_worker_t *w = l->worker;
+  if (status < 0) {
+    /* libuv has already drained the backlog on EMFILE (its reserve-fd
+     * trick), so this does not spin; log at most once a second. */
+    uint64_t now = uv_now(&w->loop);
+    if (now - w->last_accept_error_log >= 1000) {
+      w->last_accept_error_log = now;
+      tg_log(TG_LOG_ERROR, "listener %s: accept failed: %s", l->svc->conf->name,
+             uv_strerror(status));
+    }
+    return;
+  }
+  tg_conn_accept(l);
+}
+
+static void on_listener_closed(uv_handle_t *h) { (void)h; }
+
+static void finish_if_idle(tg_worker_t *w) {
+  if (!w->draining || w->nconns > 0) return;
+  if (!uv_is_closing((uv_handle_t *)&w->wakeup)) {
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
+  }
+}
+
+void tg_worker_conn_done(tg_worker_t *w) {
+  w->nconns--;
+  finish_if_idle(w);
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  tg_worker_t *w = t->data;
+  if (w->nconns)
+    tg_log(TG_LOG_WARN, "worker %d: drain_timeout reached, closing %zu "
+           "connection(s)", w->index, w->nconns);
+  tg_conn_t *c = w->conns;
+  while (c) {
+    tg_conn_t *next = c->next;
+    tg_conn_close(c, "drain timeout");
+    c = next;
+  }
+}
+
+static void on_wakeup(uv_async_t *a) {
+  tg_worker_t *w = a->data;
+  if (!atomic_load(&w->stop_requested) || w->draining) return;
+  w->draining = 1;
+  for (size_t i = 0; i < w->nlisteners; i++) {
+    if (w->listeners[i].open) {
+      w->listeners[i].open = 0;
+      uv_close((uv_handle_t *)&w->listeners[i].tcp, on_listener_closed);
+    }
+  }
+  if (w->nconns)
+    tg_log(TG_LOG_INFO, "worker %d: draining %zu connection(s) for up to %llu ms",
+           w->index, w->nconns, (unsigned long long)w->rt->cfg->drain_timeout_ms);
+  uv_timer_start(&w->drain_timer, on_drain_timeout, w->rt->cfg->drain_timeout_ms, 0);
+  finish_if_idle(w);
+}
+
+static void run(void *arg) {
+  tg_worker_t *w = arg;
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  int rc = uv_loop_close(&w->loop);
+  if (rc != 0) tg_log(TG_LOG_ERROR, "worker %d: loop closed with open handles", w->index);
+}
+
+int tg_worker_start(tg_worker_t *w, int index, tg_runtime_t *rt, char *err,
+                    size_t errsize) {
+  w->index = index;
+  w->rt = rt;
+  int rc = uv_loop_init(&w->loop);
+  if (rc < 0) {
+    snprintf(err, errsize, "uv_loop_init: %s", uv_strerror(rc));
+    return -1;
+  }
+  uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+  w->wakeup.data = w;
+  uv_timer_init(&w->loop, &w->drain_timer);
+  w->drain_timer.data = w;
+  for (size_t i = 0; i < rt->nservices; i++) {
+    tg_listener_t *l = &w->listeners[w->nlisteners];
+    tg_service_t *s = rt->services[i];
+    l->worker = w;
+    l->svc = s;
+    uv_tcp_init(&w->loop, &l->tcp);
+    l->tcp.data = l;
+    l->open = 1;
+    w->nlisteners++;
+    rc = uv_tcp_open(&l->tcp, s->fds[index]);
+    if (rc == 0) {
+      s->fds[index] = -1; /* the handle owns it now */
+      rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+    }
+    if (rc < 0) {
+      snprintf(err, errsize, "listener %s: %s", s->conf->name, uv_strerror(rc));
+      return -1;
+    }
+  }
+  rc = uv_thread_create(&w->thread, run, w);
+  if (rc < 0) {
+    snprintf(err, errsize, "uv_thread_create: %s", uv_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+void tg_worker_stop(tg_worker_t *w) {
+  atomic_store(&w->stop_requested, 1);
+  uv_async_send(&w->wakeup);
+}
+
+void tg_worker_join(tg_worker_t *w) { uv_thread_join(&w->thread); }
