@@ -304,6 +304,14 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   tg_conn_t *c = s->tcp.data;
   free(req);
   if (c->state == TG_CONN_CLOSING) return;
+  if (status == UV_ENOTCONN || status == UV_EPIPE || status == UV_ECONNRESET) {
+    /* The peer is already gone: nothing more can be delivered either way. */
+    char reason[100];
+    snprintf(reason, sizeof(reason), "%s went away (%s)", side_name(c, s),
+             uv_err_name(status));
+    tg_conn_close(c, reason);
+    return;
+  }
   if (status < 0) {
     fail(c, "shutdown of %s failed: %s", side_name(c, s), uv_strerror(status));
     return;
@@ -426,6 +434,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   if (c->state == TG_CONN_CLOSING || nread == 0) return;
   if (nread < 0) {
     if (nread == UV_EOF) on_eof(c, s);
+    else if (nread == UV_ECONNRESET && c->state != TG_CONN_CONNECTING) {
+      char reason[100];
+      snprintf(reason, sizeof(reason), "%s reset the connection", side_name(c, s));
+      tg_conn_close(c, reason);
+    }
     else if (c->state == TG_CONN_CONNECTING && s == &c->backend)
       backend_attempt_failed(c, uv_strerror((int)nread));
     else

@@ -47,12 +47,13 @@ static void print_errors(const tg_errors_t *errs) {
 static void on_stop_signal(uv_signal_t *h, int signum) {
   app_t *app = h->data;
   if (app->stopping) {
-    tg_log(TG_LOG_INFO, "%s again: still draining", strsignal(signum));
+    tg_log(TG_LOG_INFO, "%s again: still draining",
+           signum == SIGTERM ? "SIGTERM" : "SIGINT");
     return;
   }
   app->stopping = 1;
   tg_log(TG_LOG_INFO, "%s: no longer accepting, draining open connections",
-         strsignal(signum));
+         signum == SIGTERM ? "SIGTERM" : "SIGINT");
   for (int i = 0; i < app->nworkers; i++) tg_worker_stop(&app->workers[i]);
   uv_close((uv_handle_t *)&app->sigterm, NULL);
   uv_close((uv_handle_t *)&app->sigint, NULL);

@@ -643,7 +643,8 @@ SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host) {
      * configured, else the backend's host name or address. */
     if (l->backend_sni[0] || !host_is_ip) {
       X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-      X509_VERIFY_PARAM_set1_host(p, sni, 0);
+      /* BoringSSL poisons the param (every verify fails) on length 0. */
+      X509_VERIFY_PARAM_set1_host(p, sni, strlen(sni));
     } else {
       X509_VERIFY_PARAM_set1_ip_asc(p, host);
     }
@@ -658,7 +659,13 @@ SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host) {
 const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
                            size_t size) {
   char tlserr[400];
+  unsigned long first = ERR_peek_error();
   tg_tls_errors(tlserr, sizeof(tlserr));
+  if (ERR_GET_LIB(first) == ERR_LIB_SSL &&
+      ERR_GET_REASON(first) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+    snprintf(buf, size, "certificate required (no client certificate presented)");
+    return buf;
+  }
   if (note && note->reason[0]) {
     snprintf(buf, size, "%s (%s)", note->reason, tlserr);
     return buf;
