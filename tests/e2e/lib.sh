@@ -1,0 +1,508 @@
+# shellcheck shell=bash
+# tests/e2e/lib.sh -- sourced by every black-box scenario (tests/e2e/NN-name.sh).
+#
+# Provides: WORK (per-scenario work dir, also the cwd), TLSGATE, CERTS, PY,
+# free_port, wait_port, wait_listen, wait_udp, wait_not_listening,
+# start_tlsgate, stop_tlsgate, check_config, wait_exit, stop_pid, bg_start,
+# start_demo_backend, start_echo, start_py_server, write_config, write_py,
+# fail (stop now), error + finish (record, go on, fail at the end), skip, log,
+# assert_log_contains, assert_log_not_contains, log_mark/log_since,
+# require_cmd, and a Python helper module (import e2elib).
+# Exit codes: 0 pass, 77 skip, anything else fail. Cleanup kills only the
+# PIDs recorded here (TERM, then KILL after a bounded wait).
+
+set -u
+set -o pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$E2E_DIR/../.." && pwd)
+NAME=${E2E_NAME:-$(basename "$0" .sh)}
+PY=/usr/bin/python3
+TLSGATE=${TLSGATE:-$ROOT/build/tlsgate}
+case $TLSGATE in /*) ;; *) TLSGATE=$ROOT/$TLSGATE ;; esac
+CERTS=${CERTS:-$ROOT/certs}
+mkdir -p "$CERTS" && CERTS=$(cd "$CERTS" && pwd)
+WORK=${E2E_WORKDIR:-$E2E_DIR/.work}/$NAME
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cd "$WORK" || exit 1
+export TLSGATE CERTS WORK PYTHONPATH=$WORK PYTHONDONTWRITEBYTECODE=1
+
+_T0=${EPOCHREALTIME//[!0-9]/}
+now_ms() { local t=${EPOCHREALTIME//[!0-9]/}; echo $((t / 1000)); }
+log() { local t=${EPOCHREALTIME//[!0-9]/}; printf '[%s %6.2fs] %s\n' "$NAME" "$(( (t - _T0) / 10000 ))e-2" "$*"; }
+
+_PIDS=()
+_TLSGATE_PIDS=()
+declare -A _REAPED=()
+declare -A _PIDNAME=()
+_TG_N=0
+TLSGATE_PID=
+TLSGATE_LOG=
+TLSGATE_RC=
+BG_PID=
+
+fail() {
+    echo "FAIL [$NAME]: $*" >&2
+    if [ -n "$TLSGATE_LOG" ] && [ -f "$TLSGATE_LOG" ]; then
+        echo "--- last 40 lines of $TLSGATE_LOG" >&2
+        tail -n 40 "$TLSGATE_LOG" >&2
+        echo "---" >&2
+    fi
+    exit 1
+}
+skip() { echo "SKIP [$NAME]: $*"; exit 77; }
+# error MSG -- record a failed check and go on (independent cases); finish fails if any
+ERRORS=0
+error() {
+    ERRORS=$((ERRORS + 1))
+    echo "ERROR [$NAME]: $*" >&2
+}
+finish() {
+    [ "$ERRORS" = 0 ] || fail "$ERRORS check(s) failed (see ERROR lines above)"
+    log "ok"
+}
+require_cmd() {
+    local c
+    for c in "$@"; do command -v "$c" >/dev/null 2>&1 || skip "$c not installed"; done
+}
+
+[ -x "$TLSGATE" ] || fail "tlsgate binary not found at $TLSGATE (build it with make)"
+if [ ! -f "$CERTS/.done" ]; then
+    "$ROOT/tools/mkcerts" "$CERTS" >/dev/null || fail "tools/mkcerts $CERTS failed"
+fi
+
+# ---- processes ------------------------------------------------------------------
+track_pid() { _PIDS+=("$1"); _PIDNAME[$1]=${2:-pid}; }
+
+# _state PID -> prints "gone", "zombie" or "alive"
+_state() {
+    local st
+    st=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || { echo gone; return; }
+    case $st in Z|X|"") echo zombie ;; *) echo alive ;; esac
+}
+is_alive() { [ -z "${_REAPED[$1]:-}" ] && [ "$(_state "$1")" = alive ]; }
+
+# wait_exit PID [TIMEOUT_S=10] -> 0 when exited (exit status in WAIT_RC), 1 on timeout
+wait_exit() {
+    local pid=$1 t=${2:-10} end
+    end=$(( $(now_ms) + ${t%.*} * 1000 ))
+    if [ -n "${_REAPED[$pid]:-}" ]; then WAIT_RC=${_REAPED[$pid]}; return 0; fi
+    while [ "$(_state "$pid")" = alive ]; do
+        [ "$(now_ms)" -ge "$end" ] && return 1
+        sleep 0.05
+    done
+    wait "$pid" 2>/dev/null
+    WAIT_RC=$?
+    _REAPED[$pid]=$WAIT_RC
+    return 0
+}
+
+# bg_start NAME CMD... -- run CMD in the background, output in WORK/NAME.log; PID in BG_PID
+bg_start() {
+    local name=$1; shift
+    "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+    BG_PID=$!
+    track_pid "$BG_PID" "$name"
+}
+
+# stop_pid PID [TIMEOUT_S=5] -- TERM, bounded wait, KILL; exit status in WAIT_RC
+stop_pid() {
+    local pid=$1 t=${2:-5}
+    [ -n "${_REAPED[$pid]:-}" ] && { WAIT_RC=${_REAPED[$pid]}; return 0; }
+    kill -TERM "$pid" 2>/dev/null
+    wait_exit "$pid" "$t" && return 0
+    log "pid $pid (${_PIDNAME[$pid]:-?}) ignored SIGTERM for ${t}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null
+    wait_exit "$pid" 5
+    return 1
+}
+
+_cleanup() {
+    local rc=$? pid end
+    trap - EXIT TERM INT
+    set +e
+    for pid in "${_PIDS[@]}"; do
+        is_alive "$pid" && kill -TERM "$pid" 2>/dev/null
+    done
+    end=$(( $(now_ms) + 5000 ))
+    for pid in "${_PIDS[@]}"; do
+        while is_alive "$pid" && [ "$(now_ms)" -lt "$end" ]; do sleep 0.05; done
+        if is_alive "$pid"; then
+            echo "cleanup: pid $pid (${_PIDNAME[$pid]:-?}) still alive after SIGTERM, sending SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+    for pid in "${_PIDS[@]}"; do
+        [ -n "${_REAPED[$pid]:-}" ] && continue
+        wait_exit "$pid" 5 || continue
+    done
+    # a crashed tlsgate fails the scenario even if the checks passed
+    for pid in "${_TLSGATE_PIDS[@]}"; do
+        case ${_REAPED[$pid]:-0} in
+            132|134|135|136|139)
+                echo "FAIL [$NAME]: tlsgate pid $pid died with signal $(( ${_REAPED[$pid]} - 128 )) (crash)" >&2
+                [ "$rc" = 0 ] && rc=1 ;;
+        esac
+    done
+    local f
+    for f in "$WORK"/tlsgate*.log; do
+        [ -f "$f" ] || continue
+        if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer' "$f"; then
+            echo "FAIL [$NAME]: sanitizer report in $f:" >&2
+            grep -E -A15 'AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer' "$f" | head -40 >&2
+            [ "$rc" = 0 ] && rc=1
+        fi
+    done
+    exit "$rc"
+}
+trap _cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+# ---- ports ----------------------------------------------------------------------
+declare -A _GIVEN_PORTS=()
+free_port() {  # free_port [tcp|udp]
+    local p
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        p=$("$PY" -c '
+import socket, sys
+kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
+s = socket.socket(socket.AF_INET, kind)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])' "${1:-tcp}") || fail "free_port: python failed"
+        [ -z "${_GIVEN_PORTS[$p]:-}" ] && { _GIVEN_PORTS[$p]=1; echo "$p"; return 0; }
+    done
+    fail "free_port: no fresh port"
+}
+
+# wait_port HOST PORT [TIMEOUT_S=10] [PID] -- until a TCP connect succeeds (bounded);
+# returns 1 on timeout, 2 if PID died meanwhile
+wait_port() {
+    local host=$1 port=$2 t=${3:-10} pid=${4:-} end
+    end=$(( $(now_ms) + t * 1000 ))
+    while :; do
+        if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
+        if [ -n "$pid" ] && ! is_alive "$pid"; then return 2; fi
+        [ "$(now_ms)" -ge "$end" ] && return 1
+        sleep 0.05
+    done
+}
+
+# _listening tcp|udp PORT -- a socket in LISTEN (tcp) / bound (udp) state on PORT
+_listening() {
+    local hex files state
+    hex=$(printf ':%04X' "$2")
+    if [ "$1" = udp ]; then files="/proc/net/udp /proc/net/udp6"; state=07
+    else files="/proc/net/tcp /proc/net/tcp6"; state=0A; fi
+    # shellcheck disable=SC2086
+    awk -v h="$hex" -v st="$state" 'FNR > 1 && $4 == st && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' $files 2>/dev/null
+}
+
+# wait_listen PORT [TIMEOUT_S=10] [PID] / wait_udp PORT [TIMEOUT_S] [PID]:
+# wait for a listening socket without connecting to it (no noise in logs)
+wait_listen() { _wait_sock tcp "$@"; }
+wait_udp() { _wait_sock udp "$@"; }
+_wait_sock() {
+    local kind=$1 port=$2 t=${3:-10} pid=${4:-} end
+    end=$(( $(now_ms) + t * 1000 ))
+    while ! _listening "$kind" "$port"; do
+        if [ -n "$pid" ] && ! is_alive "$pid"; then return 2; fi
+        [ "$(now_ms)" -ge "$end" ] && return 1
+        sleep 0.05
+    done
+}
+
+# wait_refused PORT [TIMEOUT_S=5] -- until nothing listens on PORT any more
+wait_not_listening() {
+    local port=$1 t=${2:-5} end
+    end=$(( $(now_ms) + t * 1000 ))
+    while _listening tcp "$port"; do
+        [ "$(now_ms)" -ge "$end" ] && return 1
+        sleep 0.05
+    done
+}
+
+# ---- configs and tlsgate ----------------------------------------------------------
+# write_config FILE <<EOF ... EOF  -- writes WORK/FILE, sets CONFIG to its path
+write_config() {
+    CONFIG=$WORK/$1
+    cat >"$CONFIG"
+}
+
+# write_py NAME <<'EOF' ... EOF -- writes WORK/NAME.py (for background Python clients)
+write_py() { cat >"$WORK/$1.py"; }
+
+# _config_tcp_ports FILE -- ports of bind= lines in sections whose transport is not udp
+_config_tcp_ports() {
+    awk '
+        function flush() { if (port != "" && transport != "udp") print port; port = ""; transport = "tcp" }
+        /^[ \t]*\[/ { flush(); next }
+        /^[ \t]*bind[ \t]*=/ { v = $0; sub(/[;#].*$/, "", v); sub(/^[^=]*=[ \t]*/, "", v); gsub(/[ \t]/, "", v)
+                               n = split(v, a, ":"); port = a[n]; next }
+        /^[ \t]*transport[ \t]*=/ { v = $0; sub(/[;#].*$/, "", v); sub(/^[^=]*=[ \t]*/, "", v); gsub(/[ \t]/, "", v); transport = v }
+        END { flush() }' "$1"
+}
+
+# start_tlsgate CONFIG [PORT...] -- run "$TLSGATE" -c CONFIG in the background
+# (log in WORK/tlsgate.log, then tlsgate.2.log, ...), set TLSGATE_PID/TLSGATE_LOG,
+# wait until every PORT (default: every tcp bind port in CONFIG) is listening.
+start_tlsgate() {
+    local conf=$1 p rc; shift
+    [ -f "$conf" ] || conf=$WORK/$conf
+    [ -f "$conf" ] || fail "start_tlsgate: no config $1"
+    _TG_N=$((_TG_N + 1))
+    if [ "$_TG_N" = 1 ]; then TLSGATE_LOG=$WORK/tlsgate.log; else TLSGATE_LOG=$WORK/tlsgate.$_TG_N.log; fi
+    "$TLSGATE" -c "$conf" >"$TLSGATE_LOG" 2>&1 </dev/null &
+    TLSGATE_PID=$!
+    track_pid "$TLSGATE_PID" tlsgate
+    _TLSGATE_PIDS+=("$TLSGATE_PID")
+    log "started tlsgate pid $TLSGATE_PID -c $conf (log $TLSGATE_LOG)"
+    local ports=("$@")
+    [ "${#ports[@]}" = 0 ] && mapfile -t ports < <(_config_tcp_ports "$conf")
+    for p in "${ports[@]}"; do
+        wait_listen "$p" 10 "$TLSGATE_PID"; rc=$?
+        case $rc in
+            0) ;;
+            2) wait_exit "$TLSGATE_PID" 2; fail "tlsgate exited (status ${WAIT_RC:-?}) before listening on port $p" ;;
+            *) fail "tlsgate did not listen on port $p within 10s" ;;
+        esac
+    done
+}
+
+# stop_tlsgate [TIMEOUT_S=10] -- SIGTERM the current tlsgate, wait; TLSGATE_RC = exit status
+stop_tlsgate() {
+    local t=${1:-10}
+    [ -n "$TLSGATE_PID" ] || return 0
+    stop_pid "$TLSGATE_PID" "$t"
+    TLSGATE_RC=$WAIT_RC
+    log "tlsgate pid $TLSGATE_PID exited with status $TLSGATE_RC"
+}
+
+# check_config FILE -- run tlsgate -t -c FILE; output in CHECK_OUT, status in CHECK_RC
+# shellcheck disable=SC2034  # CHECK_OUT, CHECK_RC are read by the scenarios
+check_config() {
+    CHECK_OUT=$(timeout 20 "$TLSGATE" -t -c "$1" 2>&1 </dev/null)
+    CHECK_RC=$?
+}
+
+# ---- logs ------------------------------------------------------------------------------
+# log_mark -- remember the current size of TLSGATE_LOG; log_since prints what came after
+log_mark() { LOG_MARK=$(stat -c %s "$TLSGATE_LOG" 2>/dev/null || echo 0); }
+log_since() { tail -c +"$(( ${LOG_MARK:-0} + 1 ))" "$TLSGATE_LOG" 2>/dev/null; }
+
+# assert_log_contains REGEX [TIMEOUT_S=5] [--since-mark] -- grep -E (case-insensitive) in
+# TLSGATE_LOG, polling (log lines may lag); prints the first matching lines
+assert_log_contains() {
+    local re=$1 t=${2:-5} since=${3:-} end out
+    end=$(( $(now_ms) + t * 1000 ))
+    while :; do
+        if [ "$since" = --since-mark ]; then out=$(log_since | grep -aiE -- "$re")
+        else out=$(grep -aiE -- "$re" "$TLSGATE_LOG"); fi
+        if [ -n "$out" ]; then
+            log "log matches /$re/:"; printf '%s\n' "$out" | head -n 5 | sed 's/^/    | /'
+            return 0
+        fi
+        [ "$(now_ms)" -ge "$end" ] && fail "tlsgate log ($TLSGATE_LOG) has no line matching /$re/"
+        sleep 0.05
+    done
+}
+assert_log_not_contains() {
+    local out
+    out=$(grep -aiE -- "$1" "$TLSGATE_LOG")
+    [ -z "$out" ] || fail "tlsgate log has unexpected lines matching /$1/: $(printf '%s' "$out" | head -n 3)"
+}
+
+# ---- backends ----------------------------------------------------------------------------
+# start_demo_backend PORT [NAME] -- tools/demo-backend.py (HTTP + WebSocket echo); PID in BG_PID
+start_demo_backend() {
+    local port=$1 name=${2:-backend-$1} end
+    bg_start "$name" "$PY" "$ROOT/tools/demo-backend.py" --port "$port"
+    end=$(( $(now_ms) + 10000 ))
+    until grep -q "^listening on" "$WORK/$name.log" 2>/dev/null; do
+        is_alive "$BG_PID" || fail "demo backend on port $port died: $(cat "$WORK/$name.log")"
+        [ "$(now_ms)" -ge "$end" ] && fail "demo backend on port $port not ready in 10s"
+        sleep 0.05
+    done
+}
+
+# start_echo PORT [NAME] -- socat TCP echo server (fork, EXEC:cat); PID in BG_PID
+start_echo() {
+    local port=$1 name=${2:-echo-$1}
+    require_cmd socat
+    bg_start "$name" socat -t 10 "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" EXEC:cat
+    local pid=$BG_PID
+    wait_listen "$port" 10 "$pid" || fail "socat echo on port $port did not start: $(cat "$WORK/$name.log")"
+    BG_PID=$pid
+}
+
+# start_py_server KIND PORT [ARGS...] -- e2elib servers: echo | flood COUNTERFILE [SECONDS] [LIMIT]
+# | sink (reads, discards) | stall (accepts, never reads); PID in BG_PID
+start_py_server() {
+    local kind=$1 port=$2; shift 2
+    bg_start "$kind-$port" "$PY" "$WORK/e2elib.py" "$kind" "$port" "$@"
+    local pid=$BG_PID
+    wait_listen "$port" 10 "$pid" || fail "python $kind server on port $port did not start: $(cat "$WORK/$kind-$port.log")"
+    BG_PID=$pid
+}
+
+# ---- Python helpers (import e2elib) ---------------------------------------------------------
+cat >"$WORK/e2elib.py" <<'PYEOF'
+"""Helpers for tlsgate e2e scenarios (written by tests/e2e/lib.sh)."""
+import os, socket, ssl, sys, threading, time
+
+CERTS = os.environ.get("CERTS", "certs")
+
+def cert(name):
+    return os.path.join(CERTS, name)
+
+def tls_context(ca="ca.pem", certfile=None, keyfile=None, verify=True, version=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        ctx.load_verify_locations(cert(ca))
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if certfile:
+        ctx.load_cert_chain(cert(certfile), cert(keyfile) if keyfile else None)
+    if version == "1.2":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    elif version == "1.3":
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+def tcp_connect(port, host="127.0.0.1", timeout=10, rcvbuf=None):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect((host, port))
+    return s
+
+def tls_connect(port, host="127.0.0.1", sni="localhost", timeout=10, rcvbuf=None, **kw):
+    raw = tcp_connect(port, host, timeout, rcvbuf)
+    s = tls_context(**kw).wrap_socket(raw, server_hostname=sni)
+    return s
+
+def recv_exact(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        d = s.recv(min(1 << 20, n - len(buf)))
+        if not d:
+            raise EOFError("EOF after %d of %d bytes" % (len(buf), n))
+        buf += d
+    return bytes(buf)
+
+def recv_until_eof(s, limit=1 << 30):
+    buf = bytearray()
+    while len(buf) < limit:
+        try:
+            d = s.recv(1 << 20)
+        except ssl.SSLZeroReturnError:
+            break
+        if not d:
+            break
+        buf += d
+    return bytes(buf)
+
+def closed_within(s, seconds):
+    """Wait until the peer closes s (EOF, reset or TLS alert). Returns the delay or None."""
+    t0 = time.monotonic()
+    s.settimeout(0.1)
+    while time.monotonic() - t0 < seconds:
+        try:
+            d = s.recv(65536)
+            if not d:
+                return time.monotonic() - t0
+        except (socket.timeout, ssl.SSLWantReadError):
+            continue
+        except (ConnectionError, ssl.SSLError, OSError):
+            return time.monotonic() - t0
+    return None
+
+PATTERN = bytes(range(256)) * 256   # 64 KiB, offset-checkable stream
+
+def check_pattern(data, offset):
+    for i in range(0, len(data), 65536):
+        chunk = data[i:i + 65536]
+        start = (offset + i) % 256
+        want = (PATTERN[start:] + PATTERN[:start])[:len(chunk)]
+        if chunk != want:
+            return False
+    return True
+
+# ---- servers: python3 e2elib.py echo|flood|sink PORT [ARGS] ----------------------------
+def _serve(port, handler):
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", port))
+    ls.listen(128)
+    print("listening on 127.0.0.1:%d" % port, flush=True)
+    n = 0
+    while True:
+        c, addr = ls.accept()
+        n += 1
+        print("accepted #%d from %s:%d" % (n, addr[0], addr[1]), flush=True)
+        threading.Thread(target=handler, args=(c, n), daemon=True).start()
+
+def _echo(c, n):
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+        c.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        print("echo #%d: %s" % (n, e), flush=True)
+    finally:
+        c.close()
+
+def _flood_factory(counter_file, seconds, limit):
+    def flood(c, n):
+        sent, t0, last = 0, time.monotonic(), 0
+        with open(counter_file, "w") as f:
+            f.write("0\n")
+        try:
+            while sent < limit and time.monotonic() - t0 < seconds:
+                sent += c.send(PATTERN[sent % 256:] + PATTERN[:sent % 256])
+                if sent - last >= (1 << 20):
+                    last = sent
+                    with open(counter_file + ".tmp", "w") as f:
+                        f.write("%d\n" % sent)
+                    os.replace(counter_file + ".tmp", counter_file)
+        except OSError as e:
+            print("flood #%d: %s after %d bytes" % (n, e, sent), flush=True)
+        with open(counter_file, "w") as f:
+            f.write("%d\n" % sent)
+        print("flood #%d: done, %d bytes" % (n, sent), flush=True)
+        c.close()
+    return flood
+
+_held = []
+def _stall(c, n):
+    _held.append(c)   # accept, never read, never close
+
+def _sink(c, n):
+    try:
+        while c.recv(65536):
+            pass
+    except OSError:
+        pass
+    c.close()
+
+if __name__ == "__main__":
+    kind, port = sys.argv[1], int(sys.argv[2])
+    if kind == "echo":
+        _serve(port, _echo)
+    elif kind == "flood":
+        counter = sys.argv[3]
+        _serve(port, _flood_factory(counter, float(sys.argv[4]) if len(sys.argv) > 4 else 60,
+                                    int(sys.argv[5]) if len(sys.argv) > 5 else 4 << 30))
+    elif kind == "sink":
+        _serve(port, _sink)
+    elif kind == "stall":
+        _serve(port, _stall)
+    else:
+        sys.exit("unknown server kind " + kind)
+PYEOF

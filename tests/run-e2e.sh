@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# tests/run-e2e.sh -- run the black-box scenarios tests/e2e/[0-9]*.sh against tlsgate.
+#
+#   TLSGATE=path/to/tlsgate  (default build/tlsgate)
+#   CERTS=dir                (default certs/; tools/mkcerts runs first)
+#   E2E_FILTER=regex         run only scenarios whose name matches (e.g. E2E_FILTER='0[1-3]|mtls')
+#   E2E_TIMEOUT=seconds      per-scenario limit (default 120)
+#   E2E_WORKDIR=dir          where work dirs go (default tests/e2e/.work; set it to run
+#                            two suites at once, e.g. for both TLS builds)
+#
+# A scenario passes with exit 0, is skipped with 77, fails otherwise. Each one
+# logs into $E2E_WORKDIR/NAME/ and its output goes to $E2E_WORKDIR/NAME.out.
+# The last line is "N passed, N failed" (", N skipped" when some were skipped).
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+E2E=$ROOT/tests/e2e
+TLSGATE=${TLSGATE:-$ROOT/build/tlsgate}
+case $TLSGATE in /*) ;; *) TLSGATE=$PWD/$TLSGATE ;; esac
+CERTS=${CERTS:-$ROOT/certs}
+case $CERTS in /*) ;; *) CERTS=$PWD/$CERTS ;; esac
+TIMEOUT=${E2E_TIMEOUT:-120}
+FILTER=${E2E_FILTER:-}
+WORKDIR=${E2E_WORKDIR:-$E2E/.work}
+case $WORKDIR in /*) ;; *) WORKDIR=$PWD/$WORKDIR ;; esac
+export TLSGATE CERTS E2E_WORKDIR=$WORKDIR
+
+if ! mk_out=$("$ROOT/tools/mkcerts" "$CERTS" 2>&1); then
+    printf '%s\n' "$mk_out"
+    echo "run-e2e: tools/mkcerts $CERTS failed"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+if [ ! -x "$TLSGATE" ]; then
+    echo "run-e2e: no tlsgate binary at $TLSGATE (run make first)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+mkdir -p "$WORKDIR"
+
+pass=0 failn=0 skipn=0 failed_names=()
+for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
+    name=$(basename "$f" .sh)
+    if [ -n "$FILTER" ] && ! [[ $name =~ $FILTER ]]; then continue; fi
+    out=$WORKDIR/$name.out
+    t0=$(date +%s%N)
+    timeout -k 10 "$TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null
+    rc=$?
+    secs=$(( ($(date +%s%N) - t0) / 1000000 ))
+    secs=$(printf '%d.%02d' $((secs / 1000)) $(( (secs % 1000) / 10 )))
+    case $rc in
+        0)  pass=$((pass + 1)); echo "PASS $name (${secs}s)" ;;
+        77) skipn=$((skipn + 1)); echo "SKIP $name ($(grep -m1 '^SKIP' "$out" | sed 's/^SKIP \[[^]]*\]: //'))" ;;
+        *)  failn=$((failn + 1)); failed_names+=("$name")
+            why="exit $rc"; [ "$rc" = 124 ] && why="timed out after ${TIMEOUT}s"
+            echo "FAIL $name ($why, ${secs}s)"
+            echo "------ output of $name ($out; work dir $WORKDIR/$name/)"
+            sed 's/^/  | /' "$out"
+            echo "------ end of $name"
+            ;;
+    esac
+done
+
+[ "$failn" -gt 0 ] && echo "failed: ${failed_names[*]}"
+summary="$pass passed, $failn failed"
+[ "$skipn" -gt 0 ] && summary="$summary, $skipn skipped"
+echo "$summary"
+[ "$failn" = 0 ]
