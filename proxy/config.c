@@ -250,7 +250,7 @@ static const key_spec_t listener_keys[] = {
     {"backend_pin", T_STR, L(backend_pin), "", 0, 0, NULL, 0},
     {"backend_sni", T_STR, L(backend_sni), "", 0, 0, NULL, 0},
     {"proxy_protocol", T_ENUM, L(proxy_protocol), "off", 0, 0, proxy_modes, 0},
-    {"accept_proxy", T_BOOL, L(accept_proxy), "off", 0, 0, NULL, F_NOT_YET},
+    {"accept_proxy", T_BOOL, L(accept_proxy), "off", 0, 0, NULL, 0},
     {"connect_timeout", T_DURATION, L(connect_timeout_ms), "5s", 0, 0, NULL, 0},
     {"handshake_timeout", T_DURATION, L(handshake_timeout_ms), "10s", 0, 0, NULL, 0},
     {"idle_timeout", T_DURATION, L(idle_timeout_ms), "5m", 0, 0, NULL, 0},

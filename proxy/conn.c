@@ -29,9 +29,10 @@ typedef struct {
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 static void connect_next(tg_conn_t *c);
 static void pump_tls(tg_conn_t *c, tg_side_t *s);
+static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len);
 
-static const char *const state_names[] = {"handshake", "connecting", "proxying",
-                                          "draining", "closing"};
+static const char *const state_names[] = {"proxy-header", "handshake", "connecting",
+                                          "proxying", "draining", "closing"};
 
 const char *tg_conn_state_name(tg_conn_state_t s) { return state_names[s]; }
 
@@ -77,6 +78,8 @@ static void unref(tg_conn_t *c) {
   if (--c->refs > 0) return;
   SSL_free(c->client.ssl);
   SSL_free(c->backend.ssl);
+  free(c->hdr);
+  free(c->early);
   free(c->client.note);
   free(c->backend.note);
   tg_worker_t *w = c->w;
@@ -327,6 +330,9 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
   s->eof = 1;
   stop_reading(s);
   switch (c->state) {
+  case TG_CONN_PROXY_HEADER:
+    fail(c, "client closed the connection before a complete PROXY header");
+    return;
   case TG_CONN_HANDSHAKE:
     fail(c, "client closed the connection during the TLS handshake");
     return;
@@ -446,6 +452,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->last_activity_ms = uv_now(&c->w->loop);
+  if (c->state == TG_CONN_PROXY_HEADER) {
+    proxy_header_input(c, (const uint8_t *)buf->base, (size_t)nread);
+    return;
+  }
   if (!s->ssl) {
     forward(c, s, buf->base, (size_t)nread);
     return;
@@ -472,6 +482,10 @@ static void on_timer(uv_timer_t *t) {
   tg_conn_t *c = t->data;
   const tg_listener_conf_t *l = c->svc->conf;
   switch (c->state) {
+  case TG_CONN_PROXY_HEADER:
+    fail(c, "no complete PROXY header within handshake_timeout (%llu ms)",
+         (unsigned long long)l->handshake_timeout_ms);
+    return;
   case TG_CONN_HANDSHAKE:
     fail(c, "handshake timeout (%llu ms)",
          (unsigned long long)l->handshake_timeout_ms);
@@ -643,6 +657,13 @@ static void backend_ready(tg_conn_t *c) {
       return;
     }
   }
+  if (c->earlylen) {
+    int rc = forward(c, &c->client, (const char *)c->early, c->earlylen);
+    free(c->early);
+    c->early = NULL;
+    c->earlylen = 0;
+    if (rc != 0) return;
+  }
   set_state(c, TG_CONN_PROXYING);
   c->last_activity_ms = uv_now(&c->w->loop);
   arm_timer(c, c->svc->conf->idle_timeout_ms);
@@ -659,6 +680,93 @@ static void backend_ready(tg_conn_t *c) {
 }
 
 /* ---- accept --------------------------------------------------------------- */
+
+/* Starts the client side proper: a TLS handshake, or straight to the
+ * backend for plaintext.  data is what arrived after a PROXY header. */
+static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
+  tg_service_t *svc = c->svc;
+  if (!svc->server_ctx) {
+    if (len) {
+      c->early = malloc(len);
+      if (!c->early) {
+        fail(c, "out of memory");
+        return;
+      }
+      memcpy(c->early, data, len);
+      c->earlylen = len;
+    }
+    stop_reading(&c->client);
+    set_state(c, TG_CONN_CONNECTING);
+    connect_next(c);
+    return;
+  }
+  c->client.note = calloc(1, sizeof(*c->client.note));
+  if (c->client.note) {
+    c->client.note->conf = svc->conf;
+    c->client.ssl = tg_tls_new(svc->server_ctx, c->client.note, NULL);
+  }
+  if (!c->client.ssl) {
+    fail(c, "cannot create TLS state");
+    return;
+  }
+  set_state(c, TG_CONN_HANDSHAKE);
+  arm_timer(c, svc->conf->handshake_timeout_ms);
+  start_reading(c, &c->client);
+  if (len) {
+    if (BIO_write(SSL_get_rbio(c->client.ssl), data, (int)len) != (int)len) {
+      fail(c, "out of memory");
+      return;
+    }
+    handshake_step(c, &c->client);
+  }
+}
+
+static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t size);
+
+/* Collects and parses the PROXY header a load balancer sends first; its
+ * source address then names the client in logs and onward PROXY headers. */
+static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len) {
+  size_t room = TG_PROXY_PARSE_MAX - c->hdrlen;
+  size_t take = len < room ? len : room;
+  if (!c->hdr && !(c->hdr = malloc(TG_PROXY_PARSE_MAX))) {
+    fail(c, "out of memory");
+    return;
+  }
+  memcpy(c->hdr + c->hdrlen, data, take);
+  c->hdrlen += take;
+  tg_proxy_info_t info;
+  size_t used = 0;
+  const char *why = NULL;
+  int r = tg_proxy_parse(c->hdr, c->hdrlen, &info, &used, &why);
+  if (r < 0 || (r == 0 && c->hdrlen == TG_PROXY_PARSE_MAX)) {
+    fail(c, "bad PROXY header: %s", r < 0 ? why : "too long");
+    return;
+  }
+  if (r == 0) return;
+  if (info.src.ss_family != AF_UNSPEC) {
+    char was[64];
+    snprintf(was, sizeof(was), "%s", c->peer);
+    c->src = info.src;
+    c->dst = info.dst;
+    c->proxied = 1;
+    format_peer(&c->src, c->peer, sizeof(c->peer));
+    conn_log(c, TG_LOG_DEBUG, "proxy", "PROXY header from %s", was);
+  }
+  /* Bytes after the header, in this read and (beyond take) unread. */
+  size_t rest_hdr = c->hdrlen - used;
+  uint8_t *buf = malloc(rest_hdr + (len - take) + 1);
+  if (!buf) {
+    fail(c, "out of memory");
+    return;
+  }
+  memcpy(buf, c->hdr + used, rest_hdr);
+  memcpy(buf + rest_hdr, data + take, len - take);
+  free(c->hdr);
+  c->hdr = NULL;
+  c->hdrlen = 0;
+  start_client(c, buf, rest_hdr + (len - take));
+  free(buf);
+}
 
 static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t size) {
   char ip[INET6_ADDRSTRLEN] = "?";
@@ -722,21 +830,11 @@ void tg_conn_accept(tg_listener_t *l) {
   }
   conn_log(c, TG_LOG_INFO, "accept", "new connection (%d active)", active);
   uv_tcp_nodelay(&c->client.tcp, 1);
-  if (!svc->server_ctx) {
-    set_state(c, TG_CONN_CONNECTING);
-    connect_next(c);
+  if (svc->conf->accept_proxy) {
+    set_state(c, TG_CONN_PROXY_HEADER);
+    arm_timer(c, svc->conf->handshake_timeout_ms);
+    start_reading(c, &c->client);
     return;
   }
-  c->client.note = calloc(1, sizeof(*c->client.note));
-  if (c->client.note) {
-    c->client.note->conf = svc->conf;
-    c->client.ssl = tg_tls_new(svc->server_ctx, c->client.note, NULL);
-  }
-  if (!c->client.ssl) {
-    fail(c, "cannot create TLS state");
-    return;
-  }
-  set_state(c, TG_CONN_HANDSHAKE);
-  arm_timer(c, svc->conf->handshake_timeout_ms);
-  start_reading(c, &c->client);
+  start_client(c, NULL, 0);
 }

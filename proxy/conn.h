@@ -1,6 +1,7 @@
 /* A proxied connection: a client side and a backend side, each plaintext or
  * TLS over memory BIOs, and one explicit state.
  *
+ *   PROXY_HEADER  reading a PROXY v1/v2 header (accept_proxy = on)
  *   HANDSHAKE   client TLS handshake (skipped when secure = off)
  *   CONNECTING  picking a backend, connecting, backend TLS handshake;
  *               a failed attempt rests that backend and tries the next
@@ -29,7 +30,8 @@
 #define TG_CONN_MAGIC 0x7467636eu
 
 typedef enum {
-  TG_CONN_HANDSHAKE = 0,
+  TG_CONN_PROXY_HEADER = 0,
+  TG_CONN_HANDSHAKE,
   TG_CONN_CONNECTING,
   TG_CONN_PROXYING,
   TG_CONN_DRAINING,
@@ -64,6 +66,12 @@ struct tg_conn {
   int backend_idx;        /* -1 before the first attempt */
   uint64_t tried;         /* bit i: backend i tried by this connection */
   unsigned attempt;       /* counts backend attempts */
+  uint8_t *hdr;           /* PROXY header bytes so far (PROXY_HEADER only) */
+  size_t hdrlen;
+  uint8_t *early;         /* plaintext that came with the PROXY header */
+  size_t earlylen;
+  int proxied;            /* src/dst below came from a PROXY header */
+  struct sockaddr_storage src, dst;
   uint64_t started_ms;
   uint64_t last_activity_ms;
   char peer[64];

@@ -109,6 +109,188 @@ static size_t build_v2(const tg_proxy_info_t *in, uint8_t *out, size_t size) {
   return pos;
 }
 
+/* ---- parsing ------------------------------------------------------------ */
+
+static int parse_port(const char *s, uint16_t *port) {
+  if (!*s || strlen(s) > 5 || (s[0] == '0' && s[1])) return -1;
+  unsigned v = 0;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9') return -1;
+    v = v * 10 + (unsigned)(*s - '0');
+  }
+  if (v > 65535) return -1;
+  *port = (uint16_t)v;
+  return 0;
+}
+
+static int set_addr(struct sockaddr_storage *ss, int family, const char *ip,
+                    const char *port) {
+  uint16_t p;
+  memset(ss, 0, sizeof(*ss));
+  if (parse_port(port, &p) != 0) return -1;
+  if (family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
+    if (inet_pton(AF_INET, ip, &a->sin_addr) != 1) return -1;
+    a->sin_family = AF_INET;
+    a->sin_port = htons(p);
+  } else {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET6, ip, &a->sin6_addr) != 1) return -1;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(p);
+  }
+  return 0;
+}
+
+/* "PROXY TCP4 1.2.3.4 5.6.7.8 111 222\r\n", at most 107 bytes. */
+static int parse_v1(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
+                    size_t *consumed, const char **why) {
+  const size_t max = 107;
+  const uint8_t *cr = memchr(buf, '\r', len < max ? len : max);
+  const uint8_t *lf = memchr(buf, '\n', len < max ? len : max);
+  if (lf && (!cr || lf < cr)) {
+    *why = "PROXY v1 line not ended by CRLF";
+    return -1;
+  }
+  if (!cr) {
+    if (len >= max) {
+      *why = "PROXY v1 line longer than 107 bytes";
+      return -1;
+    }
+    return 0;
+  }
+  size_t linelen = (size_t)(cr - buf);
+  if (linelen + 1 >= len) return 0; /* the \n has not arrived */
+  if (cr[1] != '\n') {
+    *why = "PROXY v1 line not ended by CRLF";
+    return -1;
+  }
+  char line[108];
+  memcpy(line, buf, linelen);
+  line[linelen] = '\0';
+  if (memchr(buf, '\0', linelen)) {
+    *why = "NUL in PROXY v1 line";
+    return -1;
+  }
+  *consumed = linelen + 2;
+  if (strncmp(line, "PROXY UNKNOWN", 13) == 0 && (line[13] == '\0' || line[13] == ' ')) {
+    out->src.ss_family = out->dst.ss_family = AF_UNSPEC;
+    return (int)*consumed;
+  }
+  /* Exactly six fields separated by single spaces. */
+  char *f[6];
+  int n = 0;
+  char *p = line;
+  while (n < 6) {
+    f[n++] = p;
+    p = strchr(p, ' ');
+    if (!p) break;
+    *p++ = '\0';
+  }
+  if (n != 6 || p) {
+    *why = "PROXY v1 line does not have six fields";
+    return -1;
+  }
+  int family;
+  if (strcmp(f[1], "TCP4") == 0) family = AF_INET;
+  else if (strcmp(f[1], "TCP6") == 0) family = AF_INET6;
+  else {
+    *why = "PROXY v1 protocol is not TCP4, TCP6 or UNKNOWN";
+    return -1;
+  }
+  if (strcmp(f[0], "PROXY") != 0 || set_addr(&out->src, family, f[2], f[4]) != 0 ||
+      set_addr(&out->dst, family, f[3], f[5]) != 0) {
+    *why = "bad address or port in PROXY v1 line";
+    return -1;
+  }
+  return (int)*consumed;
+}
+
+static int parse_v2(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
+                    size_t *consumed, const char **why) {
+  if (len < 16) return 0;
+  if ((buf[12] & 0xF0) != 0x20) {
+    *why = "PROXY v2 version is not 2";
+    return -1;
+  }
+  size_t body = (size_t)buf[14] << 8 | buf[15];
+  if (16 + body > TG_PROXY_PARSE_MAX) {
+    *why = "PROXY v2 header too long";
+    return -1;
+  }
+  if (len < 16 + body) return 0;
+  int cmd = buf[12] & 0x0F, fam = buf[13];
+  if (cmd > 1) {
+    *why = "PROXY v2 command is neither LOCAL nor PROXY";
+    return -1;
+  }
+  const uint8_t *a = buf + 16;
+  size_t alen = 0;
+  memset(&out->src, 0, sizeof(out->src));
+  memset(&out->dst, 0, sizeof(out->dst));
+  if (fam == 0x11 || fam == 0x12) { /* TCP or UDP over IPv4 */
+    alen = 12;
+    if (body < alen) goto short_body;
+    struct sockaddr_in *s = (struct sockaddr_in *)&out->src, *d = (struct sockaddr_in *)&out->dst;
+    s->sin_family = d->sin_family = AF_INET;
+    memcpy(&s->sin_addr, a, 4);
+    memcpy(&d->sin_addr, a + 4, 4);
+    memcpy(&s->sin_port, a + 8, 2);
+    memcpy(&d->sin_port, a + 10, 2);
+  } else if (fam == 0x21 || fam == 0x22) { /* TCP or UDP over IPv6 */
+    alen = 36;
+    if (body < alen) goto short_body;
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *)&out->src, *d = (struct sockaddr_in6 *)&out->dst;
+    s->sin6_family = d->sin6_family = AF_INET6;
+    memcpy(&s->sin6_addr, a, 16);
+    memcpy(&d->sin6_addr, a + 16, 16);
+    memcpy(&s->sin6_port, a + 32, 2);
+    memcpy(&d->sin6_port, a + 34, 2);
+  } else if (fam == 0x00 || fam == 0x31 || fam == 0x32) {
+    /* UNSPEC or UNIX: nothing we can use, keep the socket's addresses. */
+    alen = fam == 0x00 ? 0 : 216;
+    if (body < alen) goto short_body;
+  } else {
+    *why = "PROXY v2 address family unknown";
+    return -1;
+  }
+  /* The TLVs must tile the rest of the header exactly. */
+  size_t p = alen;
+  while (p < body) {
+    if (body - p < 3) goto bad_tlv;
+    size_t tl = (size_t)a[p + 1] << 8 | a[p + 2];
+    if (body - p - 3 < tl) goto bad_tlv;
+    p += 3 + tl;
+  }
+  if (cmd == 0 || fam == 0x00 || fam == 0x31 || fam == 0x32)
+    out->src.ss_family = out->dst.ss_family = AF_UNSPEC; /* LOCAL: health check */
+  *consumed = 16 + body;
+  return (int)*consumed;
+short_body:
+  *why = "PROXY v2 header shorter than its addresses";
+  return -1;
+bad_tlv:
+  *why = "PROXY v2 TLVs do not fit the header";
+  return -1;
+}
+
+int tg_proxy_parse(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
+                   size_t *consumed, const char **why) {
+  static const char v1_sig[6] = "PROXY ";
+  *why = "not a PROXY protocol header";
+  size_t n = len < 12 ? len : 12;
+  if (memcmp(buf, v2_sig, n) == 0) {
+    if (len < 12) return 0;
+    return parse_v2(buf, len, out, consumed, why);
+  }
+  n = len < 6 ? len : 6;
+  if (memcmp(buf, v1_sig, n) == 0) {
+    if (len < 6) return 0;
+    return parse_v1(buf, len, out, consumed, why);
+  }
+  return -1;
+}
+
 size_t tg_proxy_build(int version, const tg_proxy_info_t *info, uint8_t *out,
                       size_t size) {
   return version == 1 ? build_v1(info, out, size) : build_v2(info, out, size);
@@ -118,11 +300,16 @@ size_t tg_proxy_header(struct tg_conn *c, uint8_t *out, size_t size) {
   tg_proxy_info_t in;
   memset(&in, 0, sizeof(in));
   int len = sizeof(in.src);
-  if (uv_tcp_getpeername(&c->client.tcp, (struct sockaddr *)&in.src, &len) != 0)
-    in.src.ss_family = AF_UNSPEC;
-  len = sizeof(in.dst);
-  if (uv_tcp_getsockname(&c->client.tcp, (struct sockaddr *)&in.dst, &len) != 0)
-    in.dst.ss_family = AF_UNSPEC;
+  if (c->proxied) {
+    in.src = c->src; /* what the load balancer in front of us said */
+    in.dst = c->dst;
+  } else {
+    if (uv_tcp_getpeername(&c->client.tcp, (struct sockaddr *)&in.src, &len) != 0)
+      in.src.ss_family = AF_UNSPEC;
+    len = sizeof(in.dst);
+    if (uv_tcp_getsockname(&c->client.tcp, (struct sockaddr *)&in.dst, &len) != 0)
+      in.dst.ss_family = AF_UNSPEC;
+  }
   char cn[256] = "";
   SSL *ssl = c->client.ssl;
   if (ssl) {

@@ -138,6 +138,123 @@ TEST(too_small_buffer) {
   ASSERT_EQ(tg_proxy_build(1, &in, out, 10), 0);
 }
 
+
+static int parse(const char *text, size_t len, tg_proxy_info_t *in, const char **why) {
+  size_t used = 0;
+  memset(in, 0, sizeof(*in));
+  return tg_proxy_parse((const uint8_t *)text, len, in, &used, why);
+}
+
+TEST(parse_v1) {
+  tg_proxy_info_t in;
+  const char *why = NULL;
+  const char *h = "PROXY TCP4 192.0.2.1 198.51.100.2 51234 443\r\nGET /";
+  ASSERT_EQ(parse(h, strlen(h), &in, &why), 45);
+  struct sockaddr_in *a = (struct sockaddr_in *)&in.src;
+  ASSERT_EQ(a->sin_family, AF_INET);
+  ASSERT_EQ(ntohs(a->sin_port), 51234);
+  ASSERT_EQ(ntohl(a->sin_addr.s_addr), 0xC0000201);
+  h = "PROXY TCP6 2001:db8::1 ::1 1 2\r\n";
+  ASSERT_EQ(parse(h, strlen(h), &in, &why), (int)strlen(h));
+  ASSERT_EQ(in.src.ss_family, AF_INET6);
+  h = "PROXY UNKNOWN whatever\r\n";
+  ASSERT_EQ(parse(h, strlen(h), &in, &why), (int)strlen(h));
+  ASSERT_EQ(in.src.ss_family, AF_UNSPEC);
+}
+
+TEST(parse_v1_incomplete) {
+  tg_proxy_info_t in;
+  const char *why = NULL;
+  const char *h = "PROXY TCP4 192.0.2.1 198.51.100.2 51234 443\r\n";
+  for (size_t n = 0; n < strlen(h); n++) ASSERT_EQ(parse(h, n, &in, &why), 0);
+}
+
+TEST(parse_v1_malformed) {
+  static const char *const bad[] = {
+      "PROXY TCP4 192.0.2.1 198.51.100.2 51234 443\n",   /* no CR */
+      "PROXY TCP4 192.0.2.1 198.51.100.2 51234 443\rX",   /* CR not CRLF */
+      "PROXY TCP4  192.0.2.1 198.51.100.2 1 2\r\n",       /* double space */
+      "PROXY TCP4 192.0.2.1 198.51.100.2 1\r\n",          /* five fields */
+      "PROXY TCP4 192.0.2.1 198.51.100.2 1 2 3\r\n",      /* seven fields */
+      "PROXY TCP5 192.0.2.1 198.51.100.2 1 2\r\n",
+      "PROXY TCP4 ::1 ::1 1 2\r\n",                       /* family mismatch */
+      "PROXY TCP4 192.0.2.1 198.51.100.2 65536 2\r\n",
+      "PROXY TCP4 192.0.2.1 198.51.100.2 01 2\r\n",       /* leading zero */
+      "PROXY TCP4 192.0.2.1 198.51.100.2 -1 2\r\n",
+      "GET / HTTP/1.1\r\n",
+      "\x16\x03\x01\x02\x00",                            /* a ClientHello */
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    tg_proxy_info_t in;
+    const char *why = NULL;
+    int r = parse(bad[i], strlen(bad[i]), &in, &why);
+    if (r != -1) FAILF("accepted (%d): %s", r, bad[i]);
+    ASSERT(why != NULL);
+  }
+  char longline[200];
+  memset(longline, 'x', sizeof(longline));
+  memcpy(longline, "PROXY TCP4 ", 11);
+  tg_proxy_info_t in;
+  const char *why = NULL;
+  ASSERT_EQ(parse(longline, sizeof(longline), &in, &why), -1);
+  ASSERT_CONTAINS(why, "107");
+}
+
+TEST(parse_v2_roundtrip) {
+  tg_proxy_info_t out, in;
+  memset(&out, 0, sizeof(out));
+  v6(&out.src, "2001:db8::5", 4321);
+  v6(&out.dst, "2001:db8::6", 443);
+  out.tls = 1;
+  out.version = "TLSv1.3";
+  out.cn = "client1";
+  uint8_t buf[512];
+  size_t n = tg_proxy_build(2, &out, buf, sizeof(buf));
+  ASSERT(n > 0);
+  size_t used = 0;
+  const char *why = NULL;
+  ASSERT_EQ(tg_proxy_parse(buf, n, &in, &used, &why), (int)n);
+  ASSERT_EQ(used, n);
+  ASSERT(memcmp(&in.src, &out.src, sizeof(struct sockaddr_in6)) == 0);
+  ASSERT(memcmp(&in.dst, &out.dst, sizeof(struct sockaddr_in6)) == 0);
+  for (size_t k = 0; k < n; k++) ASSERT_EQ(tg_proxy_parse(buf, k, &in, &used, &why), 0);
+  v4(&out.src, "10.0.0.1", 1);
+  v4(&out.dst, "10.0.0.2", 2);
+  n = tg_proxy_build(2, &out, buf, sizeof(buf));
+  ASSERT_EQ(tg_proxy_parse(buf, n, &in, &used, &why), (int)n);
+  ASSERT(memcmp(&in.src, &out.src, sizeof(struct sockaddr_in)) == 0);
+}
+
+TEST(parse_v2_local_and_malformed) {
+  uint8_t h[64] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+                   0x20, 0x00, 0x00, 0x00};
+  tg_proxy_info_t in;
+  size_t used = 0;
+  const char *why = NULL;
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), 16); /* LOCAL */
+  ASSERT_EQ(in.src.ss_family, AF_UNSPEC);
+  h[12] = 0x31; /* version 3 */
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), -1);
+  h[12] = 0x22; /* command 2 */
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), -1);
+  h[12] = 0x21;
+  h[13] = 0x11; /* TCP4 but body too short for addresses */
+  h[15] = 4;
+  ASSERT_EQ(tg_proxy_parse(h, 20, &in, &used, &why), -1);
+  h[15] = 12 + 3; /* addresses + a TLV header claiming 5 bytes it lacks */
+  h[28] = 0x01;
+  h[29] = 0x00;
+  h[30] = 0x05;
+  ASSERT_EQ(tg_proxy_parse(h, 31, &in, &used, &why), -1);
+  ASSERT_CONTAINS(why, "TLV");
+  h[13] = 0x99; /* unknown family */
+  h[15] = 0;
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), -1);
+  h[13] = 0x11; /* declared length over the cap */
+  h[14] = 0x10;
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), -1);
+}
+
 int main(void) {
   RUN(v1_tcp4);
   RUN(v1_tcp6_and_unknown);
@@ -145,5 +262,10 @@ int main(void) {
   RUN(v2_ssl_tlvs);
   RUN(v2_unverified_client);
   RUN(too_small_buffer);
+  RUN(parse_v1);
+  RUN(parse_v1_incomplete);
+  RUN(parse_v1_malformed);
+  RUN(parse_v2_roundtrip);
+  RUN(parse_v2_local_and_malformed);
   return UNIT_DONE();
 }
