@@ -182,6 +182,7 @@ typedef enum {
   T_INT,      /* int within [min, max] */
   T_ENUM,     /* int index into names */
   T_HOSTPORT, /* tg_hostport_t */
+  T_HOSTPORT_STR, /* char *, empty or a valid IP:port */
   T_BACKENDS, /* tg_hostport_t[] + count */
   T_ACL,      /* tg_acl_t */
   T_WORKERS,  /* "auto" or int */
@@ -214,8 +215,8 @@ static const key_spec_t global_keys[] = {
     {"workers", T_WORKERS, G(workers), "auto", 1, 256, NULL, 0},
     {"log_level", T_ENUM, G(log_level), "info", 0, 0, log_levels, 0},
     {"log_format", T_ENUM, G(log_format), "text", 0, 0, log_formats, 0},
-    {"metrics", T_STR, G(metrics), "", 0, 0, NULL, F_NOT_YET},
-    {"user", T_STR, G(user), "", 0, 0, NULL, F_NOT_YET},
+    {"metrics", T_HOSTPORT_STR, G(metrics), "", 0, 0, NULL, 0},
+    {"user", T_STR, G(user), "", 0, 0, NULL, 0},
     {"pid_file", T_STR, G(pid_file), "", 0, 0, NULL, 0},
     {"drain_timeout", T_DURATION, G(drain_timeout_ms), "30s", 0, 0, NULL, 0},
     {"max_connections", T_INT, G(max_connections), "0", 0, 10000000, NULL, 0},
@@ -234,8 +235,8 @@ static const key_spec_t listener_keys[] = {
     {"client_ca", T_STR, L(client_ca), "", 0, 0, NULL, 0},
     {"crl", T_STR, L(crl), "", 0, 0, NULL, 0},
     {"allow_clients", T_ACL, L(allow_clients), "", 0, 0, NULL, 0},
-    {"psk", T_SECRET, L(psk), "", 0, 0, NULL, F_NOT_YET},
-    {"psk_identity_hint", T_STR, L(psk_identity_hint), "", 0, 0, NULL, F_NOT_YET},
+    {"psk", T_SECRET, L(psk), "", 0, 0, NULL, 0},
+    {"psk_identity_hint", T_STR, L(psk_identity_hint), "", 0, 0, NULL, 0},
     {"min_version", T_VERSION, L(min_version), "1.2", 0, 0, NULL, 0},
     {"ciphers", T_STR, L(ciphers), "", 0, 0, NULL, 0},
     {"alpn", T_STR, L(alpn), "", 0, 0, NULL, 0},
@@ -277,8 +278,17 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
   char *field = (char *)base + spec->offset;
   const char *reason = NULL;
   switch (spec->type) {
+  case T_HOSTPORT_STR:
+    if (*value) {
+      tg_hostport_t hp;
+      if (tg_parse_hostport(value, &hp, &reason) != 0 || !hp.is_literal) {
+        snprintf(why, whysize, "'%s': %s", value, reason ? reason : "needs an IP address");
+        return -1;
+      }
+    }
+    /* fall through */
   case T_SECRET:
-    if (*value && strncmp(value, "env:", 4) && strncmp(value, "file:", 5) &&
+    if (spec->type == T_SECRET && *value && strncmp(value, "env:", 4) && strncmp(value, "file:", 5) &&
         strncmp(value, "pass:", 5)) {
       snprintf(why, whysize, "want env:NAME, file:PATH or pass:TEXT");
       return -1;
@@ -593,12 +603,36 @@ static int is_set(const tg_listener_conf_t *l, const char *key) {
     tg_errors_add(errs, "%s: %s", tg_config_where(l, key, w_, sizeof(w_)), m_); \
   } while (0)
 
-static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs) {
+/* A key that would do nothing is a warning, not an error, so that a side
+ * can be switched between TLS and plaintext by changing one line. */
+#define LWARN(l, key, ...)                                                     \
+  do {                                                                         \
+    char w_[400], m_[600];                                                     \
+    snprintf(m_, sizeof(m_), __VA_ARGS__);                                     \
+    tg_errors_add(warns, "%s: %s", tg_config_where(l, key, w_, sizeof(w_)), m_); \
+  } while (0)
+
+static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
+                              tg_errors_t *warns) {
   for (size_t i = 0; i < NLISTENER; i++)
     if ((listener_keys[i].flags & F_REQUIRED) && !l->key_line[i])
       LERR(l, listener_keys[i].name, "required key missing");
-  if (l->transport == TG_TRANSPORT_UDP)
-    LERR(l, "transport", "udp (DTLS) listeners are not supported by this version of tlsgate yet");
+  if (l->transport == TG_TRANSPORT_UDP) {
+    if (l->secure && l->min_version == 13)
+      LERR(l, "min_version", "1.3: DTLS 1.3 is not supported; udp listeners "
+           "speak DTLS 1.2");
+    if (l->proxy_protocol != TG_PROXY_OFF)
+      LERR(l, "proxy_protocol", "not supported with transport = udp");
+    if (is_set(l, "idle_timeout"))
+      LWARN(l, "idle_timeout", "has no effect with transport = udp (use "
+           "session_timeout)");
+    if (l->session_timeout_ms == 0) LERR(l, "session_timeout", "must be > 0");
+    if (!l->secure && is_set(l, "dtls_cookie"))
+      LWARN(l, "dtls_cookie", "has no effect with secure = off");
+  } else if (l->psk[0]) {
+    LERR(l, "psk", "pre-shared keys are supported with transport = udp "
+         "(DTLS) only in this version of tlsgate");
+  }
   for (size_t i = 0; i < NLISTENER; i++)
     if ((listener_keys[i].flags & F_UDP_ONLY) && l->key_line[i] &&
         l->transport != TG_TRANSPORT_UDP)
@@ -608,8 +642,16 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs) {
 
   int has_pfx = l->pfx[0] != 0, has_pem = l->cert[0] || l->key[0];
   if (l->secure) {
-    if (!has_pfx && !has_pem)
-      LERR(l, "secure", "secure = on needs an identity: pfx, or cert and key");
+    if (!has_pfx && !has_pem && !l->psk[0])
+      LERR(l, "secure", "secure = on needs an identity: pfx, cert and key, "
+           "or psk (udp)");
+    if (!has_pfx && !has_pem && l->verify_client != TG_VERIFY_NONE)
+      LERR(l, "verify_client", "client certificates need a server "
+           "certificate (pfx, or cert and key), not only psk");
+    if (l->psk_identity_hint[0] && !l->psk[0])
+      LWARN(l, "psk_identity_hint", "has no effect without psk");
+    if (strlen(l->psk_identity_hint) > 128)
+      LERR(l, "psk_identity_hint", "longer than 128 characters");
     if (has_pfx && has_pem)
       LERR(l, "pfx", "give either pfx or cert/key, not both");
     if (has_pem && (!l->cert[0] || !l->key[0]))
@@ -621,14 +663,14 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs) {
     static const char *const tls_only[] = {
         "pfx",     "pfx_password", "cert",          "key",  "key_password",
         "verify_client", "client_ca", "crl", "allow_clients", "min_version",
-        "ciphers", "alpn"};
+        "ciphers", "alpn", "psk", "psk_identity_hint"};
     for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++)
       if (is_set(l, tls_only[i]))
-        LERR(l, tls_only[i], "has no effect with secure = off");
+        LWARN(l, tls_only[i], "has no effect with secure = off");
   }
   if ((l->crl[0] || l->allow_clients.n) && l->verify_client == TG_VERIFY_NONE &&
       l->secure)
-    LERR(l, l->crl[0] ? "crl" : "allow_clients",
+    LWARN(l, l->crl[0] ? "crl" : "allow_clients",
          "has no effect with verify_client = none");
 
   if (l->backend_secure) {
@@ -641,7 +683,7 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs) {
         "backend_pin", "backend_sni"};
     for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++)
       if (is_set(l, tls_only[i]))
-        LERR(l, tls_only[i], "has no effect with backend_secure = off");
+        LWARN(l, tls_only[i], "has no effect with backend_secure = off");
   }
   if (l->backend_pin[0] && strncmp(l->backend_pin, "sha256:", 7) &&
       strncmp(l->backend_pin, "spki-sha256:", 12))
@@ -714,7 +756,7 @@ tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
   if (cfg->nlisteners == 0)
     tg_errors_add(errs, "%s: no [listener:NAME] section", path);
   for (size_t i = 0; i < cfg->nlisteners; i++)
-    validate_listener(cfg->listeners[i], errs);
+    validate_listener(cfg->listeners[i], errs, &cfg->warnings);
   for (size_t i = 0; i < cfg->nlisteners; i++)
     for (size_t j = 0; j < i; j++)
       if (cfg->listeners[i]->bind.addrlen &&
@@ -736,7 +778,7 @@ tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
 
 static void free_strings(const key_spec_t *keys, size_t n, void *base) {
   for (size_t i = 0; i < n; i++)
-    if (keys[i].type == T_STR || keys[i].type == T_SECRET)
+    if (keys[i].type == T_STR || keys[i].type == T_SECRET || keys[i].type == T_HOSTPORT_STR)
       free(*(char **)((char *)base + keys[i].offset));
 }
 
@@ -747,6 +789,7 @@ void tg_config_free(tg_config_t *cfg) {
     free(cfg->listeners[i]);
   }
   free_strings(global_keys, NGLOBAL, cfg);
+  tg_errors_free(&cfg->warnings);
   free(cfg->path);
   free(cfg);
 }

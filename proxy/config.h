@@ -111,6 +111,7 @@ typedef struct {
 
   tg_listener_conf_t *listeners[TG_MAX_LISTENERS];
   size_t nlisteners;
+  tg_errors_t warnings; /* e.g. keys that have no effect; printed by -t, logged */
 } tg_config_t;
 
 /* Parses and validates path.  Returns the config, or NULL with errs filled. */

@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxyproto.h"
 
 /* One write request owns the bytes it writes until its callback. */
@@ -37,6 +38,10 @@ static const char *const state_names[] = {"proxy-header", "handshake", "connecti
 const char *tg_conn_state_name(tg_conn_state_t s) { return state_names[s]; }
 
 static const char *lname(const tg_conn_t *c) { return c->svc->conf->name; }
+
+static void count_handshake(tg_conn_t *c, tg_hs_result_t r) {
+  atomic_fetch_add_explicit(&c->svc->stats->handshakes[r], 1, memory_order_relaxed);
+}
 
 static void conn_log(tg_conn_t *c, tg_log_level_t level, const char *event,
                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -83,8 +88,10 @@ static void unref(tg_conn_t *c) {
   free(c->client.note);
   free(c->backend.note);
   tg_worker_t *w = c->w;
+  tg_runtime_t *rt = c->rt;
   c->magic = 0;
   free(c);
+  tg_runtime_unref(rt);
   tg_worker_conn_done(w);
 }
 
@@ -112,12 +119,16 @@ static void conn_close_level(tg_conn_t *c, tg_log_level_t level,
        (unsigned long long)c->backend.bytes, (unsigned long long)(ms / 1000),
        (unsigned long long)(ms % 1000));
   set_state(c, TG_CONN_CLOSING);
+  tg_lstats_t *st = c->svc->stats;
+  atomic_fetch_sub_explicit(&st->active, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&st->bytes_from_client, c->client.bytes, memory_order_relaxed);
+  atomic_fetch_add_explicit(&st->bytes_from_backend, c->backend.bytes, memory_order_relaxed);
   tg_worker_t *w = c->w;
   if (c->prev) c->prev->next = c->next;
   else w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
-  atomic_fetch_sub(&w->rt->active, 1);
+  atomic_fetch_sub(&tg_active_connections, 1);
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   close_side(&c->client, on_handle_closed);
   close_side(&c->backend, on_handle_closed);
@@ -331,9 +342,11 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
   stop_reading(s);
   switch (c->state) {
   case TG_CONN_PROXY_HEADER:
+    atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
     fail(c, "client closed the connection before a complete PROXY header");
     return;
   case TG_CONN_HANDSHAKE:
+    count_handshake(c, TG_HS_CLOSED);
     fail(c, "client closed the connection during the TLS handshake");
     return;
   case TG_CONN_CONNECTING:
@@ -355,6 +368,7 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
 
 static void handshake_done(tg_conn_t *c, tg_side_t *s);
 
+
 /* Advances a TLS handshake with whatever arrived. */
 static void handshake_step(tg_conn_t *c, tg_side_t *s) {
   ERR_clear_error();
@@ -370,6 +384,10 @@ static void handshake_step(tg_conn_t *c, tg_side_t *s) {
   } else if (e == SSL_ERROR_WANT_READ) {
     return;
   } else if (s == &c->client) {
+    count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
+                       : strstr(why, "not in allow_clients")      ? TG_HS_ACL
+                       : strstr(why, "certificate verify failed") ? TG_HS_VERIFY
+                                                                  : TG_HS_PROTOCOL);
     fail(c, "handshake failed: %s", why);
   } else {
     char reason[800];
@@ -396,6 +414,13 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
   char desc[600];
   describe_tls(s->ssl, s->note, desc, sizeof(desc));
   if (s == &c->client) {
+    tg_lstats_t *st = c->svc->stats;
+    count_handshake(c, TG_HS_OK);
+    atomic_fetch_add_explicit(SSL_version(s->ssl) == TLS1_3_VERSION ? &st->tls13 : &st->tls12,
+                              1, memory_order_relaxed);
+    if (SSL_session_reused(s->ssl))
+      atomic_fetch_add_explicit(&st->resumed, 1, memory_order_relaxed);
+    tg_stats_cipher(st, SSL_CIPHER_get_name(SSL_get_current_cipher(s->ssl)));
     conn_log(c, TG_LOG_INFO, "handshake", "%s", desc);
     /* Hold the client's data until a backend is ready for it. */
     stop_reading(s);
@@ -483,10 +508,12 @@ static void on_timer(uv_timer_t *t) {
   const tg_listener_conf_t *l = c->svc->conf;
   switch (c->state) {
   case TG_CONN_PROXY_HEADER:
+    atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
     fail(c, "no complete PROXY header within handshake_timeout (%llu ms)",
          (unsigned long long)l->handshake_timeout_ms);
     return;
   case TG_CONN_HANDSHAKE:
+    count_handshake(c, TG_HS_TIMEOUT);
     fail(c, "handshake timeout (%llu ms)",
          (unsigned long long)l->handshake_timeout_ms);
     return;
@@ -522,6 +549,7 @@ static void on_backend_closed_retry(uv_handle_t *h) {
 
 static void backend_attempt_failed(tg_conn_t *c, const char *reason) {
   uint64_t rest = tg_backend_failed(c->svc, c->backend_idx, tg_now_ms());
+  atomic_fetch_add(&c->svc->stats->backend_failures[c->backend_idx], 1);
   conn_log(c, TG_LOG_WARN, "backend", "backend %s: %s; resting it for %llu ms",
        backend_text(c), reason, (unsigned long long)rest);
   SSL_free(c->backend.ssl);
@@ -739,6 +767,7 @@ static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len) {
   const char *why = NULL;
   int r = tg_proxy_parse(c->hdr, c->hdrlen, &info, &used, &why);
   if (r < 0 || (r == 0 && c->hdrlen == TG_PROXY_PARSE_MAX)) {
+    atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
     fail(c, "bad PROXY header: %s", r < 0 ? why : "too long");
     return;
   }
@@ -796,7 +825,9 @@ void tg_conn_accept(tg_listener_t *l) {
   c->w = w;
   c->svc = svc;
   c->backend_idx = -1;
-  c->id = atomic_fetch_add(&w->rt->next_id, 1);
+  c->id = tg_next_conn_id();
+  c->rt = w->rt;
+  tg_runtime_ref(c->rt);
   c->started_ms = uv_now(&w->loop);
   uv_tcp_init(&w->loop, &c->client.tcp);
   c->client.tcp.data = c;
@@ -809,7 +840,9 @@ void tg_conn_accept(tg_listener_t *l) {
   if (w->conns) w->conns->prev = c;
   w->conns = c;
   w->nconns++;
-  int active = atomic_fetch_add(&w->rt->active, 1) + 1;
+  int active = atomic_fetch_add(&tg_active_connections, 1) + 1;
+  atomic_fetch_add_explicit(&svc->stats->accepted, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&svc->stats->active, 1, memory_order_relaxed);
 
   int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->client.tcp);
   if (rc < 0) {
@@ -823,8 +856,9 @@ void tg_conn_accept(tg_listener_t *l) {
     format_peer(&ss, c->peer, sizeof(c->peer));
   else
     snprintf(c->peer, sizeof(c->peer), "?");
-  int max = w->rt->cfg->max_connections;
+  int max = c->rt->cfg->max_connections;
   if (max > 0 && active > max) {
+    atomic_fetch_add(&svc->stats->rejected_max, 1);
     fail(c, "max_connections (%d) reached", max);
     return;
   }

@@ -57,7 +57,8 @@ struct tg_conn {
   tg_conn_state_t state;
   unsigned long long id;
   tg_worker_t *w;
-  tg_service_t *svc;
+  tg_runtime_t *rt;       /* a reference: the config this connection runs on */
+  tg_service_t *svc;      /* belongs to rt */
   tg_conn_t *prev, *next; /* the worker's list */
   tg_side_t client, backend;
   uv_timer_t timer;       /* handshake, connect or idle deadline */

@@ -1,6 +1,7 @@
 #include "runtime.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +9,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dtls.h"
+#include "metrics.h"
 #include "tls.h"
+
+atomic_int tg_active_connections;
+static atomic_ullong next_conn_id = 1;
+
+unsigned long long tg_next_conn_id(void) { return atomic_fetch_add(&next_conn_id, 1); }
 
 uint64_t tg_now_ms(void) {
   struct timespec ts;
@@ -16,16 +24,35 @@ uint64_t tg_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Backend names and certificate expiry, for the metrics endpoint. */
+static void publish_stats(tg_service_t *s) {
+  tg_lstats_t *st = s->stats;
+  if (!st) return;
+  for (size_t i = 0; i < s->conf->nbackends; i++)
+    snprintf(st->backend_names[i], sizeof(st->backend_names[i]), "%s",
+             s->conf->backends[i].text);
+  atomic_store(&st->nbackends, (int)s->conf->nbackends);
+  X509 *cert = s->server_ctx ? SSL_CTX_get0_certificate(s->server_ctx) : NULL;
+  int days = 0, secs = 0;
+  if (cert && ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cert)))
+    atomic_store(&st->cert_not_after, (long long)time(NULL) + days * 86400LL + secs);
+}
+
 static tg_service_t *service_new(const tg_listener_conf_t *l, tg_errors_t *errs) {
   tg_service_t *s = calloc(1, sizeof(*s));
   if (!s) return NULL;
   s->conf = l;
   for (int i = 0; i < TG_MAX_WORKERS; i++) s->fds[i] = -1;
+  s->stats = tg_stats_listener(l->name);
   for (size_t i = 0; i < l->nbackends; i++) s->backends[i].addr = &l->backends[i];
   char front[512] = "plaintext", back[512] = "plaintext";
-  if (l->secure) s->server_ctx = tg_tls_server_ctx(l, errs, front, sizeof(front));
-  if (l->backend_secure)
-    s->backend_ctx = tg_tls_backend_ctx(l, errs, back, sizeof(back));
+  if (l->transport == TG_TRANSPORT_UDP) {
+    tg_dtls_service_setup(s, errs, front, sizeof(front), back, sizeof(back));
+  } else {
+    if (l->secure) s->server_ctx = tg_tls_server_ctx(l, errs, front, sizeof(front));
+    if (l->backend_secure)
+      s->backend_ctx = tg_tls_backend_ctx(l, errs, back, sizeof(back));
+  }
   size_t n = (size_t)snprintf(s->summary, sizeof(s->summary),
                               "listener %s: %s %s [%s] -> ", l->name,
                               l->transport == TG_TRANSPORT_UDP ? "udp" : "tcp",
@@ -42,6 +69,7 @@ static void service_free(tg_service_t *s) {
   if (!s) return;
   SSL_CTX_free(s->server_ctx);
   SSL_CTX_free(s->backend_ctx);
+  tg_dtls_service_free(s);
   for (int i = 0; i < TG_MAX_WORKERS; i++)
     if (s->fds[i] >= 0) close(s->fds[i]);
   free(s);
@@ -61,7 +89,9 @@ tg_runtime_t *tg_runtime_new(tg_config_t *cfg, tg_errors_t *errs) {
     return NULL;
   }
   rt->cfg = cfg;
-  atomic_init(&rt->next_id, 1);
+  rt->generation = 1;
+  atomic_init(&rt->refs, 1);
+  pthread_mutex_init(&rt->fds_lock, NULL);
   return rt;
 }
 
@@ -96,12 +126,34 @@ static int open_listen_socket(const tg_hostport_t *a, int udp, char *err,
   return fd;
 }
 
-int tg_runtime_bind(tg_runtime_t *rt, int nworkers, tg_errors_t *errs) {
+static const tg_service_t *same_socket(const tg_runtime_t *old,
+                                       const tg_listener_conf_t *l) {
+  for (size_t i = 0; old && i < old->nservices; i++) {
+    const tg_service_t *o = old->services[i];
+    if (o->conf->transport == l->transport && o->conf->bind.addrlen == l->bind.addrlen &&
+        memcmp(&o->conf->bind.addr, &l->bind.addr, l->bind.addrlen) == 0 &&
+        o->fds[0] >= 0)
+      return o;
+  }
+  return NULL;
+}
+
+int tg_runtime_bind(tg_runtime_t *rt, int nworkers, const tg_runtime_t *old,
+                    tg_errors_t *errs) {
   size_t before = errs->n;
   for (size_t i = 0; i < rt->nservices; i++) {
     tg_service_t *s = rt->services[i];
+    const tg_service_t *o = same_socket(old, s->conf);
     for (int w = 0; w < nworkers; w++) {
       char err[300], where[400];
+      if (o && o->fds[w] >= 0) {
+        s->fds[w] = fcntl(o->fds[w], F_DUPFD_CLOEXEC, 0);
+        if (s->fds[w] >= 0) continue;
+        snprintf(err, sizeof(err), "dup of the listening socket: %s", strerror(errno));
+        tg_errors_add(errs, "%s: %s",
+                      tg_config_where(s->conf, "bind", where, sizeof(where)), err);
+        break;
+      }
       s->fds[w] = open_listen_socket(&s->conf->bind,
                                      s->conf->transport == TG_TRANSPORT_UDP,
                                      err, sizeof(err));
@@ -115,9 +167,39 @@ int tg_runtime_bind(tg_runtime_t *rt, int nworkers, tg_errors_t *errs) {
   return errs->n > before ? -1 : 0;
 }
 
-void tg_runtime_free(tg_runtime_t *rt) {
+int tg_runtime_dup_socket(tg_runtime_t *rt, const tg_service_t *s, int w) {
+  pthread_mutex_lock(&rt->fds_lock);
+  int fd = s->fds[w] >= 0 ? fcntl(s->fds[w], F_DUPFD_CLOEXEC, 0) : -1;
+  pthread_mutex_unlock(&rt->fds_lock);
+  return fd;
+}
+
+void tg_runtime_release_sockets(tg_runtime_t *rt) {
+  pthread_mutex_lock(&rt->fds_lock);
+  for (size_t i = 0; i < rt->nservices; i++)
+    for (int w = 0; w < TG_MAX_WORKERS; w++)
+      if (rt->services[i]->fds[w] >= 0) {
+        close(rt->services[i]->fds[w]);
+        rt->services[i]->fds[w] = -1;
+      }
+  pthread_mutex_unlock(&rt->fds_lock);
+}
+
+void tg_runtime_publish_stats(tg_runtime_t *rt) {
+  for (size_t i = 0; i < rt->nservices; i++) publish_stats(rt->services[i]);
+  tg_metrics_set_runtime(rt);
+}
+
+void tg_runtime_ref(tg_runtime_t *rt) { atomic_fetch_add(&rt->refs, 1); }
+
+static void runtime_free(tg_runtime_t *rt) {
   if (!rt) return;
   for (size_t i = 0; i < rt->nservices; i++) service_free(rt->services[i]);
   tg_config_free(rt->cfg);
+  pthread_mutex_destroy(&rt->fds_lock);
   free(rt);
+}
+
+void tg_runtime_unref(tg_runtime_t *rt) {
+  if (rt && atomic_fetch_sub(&rt->refs, 1) == 1) runtime_free(rt);
 }

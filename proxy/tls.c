@@ -520,14 +520,15 @@ static void free_alpn(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
 static SSL_CTX *new_ctx(const tg_listener_conf_t *l, const char *vkey,
                         tg_errors_t *errs) {
   char tlserr[300], where[400];
-  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  int dtls = l->transport == TG_TRANSPORT_UDP;
+  SSL_CTX *ctx = SSL_CTX_new(dtls ? DTLS_method() : TLS_method());
   if (!ctx) {
     tg_errors_add(errs, "%s: SSL_CTX_new: %s",
                   tg_config_where(l, vkey, where, sizeof(where)),
                   tg_tls_errors(tlserr, sizeof(tlserr)));
     return NULL;
   }
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_min_proto_version(ctx, dtls ? DTLS1_2_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | TG_SSL_OP_NO_RENEGOTIATION |
                                SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
@@ -543,16 +544,20 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
   SSL_CTX *ctx = new_ctx(l, "secure", errs);
   if (!ctx) return NULL;
   if (l->min_version == 13) SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-  /* Only AEAD suites with forward secrecy unless the user says otherwise. */
+  /* Only AEAD suites with forward secrecy unless the user says otherwise;
+   * DTLS adds what CoAP devices speak (PSK, CCM_8), see tls_compat.h. */
   const char *ciphers = l->ciphers[0] ? l->ciphers
-                        : "ECDHE+AESGCM:ECDHE+CHACHA20";
+                        : l->transport == TG_TRANSPORT_UDP
+                            ? TG_DTLS_DEFAULT_CIPHERS
+                            : "ECDHE+AESGCM:ECDHE+CHACHA20";
   if (!tg_ctx_set_cipher_list(ctx, ciphers))
     tg_errors_add(errs, "%s: '%s': %s",
                   tg_config_where(l, "ciphers", where, sizeof(where)), ciphers,
                   tg_tls_errors(tlserr, sizeof(tlserr)));
-  char desc[400] = "";
-  load_identity(ctx, l, "pfx", l->pfx, l->pfx_password, l->cert, l->key,
-                l->key_password, errs, desc, sizeof(desc));
+  char desc[400] = "none (PSK only)";
+  if (l->pfx[0] || l->cert[0])
+    load_identity(ctx, l, "pfx", l->pfx, l->pfx_password, l->cert, l->key,
+                  l->key_password, errs, desc, sizeof(desc));
   if (l->verify_client != TG_VERIFY_NONE) {
     int mode = SSL_VERIFY_PEER;
     if (l->verify_client == TG_VERIFY_REQUIRE)
@@ -616,6 +621,10 @@ SSL_CTX *tg_tls_backend_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
   return ctx;
 }
 
+tg_tls_note_t *tg_tls_get_note(const SSL *ssl) {
+  return note_index < 0 ? NULL : SSL_get_ex_data(ssl, note_index);
+}
+
 SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host) {
   SSL *ssl = SSL_new(ctx);
   if (!ssl) return NULL;
@@ -671,7 +680,9 @@ const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
     return buf;
   }
   long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-  if (vr != X509_V_OK)
+  /* BoringSSL answers INVALID_CALL before any certificate was verified
+   * (e.g. no shared cipher): not a verification failure. */
+  if (vr != X509_V_OK && vr != X509_V_ERR_INVALID_CALL)
     snprintf(buf, size, "certificate verify failed: %s (%s)",
              X509_verify_cert_error_string(vr), tlserr);
   else

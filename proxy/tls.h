@@ -34,6 +34,10 @@ SSL_CTX *tg_tls_backend_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
  * backend, host is the name or address the certificate must match. */
 SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host);
 
+/* The note attached by tg_tls_new (NULL if none), e.g. for callbacks that
+ * record a failure reason (psk.c). */
+tg_tls_note_t *tg_tls_get_note(const SSL *ssl);
+
 /* One line that says why a handshake failed: the verify reason if there is
  * one, then the library's queued errors.  Clears the error queue. */
 const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,

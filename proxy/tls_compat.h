@@ -18,4 +18,66 @@
 #define TG_SSL_OP_NO_RENEGOTIATION SSL_OP_NO_RENEGOTIATION
 #endif
 
+/* ---- DTLS ------------------------------------------------------------------
+ * TG_DTLS_COOKIES: the library can answer a ClientHello statelessly
+ * (HelloVerifyRequest, DTLSv1_listen).  BoringSSL removed that in 2015 and
+ * its fresh DTLS server only accepts a ClientHello with message_seq 0.
+ *
+ * Default DTLS 1.2 suites (used when `ciphers` is empty).  PSK suites only
+ * take effect when `psk` is set.  BoringSSL has no CCM and no plain-PSK
+ * AEAD suites, so its plain-PSK choice is CBC.
+ *
+ * tg_dtls_data_mtu: the most plaintext one datagram of `mtu` bytes can
+ * carry with the negotiated suite.
+ *
+ * tg_dtls_set_cookie_cbs / tg_dtls_listen: OpenSSL's cookie callbacks and
+ * DTLSv1_listen (1: a ClientHello with a valid cookie was taken and the
+ * session continues after the HelloVerifyRequest); no-ops / -1 on
+ * BoringSSL, where TG_DTLS_COOKIES keeps them from being used. */
+typedef int (*tg_cookie_gen_cb)(SSL *ssl, uint8_t *cookie, unsigned *len);
+typedef int (*tg_cookie_verify_cb)(SSL *ssl, const uint8_t *cookie, unsigned len);
+#ifdef OPENSSL_IS_BORINGSSL
+#define TG_DTLS_COOKIES 0
+#define TG_DTLS_DEFAULT_CIPHERS                                              \
+  "ECDHE+AESGCM:ECDHE+CHACHA20:ECDHE-PSK-AES128-CBC-SHA:"                     \
+  "ECDHE-PSK-AES256-CBC-SHA:PSK-AES128-CBC-SHA:PSK-AES256-CBC-SHA"
+static inline size_t tg_dtls_data_mtu(SSL *ssl, unsigned mtu) {
+  size_t overhead = SSL_max_seal_overhead(ssl);
+  return mtu > overhead ? mtu - overhead : 0;
+}
+static inline void tg_dtls_set_cookie_cbs(SSL_CTX *ctx, tg_cookie_gen_cb gen,
+                                          tg_cookie_verify_cb verify) {
+  (void)ctx;
+  (void)gen;
+  (void)verify;
+}
+static inline int tg_dtls_listen(SSL *ssl) {
+  (void)ssl;
+  return -1;
+}
+#else
+#define TG_DTLS_COOKIES 1
+#define TG_DTLS_DEFAULT_CIPHERS                                              \
+  "ECDHE+AESGCM:ECDHE+CHACHA20:ECDHE-ECDSA-AES128-CCM8:"                      \
+  "ECDHE-ECDSA-AES128-CCM:ECDHE-PSK-CHACHA20-POLY1305:"                       \
+  "ECDHE-PSK-AES128-CBC-SHA256:PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:"  \
+  "PSK-CHACHA20-POLY1305:PSK-AES128-CCM8:PSK-AES128-CCM:PSK-AES128-CBC-SHA256"
+static inline size_t tg_dtls_data_mtu(SSL *ssl, unsigned mtu) {
+  (void)mtu; /* SSL_set_mtu already told it */
+  return DTLS_get_data_mtu(ssl);
+}
+static inline void tg_dtls_set_cookie_cbs(SSL_CTX *ctx, tg_cookie_gen_cb gen,
+                                          tg_cookie_verify_cb verify) {
+  SSL_CTX_set_cookie_generate_cb(ctx, gen);
+  SSL_CTX_set_cookie_verify_cb(ctx, verify);
+}
+static inline int tg_dtls_listen(SSL *ssl) {
+  BIO_ADDR *peer = BIO_ADDR_new();
+  if (!peer) return -1;
+  int r = DTLSv1_listen(ssl, peer);
+  BIO_ADDR_free(peer);
+  return r;
+}
+#endif
+
 #endif

@@ -1,9 +1,13 @@
 #include "worker.h"
 
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conn.h"
+#include "dtls.h"
 #include "log.h"
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -23,7 +27,41 @@ static void on_connection(uv_stream_t *server, int status) {
   tg_conn_accept(l);
 }
 
-static void on_listener_closed(uv_handle_t *h) { (void)h; }
+static void on_listener_closed(uv_handle_t *h) { free(h->data); }
+
+static void close_listeners(tg_worker_t *w) {
+  for (size_t i = 0; i < w->nlisteners; i++)
+    uv_close((uv_handle_t *)&w->listeners[i]->tcp, on_listener_closed);
+  w->nlisteners = 0;
+}
+
+/* Listens on a dup() of each of the runtime's sockets for this worker. */
+static int open_listeners(tg_worker_t *w, char *err, size_t errsize) {
+  tg_runtime_t *rt = w->rt;
+  for (size_t i = 0; i < rt->nservices; i++) {
+    tg_service_t *s = rt->services[i];
+    if (s->conf->transport != TG_TRANSPORT_TCP) continue;
+    tg_listener_t *l = calloc(1, sizeof(*l));
+    if (!l) {
+      snprintf(err, errsize, "listener %s: out of memory", s->conf->name);
+      return -1;
+    }
+    l->worker = w;
+    l->svc = s;
+    uv_tcp_init(&w->loop, &l->tcp);
+    l->tcp.data = l;
+    w->listeners[w->nlisteners++] = l;
+    int fd = tg_runtime_dup_socket(rt, s, w->index);
+    int rc = fd < 0 ? UV_EBADF : uv_tcp_open(&l->tcp, fd);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+    else if (fd >= 0) close(fd);
+    if (rc < 0) {
+      snprintf(err, errsize, "listener %s: %s", s->conf->name, uv_strerror(rc));
+      return -1;
+    }
+  }
+  return 0;
+}
 
 static void finish_if_idle(tg_worker_t *w) {
   if (!w->draining || w->nconns > 0) return;
@@ -49,18 +87,37 @@ static void on_drain_timeout(uv_timer_t *t) {
     tg_conn_close(c, "drain timeout");
     c = next;
   }
+  tg_udp_worker_close_all(w, "drain timeout");
+}
+
+/* Switches to a new runtime: the old listening handles close and new ones
+ * open within this callback, on the same kernel sockets where the bind
+ * did not change, so no connection waiting in a backlog is lost. */
+static void apply_reload(tg_worker_t *w) {
+  tg_runtime_t *rt = atomic_exchange(&w->pending_rt, NULL);
+  if (!rt) return;
+  if (w->draining || atomic_load(&w->stop_requested)) {
+    tg_runtime_unref(rt);
+    return;
+  }
+  close_listeners(w);
+  tg_runtime_t *old = w->rt;
+  w->rt = rt;
+  char err[300];
+  if (open_listeners(w, err, sizeof(err)) != 0)
+    tg_log(TG_LOG_ERROR, "worker %d: after reload: %s", w->index, err);
+  if (tg_udp_worker_sync(w, err, sizeof(err)) != 0)
+    tg_log(TG_LOG_ERROR, "worker %d: after reload: %s", w->index, err);
+  tg_runtime_unref(old);
 }
 
 static void on_wakeup(uv_async_t *a) {
   tg_worker_t *w = a->data;
+  apply_reload(w);
   if (!atomic_load(&w->stop_requested) || w->draining) return;
   w->draining = 1;
-  for (size_t i = 0; i < w->nlisteners; i++) {
-    if (w->listeners[i].open) {
-      w->listeners[i].open = 0;
-      uv_close((uv_handle_t *)&w->listeners[i].tcp, on_listener_closed);
-    }
-  }
+  close_listeners(w);
+  tg_udp_worker_drain(w);
   if (w->nconns)
     tg_log(TG_LOG_INFO, "worker %d: draining %zu connection(s) for up to %llu ms",
            w->index, w->nconns, (unsigned long long)w->rt->cfg->drain_timeout_ms);
@@ -88,25 +145,8 @@ int tg_worker_start(tg_worker_t *w, int index, tg_runtime_t *rt, char *err,
   w->wakeup.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);
   w->drain_timer.data = w;
-  for (size_t i = 0; i < rt->nservices; i++) {
-    tg_listener_t *l = &w->listeners[w->nlisteners];
-    tg_service_t *s = rt->services[i];
-    l->worker = w;
-    l->svc = s;
-    uv_tcp_init(&w->loop, &l->tcp);
-    l->tcp.data = l;
-    l->open = 1;
-    w->nlisteners++;
-    rc = uv_tcp_open(&l->tcp, s->fds[index]);
-    if (rc == 0) {
-      s->fds[index] = -1; /* the handle owns it now */
-      rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
-    }
-    if (rc < 0) {
-      snprintf(err, errsize, "listener %s: %s", s->conf->name, uv_strerror(rc));
-      return -1;
-    }
-  }
+  if (open_listeners(w, err, errsize) != 0) return -1;
+  if (tg_udp_worker_sync(w, err, errsize) != 0) return -1;
   rc = uv_thread_create(&w->thread, run, w);
   if (rc < 0) {
     snprintf(err, errsize, "uv_thread_create: %s", uv_strerror(rc));
@@ -120,4 +160,15 @@ void tg_worker_stop(tg_worker_t *w) {
   uv_async_send(&w->wakeup);
 }
 
-void tg_worker_join(tg_worker_t *w) { uv_thread_join(&w->thread); }
+void tg_worker_reload(tg_worker_t *w, tg_runtime_t *rt) {
+  tg_runtime_t *old = atomic_exchange(&w->pending_rt, rt);
+  tg_runtime_unref(old); /* a reload the worker had not applied yet */
+  uv_async_send(&w->wakeup);
+}
+
+void tg_worker_join(tg_worker_t *w) {
+  uv_thread_join(&w->thread);
+  tg_runtime_unref(atomic_exchange(&w->pending_rt, NULL));
+  tg_runtime_unref(w->rt);
+  w->rt = NULL;
+}

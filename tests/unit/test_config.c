@@ -247,9 +247,20 @@ TEST(error_verify_without_ca) {
                     5, "verify_client: verify_client = require needs client_ca"));
 }
 
-TEST(error_tls_key_on_plain_listener) {
-  ASSERT(fails_with(PLAIN_LISTENER "client_ca = ca.pem\n", 5,
-                    "client_ca: has no effect with secure = off"));
+/* Keys without effect warn (so one line flips a side), they do not fail. */
+TEST(warning_tls_key_on_plain_listener) {
+  tg_errors_t errs = {0};
+  tg_config_t *cfg = load(PLAIN_LISTENER "client_ca = ca.pem\nbackend_ca = ca.pem\n", &errs);
+  ASSERT(cfg != NULL);
+  ASSERT_EQ(errs.n, 0);
+  if (!cfg) return;
+  ASSERT_EQ(cfg->warnings.n, 2);
+  char want[128];
+  snprintf(want, sizeof(want), "%s:5: [listener:a] client_ca: has no effect with secure = off", path);
+  if (cfg->warnings.n > 0) ASSERT_STREQ(cfg->warnings.msgs[0], want);
+  if (cfg->warnings.n > 1)
+    ASSERT_CONTAINS(cfg->warnings.msgs[1], ":6: [listener:a] backend_ca: has no effect with backend_secure = off");
+  tg_config_free(cfg);
 }
 
 TEST(error_backend_verify_off_without_pin) {
@@ -346,7 +357,7 @@ int main(void) {
   RUN(error_no_listener);
   RUN(error_secure_without_identity);
   RUN(error_verify_without_ca);
-  RUN(error_tls_key_on_plain_listener);
+  RUN(warning_tls_key_on_plain_listener);
   RUN(error_backend_verify_off_without_pin);
   RUN(error_bad_pin);
   RUN(error_bad_acl);

@@ -1,0 +1,126 @@
+#include "tickets.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#ifndef OPENSSL_IS_BORINGSSL
+#include <openssl/core_names.h>
+#include <openssl/params.h>
+#endif
+
+#include "log.h"
+
+typedef struct {
+  uint8_t name[16];
+  uint8_t hmac[32];
+  uint8_t aes[32];
+} ticket_key_t;
+
+typedef struct {
+  ticket_key_t keys[TG_TICKET_KEYS_MAX];
+  size_t n;
+} ticket_keys_t;
+
+static int keys_index = -1;
+
+static void free_keys(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
+                      long argl, void *argp) {
+  if (!ptr) return;
+  OPENSSL_cleanse(ptr, sizeof(ticket_keys_t));
+  free(ptr);
+}
+
+/* Finds the key a ticket names, or for enc the issuing key. */
+static int setup(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
+                 int enc, const ticket_key_t **out) {
+  SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+  ticket_keys_t *k = SSL_CTX_get_ex_data(ctx, keys_index);
+  if (!k || k->n == 0) return -1;
+  if (enc) {
+    const ticket_key_t *key = &k->keys[0];
+    memcpy(name, key->name, 16);
+    if (RAND_bytes(iv, 16) != 1 ||
+        !EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv))
+      return -1;
+    *out = key;
+    return 1;
+  }
+  for (size_t i = 0; i < k->n; i++) {
+    if (memcmp(name, k->keys[i].name, 16) != 0) continue;
+    if (!EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->keys[i].aes, iv))
+      return -1;
+    *out = &k->keys[i];
+    return i == 0 ? 1 : 2; /* 2: valid, but issue a ticket under the new key */
+  }
+  return 0; /* unknown key: full handshake */
+}
+
+#ifdef OPENSSL_IS_BORINGSSL
+static int ticket_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
+                     HMAC_CTX *hctx, int enc) {
+  const ticket_key_t *key = NULL;
+  int r = setup(ssl, name, iv, cctx, enc, &key);
+  if (r <= 0) return r < 0 ? -1 : 0;
+  if (!HMAC_Init_ex(hctx, key->hmac, sizeof(key->hmac), EVP_sha256(), NULL)) return -1;
+  return r;
+}
+#define install_cb(ctx) SSL_CTX_set_tlsext_ticket_key_cb(ctx, ticket_cb)
+#else
+static int ticket_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *mctx, int enc) {
+  const ticket_key_t *key = NULL;
+  int r = setup(ssl, name, iv, cctx, enc, &key);
+  if (r <= 0) return r < 0 ? -1 : 0;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+      OSSL_PARAM_construct_end()};
+  if (!EVP_MAC_init(mctx, key->hmac, sizeof(key->hmac), params)) return -1;
+  return r;
+}
+#define install_cb(ctx) SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb)
+#endif
+
+int tg_tickets_load(SSL_CTX *ctx, const char *path, char *err, size_t errsize) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errsize, "%s: %s", path, strerror(errno));
+    return -1;
+  }
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
+    tg_log(TG_LOG_WARN, "%s holds session-ticket keys and is readable by everyone "
+           "(chmod o-r)", path);
+  ticket_keys_t *k = calloc(1, sizeof(*k));
+  uint8_t buf[TG_TICKET_KEY_LEN * TG_TICKET_KEYS_MAX + 1];
+  size_t n = k ? fread(buf, 1, sizeof(buf), f) : 0;
+  fclose(f);
+  int rc = -1;
+  if (!k) {
+    snprintf(err, errsize, "%s: out of memory", path);
+  } else if (n == 0 || n % TG_TICKET_KEY_LEN != 0 || n > TG_TICKET_KEY_LEN * TG_TICKET_KEYS_MAX) {
+    snprintf(err, errsize, "%s: %zu bytes; want 1 to %d keys of %d random bytes "
+             "(make one with: openssl rand %d > FILE)", path, n, TG_TICKET_KEYS_MAX,
+             TG_TICKET_KEY_LEN, TG_TICKET_KEY_LEN);
+  } else {
+    k->n = n / TG_TICKET_KEY_LEN;
+    for (size_t i = 0; i < k->n; i++)
+      memcpy(&k->keys[i], buf + i * TG_TICKET_KEY_LEN, TG_TICKET_KEY_LEN);
+    if (keys_index < 0)
+      keys_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_keys);
+    if (keys_index < 0 || !SSL_CTX_set_ex_data(ctx, keys_index, k) || !install_cb(ctx)) {
+      snprintf(err, errsize, "%s: cannot install the ticket keys", path);
+    } else {
+      rc = (int)k->n;
+      k = NULL; /* owned by ctx now */
+    }
+  }
+  OPENSSL_cleanse(buf, sizeof(buf));
+  if (k) free_keys(NULL, k, NULL, 0, 0, NULL);
+  return rc;
+}

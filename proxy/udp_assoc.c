@@ -1,0 +1,705 @@
+/* One client association of a UDP listener: its DTLS session (or none),
+ * its own backend socket (plain or DTLS), its timer, and the datagrams in
+ * between.  See udp_assoc.h for the states and ownership. */
+#include "udp_assoc.h"
+
+#include <assert.h>
+#include <openssl/err.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "psk.h"
+#include "tls_compat.h"
+
+typedef struct {
+  uv_getaddrinfo_t req;
+  tg_udp_assoc_t *a;
+  unsigned attempt; /* a late answer for an abandoned attempt is dropped */
+} gai_t;
+
+static const char *const state_names[] = {"handshake", "connecting",
+                                          "established", "closing"};
+
+const char *tg_assoc_state_name(tg_assoc_state_t s) { return state_names[s]; }
+
+static const tg_listener_conf_t *conf_of(const tg_udp_assoc_t *a) {
+  return a->svc->conf;
+}
+
+static uv_loop_t *loop_of(const tg_udp_assoc_t *a) { return &a->ul->w->loop; }
+
+static void alog(tg_udp_assoc_t *a, tg_log_level_t level, const char *event,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void alog(tg_udp_assoc_t *a, tg_log_level_t level, const char *event,
+                 const char *fmt, ...) {
+  if (!tg_log_enabled(level)) return;
+  char msg[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  tg_log_conn(level, a->id, conf_of(a)->name, a->peername, event, "%s", msg);
+}
+
+static void set_state(tg_udp_assoc_t *a, tg_assoc_state_t st) {
+  if (a->state == st) return;
+  alog(a, TG_LOG_DEBUG, "state", "%s -> %s", state_names[a->state],
+       state_names[st]);
+  a->state = st;
+}
+
+static const char *backend_text(const tg_udp_assoc_t *a) {
+  return a->backend_idx >= 0 ? conf_of(a)->backends[a->backend_idx].text : "-";
+}
+
+/* ---- lifetime ---------------------------------------------------------------- */
+
+static void unref(tg_udp_assoc_t *a) {
+  assert(a->refs > 0);
+  if (--a->refs > 0) return;
+  SSL_free(a->ssl);
+  SSL_free(a->bssl);
+  while (a->qhead) {
+    qdgram_t *q = a->qhead;
+    a->qhead = q->next;
+    free(q);
+  }
+  tg_udp_listener_t *ul = a->ul;
+  tg_worker_t *w = ul->w;
+  tg_runtime_t *rt = a->rt;
+  a->magic = 0;
+  free(a);
+  tg_runtime_unref(rt);
+  tg_udp_listener_assoc_freed(ul);
+  tg_worker_conn_done(w);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  tg_udp_assoc_t *a = h->data;
+  assert(a->magic == TG_UDP_ASSOC_MAGIC);
+  unref(a);
+}
+
+void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
+                    const char *fmt, ...) {
+  if (a->state == TG_ASSOC_CLOSING) return;
+  char reason[900];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(reason, sizeof(reason), fmt, ap);
+  va_end(ap);
+  /* close_notify towards whoever has a finished session (it goes out now:
+   * the sockets close only after the send was handed to the kernel or
+   * cancelled). */
+  if (notify && a->ssl && SSL_is_init_finished(a->ssl)) {
+    ERR_clear_error();
+    SSL_shutdown(a->ssl);
+    ERR_clear_error();
+  }
+  if (notify && a->bssl && a->bsock_open && SSL_is_init_finished(a->bssl)) {
+    ERR_clear_error();
+    SSL_shutdown(a->bssl);
+    ERR_clear_error();
+  }
+  uint64_t ms = uv_now(loop_of(a)) - a->started_ms;
+  alog(a, level, "close",
+       "%s; backend %s; %llu bytes from client, %llu bytes from backend, "
+       "%llu.%03llus",
+       reason, backend_text(a), (unsigned long long)a->bytes_from_client,
+       (unsigned long long)a->bytes_from_backend,
+       (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000));
+  tg_udp_listener_t *ul = a->ul;
+  tg_udp_half_open_release(ul, a);
+  tg_udp_listener_forget(ul, a);
+  if (a->predecessor) { /* a new handshake that did not complete */
+    a->predecessor->successor = NULL;
+    a->predecessor = NULL;
+  }
+  if (a->successor) { /* its pending new handshake takes the peer over */
+    tg_udp_assoc_t *s = a->successor;
+    a->successor = NULL;
+    s->predecessor = NULL;
+    tg_udp_listener_findable(ul, s);
+  }
+  atomic_fetch_sub(&tg_active_connections, 1);
+  set_state(a, TG_ASSOC_CLOSING);
+  uv_close((uv_handle_t *)&a->timer, on_handle_closed);
+  if (a->bsock_open) {
+    a->bsock_open = 0;
+    uv_close((uv_handle_t *)&a->bsock, on_handle_closed);
+  }
+}
+
+tg_udp_assoc_t *tg_assoc_new(tg_udp_listener_t *ul, const struct sockaddr *peer,
+                             uint64_t hash, tg_udp_assoc_t *predecessor) {
+  tg_udp_assoc_t *a = calloc(1, sizeof(*a));
+  if (!a) {
+    tg_log(TG_LOG_ERROR, "listener %s: out of memory for a new association",
+           ul->svc->conf->name);
+    return NULL;
+  }
+  tg_worker_t *w = ul->w;
+  a->magic = TG_UDP_ASSOC_MAGIC;
+  a->ul = ul;
+  a->hash = hash;
+  memcpy(&a->peer, peer, peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                     : sizeof(struct sockaddr_in6));
+  tg_format_peer(peer, a->peername, sizeof(a->peername));
+  a->id = tg_next_conn_id();
+  a->rt = ul->rt;
+  tg_runtime_ref(a->rt);
+  a->svc = ul->svc;
+  a->started_ms = a->last_activity_ms = uv_now(&w->loop);
+  a->backend_idx = -1;
+  uv_timer_init(&w->loop, &a->timer);
+  a->timer.data = a;
+  a->refs = 1;
+  a->state = a->svc->server_ctx ? TG_ASSOC_HANDSHAKE : TG_ASSOC_CONNECTING;
+  tg_udp_listener_add(ul, a, predecessor == NULL);
+  if (predecessor) {
+    predecessor->successor = a;
+    a->predecessor = predecessor;
+  }
+  w->nconns++;
+  int active = atomic_fetch_add(&tg_active_connections, 1) + 1;
+  alog(a, TG_LOG_DEBUG, "new", "new association (%zu on this worker, %d active)",
+       ul->nassoc, active);
+  return a;
+}
+
+/* ---- timers --------------------------------------------------------------------- */
+
+static uint64_t tv_ms(const struct timeval *tv) {
+  return (uint64_t)tv->tv_sec * 1000 + ((uint64_t)tv->tv_usec + 999) / 1000;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Arms the timer for the earliest of: the handshake or connect deadline,
+ * each DTLS retransmission timer, the idle end of an established
+ * association.  A timer already due earlier stays: it recomputes. */
+static void schedule(tg_udp_assoc_t *a) {
+  if (a->state == TG_ASSOC_CLOSING) return;
+  uint64_t now = uv_now(loop_of(a)), due = UINT64_MAX;
+  struct timeval tv;
+  if (a->deadline_ms) due = a->deadline_ms;
+  if (a->ssl && DTLSv1_get_timeout(a->ssl, &tv) == 1 && now + tv_ms(&tv) < due)
+    due = now + tv_ms(&tv);
+  if (a->bssl && DTLSv1_get_timeout(a->bssl, &tv) == 1 && now + tv_ms(&tv) < due)
+    due = now + tv_ms(&tv);
+  if (a->state == TG_ASSOC_ESTABLISHED &&
+      a->last_activity_ms + conf_of(a)->session_timeout_ms < due)
+    due = a->last_activity_ms + conf_of(a)->session_timeout_ms;
+  if (due == UINT64_MAX) return;
+  if (a->timer_armed && a->timer_due <= due) return;
+  uv_timer_start(&a->timer, on_timer, due > now ? due - now : 0, 0);
+  a->timer_armed = 1;
+  a->timer_due = due;
+}
+
+static int dtls_timer_expired(SSL *ssl) {
+  struct timeval tv;
+  return DTLSv1_get_timeout(ssl, &tv) == 1 && tv.tv_sec == 0 && tv.tv_usec == 0;
+}
+
+static void backend_failed(tg_udp_assoc_t *a, const char *reason);
+
+static void on_timer(uv_timer_t *t) {
+  tg_udp_assoc_t *a = t->data;
+  const tg_listener_conf_t *l = conf_of(a);
+  a->timer_armed = 0;
+  if (a->state == TG_ASSOC_CLOSING) return;
+  uint64_t now = uv_now(loop_of(a));
+  char why[700];
+  if (a->deadline_ms && now >= a->deadline_ms) {
+    if (a->state == TG_ASSOC_HANDSHAKE) {
+      a->ul->st.hs_timeout++;
+      tg_assoc_close(a, TG_LOG_INFO, 0, "handshake timeout (%llu ms)",
+                     (unsigned long long)l->handshake_timeout_ms);
+    } else {
+      snprintf(why, sizeof(why), "no answer within connect_timeout (%llu ms)",
+               (unsigned long long)l->connect_timeout_ms);
+      backend_failed(a, why);
+      schedule(a);
+    }
+    return;
+  }
+  if (a->ssl && dtls_timer_expired(a->ssl)) {
+    ERR_clear_error();
+    if (DTLSv1_handle_timeout(a->ssl) < 0) {
+      a->ul->st.hs_failed++;
+      tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s",
+                     tg_tls_failure(a->ssl, &a->note, why, sizeof(why)));
+      return;
+    }
+  }
+  if (a->bssl && a->bsock_open && dtls_timer_expired(a->bssl)) {
+    ERR_clear_error();
+    if (DTLSv1_handle_timeout(a->bssl) < 0) {
+      char reason[800];
+      snprintf(reason, sizeof(reason), "DTLS handshake failed: %s",
+               tg_tls_failure(a->bssl, &a->bnote, why, sizeof(why)));
+      backend_failed(a, reason);
+    }
+  }
+  if (a->state == TG_ASSOC_CLOSING) return;
+  if (a->state == TG_ASSOC_ESTABLISHED &&
+      now - a->last_activity_ms >= l->session_timeout_ms) {
+    tg_assoc_close(a, TG_LOG_INFO, 1, "idle for session_timeout (%llu ms)",
+                   (unsigned long long)l->session_timeout_ms);
+    return;
+  }
+  schedule(a);
+}
+
+/* ---- sending ------------------------------------------------------------------- */
+
+void tg_assoc_dgram_out(tg_udp_assoc_t *a, int backend, const uint8_t *p,
+                        size_t n) {
+  if (backend) {
+    if (a->bsock_open) tg_udp_send_backend(a->ul, &a->bsock, p, n);
+  } else {
+    tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, p, n);
+  }
+}
+
+/* A datagram that cannot become one DTLS record within dtls_mtu is dropped
+ * and said so, never cut. */
+static void too_large(tg_udp_assoc_t *a, const char *from, size_t n, size_t max) {
+  a->ul->st.too_large++;
+  alog(a, a->warned_too_large ? TG_LOG_DEBUG : TG_LOG_WARN, "too-large",
+       "datagram of %zu bytes from %s does not fit one DTLS record within "
+       "dtls_mtu = %d (at most %zu bytes of data): dropped (%llu on this "
+       "listener so far)",
+       n, from, conf_of(a)->dtls_mtu, max,
+       (unsigned long long)a->ul->st.too_large);
+  a->warned_too_large = 1;
+}
+
+static size_t record_room(SSL *ssl, unsigned mtu) {
+  size_t max = tg_dtls_data_mtu(ssl, mtu);
+  return max > TG_DTLS_MAX_PLAIN ? TG_DTLS_MAX_PLAIN : max;
+}
+
+static void send_backend(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
+  if (!a->bssl) {
+    tg_udp_send_backend(a->ul, &a->bsock, p, n);
+    return;
+  }
+  size_t max = record_room(a->bssl, a->bio_io.mtu);
+  if (n > max) {
+    too_large(a, "client", n, max);
+    return;
+  }
+  ERR_clear_error();
+  if (SSL_write(a->bssl, p, (int)n) <= 0) {
+    char why[700];
+    tg_assoc_close(a, TG_LOG_WARN, 1, "DTLS write to backend %s failed: %s",
+                   backend_text(a),
+                   tg_tls_failure(a->bssl, &a->bnote, why, sizeof(why)));
+  }
+}
+
+/* Plaintext from the client, for the backend (held while connecting). */
+static void to_backend(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
+  a->bytes_from_client += n;
+  if (a->state == TG_ASSOC_ESTABLISHED) {
+    send_backend(a, p, n);
+    return;
+  }
+  if (a->qcount >= TG_ASSOC_QUEUE_MAX || a->qbytes + n > TG_ASSOC_QUEUE_BYTES) {
+    a->ul->st.drop_queue++;
+    return;
+  }
+  qdgram_t *q = malloc(sizeof(*q) + n);
+  if (!q) {
+    a->ul->st.drop_queue++;
+    return;
+  }
+  q->next = NULL;
+  q->len = n;
+  memcpy(q->data, p, n);
+  if (a->qtail) a->qtail->next = q;
+  else a->qhead = q;
+  a->qtail = q;
+  a->qcount++;
+  a->qbytes += n;
+}
+
+/* Plaintext from the backend, for the client. */
+static void to_client(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
+  a->bytes_from_backend += n;
+  a->last_activity_ms = uv_now(loop_of(a));
+  if (!a->ssl) {
+    tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, p, n);
+    return;
+  }
+  size_t max = record_room(a->ssl, a->cio.mtu);
+  if (n > max) {
+    too_large(a, "backend", n, max);
+    return;
+  }
+  ERR_clear_error();
+  if (SSL_write(a->ssl, p, (int)n) <= 0) {
+    char why[700];
+    tg_assoc_close(a, TG_LOG_WARN, 0, "DTLS write to client failed: %s",
+                   tg_tls_failure(a->ssl, &a->note, why, sizeof(why)));
+  }
+}
+
+/* ---- DTLS sessions ------------------------------------------------------------------ */
+
+static int attach_io(tg_udp_assoc_t *a, SSL *ssl, tg_dgram_io_t *io, int backend) {
+  io->assoc = a;
+  io->backend = backend;
+  io->mtu = (unsigned)conf_of(a)->dtls_mtu;
+  BIO *b = tg_dgram_bio_new(io);
+  if (!b) return -1;
+  SSL_set_bio(ssl, b, b); /* replaces (and frees) the memory BIOs */
+  SSL_set_options(ssl, SSL_OP_NO_QUERY_MTU);
+  SSL_set_mtu(ssl, io->mtu);
+  SSL_set_ex_data(ssl, tg_dtls_assoc_index(), a);
+  return 0;
+}
+
+/* Decrypts whatever the session holds and hands it on.  Each record is one
+ * datagram; the loop ends when the fed datagram is used up. */
+static void pump(tg_udp_assoc_t *a, int backend) {
+  SSL *ssl = backend ? a->bssl : a->ssl;
+  uint8_t *buf = a->ul->plainbuf;
+  for (;;) {
+    ERR_clear_error();
+    int r = SSL_read(ssl, buf, (int)sizeof(a->ul->plainbuf));
+    if (r > 0) {
+      if (backend) to_client(a, buf, (size_t)r);
+      else to_backend(a, buf, (size_t)r);
+      if (a->state == TG_ASSOC_CLOSING) return;
+      continue;
+    }
+    int e = SSL_get_error(ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      tg_assoc_close(a, TG_LOG_INFO, 1, "%s sent close_notify",
+                     backend ? "backend" : "client");
+      return;
+    }
+    char why[700];
+    tg_assoc_close(a, TG_LOG_WARN, 1, "DTLS error from %s: %s",
+                   backend ? "backend" : "client",
+                   tg_tls_failure(ssl, backend ? &a->bnote : &a->note, why,
+                                  sizeof(why)));
+    return;
+  }
+}
+
+static void connect_next(tg_udp_assoc_t *a);
+
+static void client_handshake_done(tg_udp_assoc_t *a) {
+  tg_udp_half_open_release(a->ul, a);
+  a->ul->st.hs_ok++;
+  if (a->predecessor) {
+    /* The client did start over: its old association is dead to it. */
+    tg_udp_assoc_t *old = a->predecessor;
+    a->ul->st.restarted++;
+    tg_assoc_close(old, TG_LOG_INFO, 0, "client started a new handshake from "
+                   "the same address and port");
+    tg_udp_listener_findable(a->ul, a);
+  }
+  const char *psk = SSL_get_psk_identity(a->ssl);
+  char id[PSK_MAX_IDENTITY_LEN + 1] = "";
+  if (psk) tg_psk_printable(psk, id, sizeof(id));
+  alog(a, TG_LOG_INFO, "handshake", "%s %s%s%s%s%s%s", SSL_get_version(a->ssl),
+       SSL_CIPHER_get_name(SSL_get_current_cipher(a->ssl)),
+       SSL_session_reused(a->ssl) ? " resumed" : "",
+       a->note.peer[0] ? ", peer " : "", a->note.peer,
+       id[0] ? ", psk identity " : "", id);
+  a->deadline_ms = 0;
+  set_state(a, TG_ASSOC_CONNECTING);
+  connect_next(a);
+  /* Records that came with the client's last flight wait in the session. */
+  if (a->state != TG_ASSOC_CLOSING) pump(a, 0);
+}
+
+static void client_handshake_step(tg_udp_assoc_t *a) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(a->ssl);
+  if (r == 1) {
+    client_handshake_done(a);
+    return;
+  }
+  int e = SSL_get_error(a->ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
+  char why[700];
+  a->ul->st.hs_failed++;
+  if (e == SSL_ERROR_ZERO_RETURN)
+    snprintf(why, sizeof(why), "client sent close_notify");
+  else
+    tg_tls_failure(a->ssl, &a->note, why, sizeof(why));
+  tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s", why);
+}
+
+void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
+                         int cookie_checked) {
+  tg_service_t *svc = a->svc;
+  a->note.conf = svc->conf;
+  a->ssl = tg_tls_new(svc->server_ctx, &a->note, NULL);
+  if (!a->ssl || attach_io(a, a->ssl, &a->cio, 0) != 0) {
+    tg_assoc_close(a, TG_LOG_ERROR, 0, "cannot create DTLS state");
+    return;
+  }
+  a->deadline_ms = uv_now(loop_of(a)) + svc->conf->handshake_timeout_ms;
+  a->cio.rdata = p;
+  a->cio.rlen = n;
+  if (cookie_checked) {
+    /* The cookie is verified already; DTLSv1_listen sets the session up
+     * to continue after the HelloVerifyRequest we sent statelessly. */
+    ERR_clear_error();
+    if (tg_dtls_listen(a->ssl) != 1) {
+      char why[400];
+      a->ul->st.hs_failed++;
+      tg_assoc_close(a, TG_LOG_WARN, 0, "ClientHello not accepted: %s",
+                     tg_tls_errors(why, sizeof(why)));
+      return;
+    }
+    SSL_set_mtu(a->ssl, a->cio.mtu);
+  }
+  client_handshake_step(a);
+  a->cio.rdata = NULL;
+  schedule(a);
+}
+
+void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
+  if (a->state == TG_ASSOC_CLOSING) return;
+  a->last_activity_ms = uv_now(loop_of(a));
+  if (!a->ssl) {
+    to_backend(a, p, n);
+    return;
+  }
+  a->cio.rdata = p;
+  a->cio.rlen = n;
+  if (!SSL_is_init_finished(a->ssl)) client_handshake_step(a);
+  else pump(a, 0);
+  a->cio.rdata = NULL; /* what the session did not take is gone */
+  schedule(a);
+}
+
+void tg_assoc_start_plain(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
+  to_backend(a, p, n);
+  connect_next(a);
+  schedule(a);
+}
+
+/* ---- the backend ------------------------------------------------------------------- */
+
+static void backend_ready(tg_udp_assoc_t *a) {
+  a->deadline_ms = 0;
+  set_state(a, TG_ASSOC_ESTABLISHED);
+  a->last_activity_ms = uv_now(loop_of(a));
+  if (a->bssl) {
+    if (tg_backend_ok(a->svc, a->backend_idx))
+      alog(a, TG_LOG_INFO, "backend", "backend %s is answering again",
+           backend_text(a));
+    a->backend_answered = 1;
+    alog(a, TG_LOG_INFO, "backend", "connected to %s over %s %s%s%s",
+         backend_text(a), SSL_get_version(a->bssl),
+         SSL_CIPHER_get_name(SSL_get_current_cipher(a->bssl)),
+         a->bnote.peer[0] ? ", peer " : "", a->bnote.peer);
+  } else {
+    alog(a, TG_LOG_INFO, "backend", "relaying to %s", backend_text(a));
+  }
+  while (a->qhead && a->state == TG_ASSOC_ESTABLISHED) {
+    qdgram_t *q = a->qhead;
+    a->qhead = q->next;
+    if (!a->qhead) a->qtail = NULL;
+    a->qcount--;
+    a->qbytes -= q->len;
+    send_backend(a, q->data, q->len);
+    free(q);
+  }
+  schedule(a);
+}
+
+static void backend_handshake_step(tg_udp_assoc_t *a) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(a->bssl);
+  if (r == 1) {
+    backend_ready(a);
+    if (a->state == TG_ASSOC_ESTABLISHED) pump(a, 1);
+    return;
+  }
+  int e = SSL_get_error(a->bssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
+  char why[700], reason[800];
+  snprintf(reason, sizeof(reason), "DTLS handshake failed: %s",
+           tg_tls_failure(a->bssl, &a->bnote, why, sizeof(why)));
+  backend_failed(a, reason);
+}
+
+static void on_backend_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  tg_udp_assoc_t *a = h->data;
+  buf->base = (char *)a->ul->recvbuf;
+  buf->len = sizeof(a->ul->recvbuf);
+}
+
+static void on_backend_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+                            const struct sockaddr *from, unsigned flags) {
+  tg_udp_assoc_t *a = h->data;
+  if (a->state == TG_ASSOC_CLOSING || !a->bsock_open || nread == 0) return;
+  if (nread < 0) {
+    /* e.g. ECONNREFUSED: an ICMP port unreachable came back. */
+    backend_failed(a, uv_strerror((int)nread));
+    schedule(a);
+    return;
+  }
+  a->ul->st.backend_dgrams_in++;
+  const uint8_t *p = (const uint8_t *)buf->base;
+  size_t n = (size_t)nread;
+  if (flags & UV_UDP_PARTIAL) {
+    too_large(a, "backend", n, sizeof(a->ul->recvbuf));
+    return;
+  }
+  if (!a->backend_answered) {
+    a->backend_answered = 1;
+    if (tg_backend_ok(a->svc, a->backend_idx))
+      alog(a, TG_LOG_INFO, "backend", "backend %s is answering again",
+           backend_text(a));
+  }
+  if (!a->bssl) {
+    to_client(a, p, n);
+  } else {
+    a->bio_io.rdata = p;
+    a->bio_io.rlen = n;
+    if (!SSL_is_init_finished(a->bssl)) backend_handshake_step(a);
+    else pump(a, 1);
+    if (a->bssl) a->bio_io.rdata = NULL;
+  }
+  schedule(a);
+}
+
+static void open_backend(tg_udp_assoc_t *a, const struct sockaddr *addr) {
+  tg_service_t *svc = a->svc;
+  char why[700];
+  int rc = uv_udp_init_ex(loop_of(a), &a->bsock, addr->sa_family);
+  if (rc < 0) {
+    backend_failed(a, uv_strerror(rc));
+    return;
+  }
+  a->bsock.data = a;
+  a->bsock_open = 1;
+  a->refs++;
+  rc = uv_udp_connect(&a->bsock, addr);
+  if (rc == 0) rc = uv_udp_recv_start(&a->bsock, on_backend_alloc, on_backend_recv);
+  if (rc < 0) {
+    backend_failed(a, uv_strerror(rc));
+    return;
+  }
+  if (!svc->backend_ctx) {
+    backend_ready(a);
+    return;
+  }
+  memset(&a->bnote, 0, sizeof(a->bnote));
+  a->bnote.conf = svc->conf;
+  a->bnote.backend = 1;
+  a->bssl = tg_tls_new(svc->backend_ctx, &a->bnote,
+                       svc->conf->backends[a->backend_idx].host);
+  if (!a->bssl || attach_io(a, a->bssl, &a->bio_io, 1) != 0) {
+    snprintf(why, sizeof(why), "cannot create DTLS state for the backend");
+    tg_assoc_close(a, TG_LOG_ERROR, 1, "%s", why);
+    return;
+  }
+  backend_handshake_step(a);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  gai_t *g = (gai_t *)req;
+  tg_udp_assoc_t *a = g->a;
+  unsigned attempt = g->attempt;
+  free(g);
+  if (a->state == TG_ASSOC_CONNECTING && attempt == a->attempt) {
+    if (status < 0 || !res) {
+      char reason[300];
+      snprintf(reason, sizeof(reason), "cannot resolve %s: %s",
+               conf_of(a)->backends[a->backend_idx].host, uv_strerror(status));
+      backend_failed(a, reason);
+    } else {
+      open_backend(a, res->ai_addr);
+    }
+    schedule(a);
+  }
+  uv_freeaddrinfo(res);
+  unref(a);
+}
+
+static void connect_next(tg_udp_assoc_t *a) {
+  const tg_listener_conf_t *l = conf_of(a);
+  int idx = tg_backend_pick(a->svc, a->tried, tg_now_ms());
+  if (idx < 0) {
+    tg_assoc_close(a, TG_LOG_WARN, 1, "no backend available (%zu tried)",
+                   l->nbackends);
+    return;
+  }
+  a->tried |= 1ULL << idx;
+  a->backend_idx = idx;
+  a->attempt++;
+  a->deadline_ms = uv_now(loop_of(a)) + l->connect_timeout_ms;
+  const tg_hostport_t *b = &l->backends[idx];
+  if (b->is_literal) {
+    open_backend(a, (const struct sockaddr *)&b->addr);
+    return;
+  }
+  gai_t *g = malloc(sizeof(*g));
+  if (!g) {
+    tg_assoc_close(a, TG_LOG_ERROR, 1, "out of memory");
+    return;
+  }
+  g->a = a;
+  g->attempt = a->attempt;
+  char port[8];
+  snprintf(port, sizeof(port), "%u", b->port);
+  struct addrinfo hints = {.ai_socktype = SOCK_DGRAM};
+  int rc = uv_getaddrinfo(loop_of(a), &g->req, on_resolved, b->host, port, &hints);
+  if (rc < 0) {
+    free(g);
+    char reason[300];
+    snprintf(reason, sizeof(reason), "cannot resolve %s: %s", b->host,
+             uv_strerror(rc));
+    backend_failed(a, reason);
+    return;
+  }
+  a->refs++;
+}
+
+static void on_bsock_closed_retry(uv_handle_t *h) {
+  tg_udp_assoc_t *a = h->data;
+  if (a->state == TG_ASSOC_CONNECTING) {
+    connect_next(a);
+    schedule(a);
+  }
+  unref(a);
+}
+
+/* This backend attempt is over: rest the backend, try the next one with a
+ * fresh socket (client datagrams wait meanwhile). */
+static void backend_failed(tg_udp_assoc_t *a, const char *reason) {
+  if (a->state == TG_ASSOC_CLOSING) return;
+  uint64_t rest = tg_backend_failed(a->svc, a->backend_idx, tg_now_ms());
+  alog(a, TG_LOG_WARN, "backend", "backend %s: %s; resting it for %llu ms",
+       backend_text(a), reason, (unsigned long long)rest);
+  SSL_free(a->bssl);
+  a->bssl = NULL;
+  a->bio_io.rdata = NULL;
+  a->deadline_ms = 0;
+  a->backend_answered = 0;
+  set_state(a, TG_ASSOC_CONNECTING);
+  if (a->bsock_open) {
+    /* The handle's ref keeps a alive until the callback retries. */
+    a->bsock_open = 0;
+    uv_close((uv_handle_t *)&a->bsock, on_bsock_closed_retry);
+    return;
+  }
+  connect_next(a);
+}

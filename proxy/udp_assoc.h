@@ -1,0 +1,209 @@
+/* Internals shared by dtls.c (the UDP listener) and udp_assoc.c (one
+ * client association).
+ *
+ * An association is one client address:port on one listener:
+ *
+ *   HANDSHAKE    client DTLS handshake (secure = on only); counts as
+ *                half-open and ends at handshake_timeout
+ *   CONNECTING   backend socket being set up: resolving, backend DTLS
+ *                handshake (until connect_timeout); client datagrams wait
+ *                in a small bounded queue
+ *   ESTABLISHED  datagrams flow both ways; ends after session_timeout idle,
+ *                on close_notify from either side, or when the client
+ *                starts a new handshake from the same address and port
+ *   CLOSING      handles closing; freed in the last close callback
+ *
+ * A new ClientHello from the address and port of an association that is
+ * past its handshake (RFC 6347 4.2.8) replaces it only once the client has
+ * shown it is really there: with cookies, the ClientHello must carry a
+ * valid one (otherwise it gets a HelloVerifyRequest and the association
+ * stays); without cookies, the new handshake runs as the old association's
+ * successor (not findable in the table; epoch-0 records go to it, later
+ * epochs to both, each session drops what it cannot decrypt) and replaces
+ * it when it completes.  A half-open association is simply replaced.
+ *
+ * Ownership: the listener owns its associations (hash table + list) until
+ * tg_assoc_close(); the memory lives until the last handle's close
+ * callback.  Each datagram sent owns its bytes until its send callback,
+ * which touches only the listener's counters, never the association.
+ * The listener outlives every association (it closes its socket only when
+ * none is alive). */
+#ifndef TG_UDP_ASSOC_H
+#define TG_UDP_ASSOC_H
+
+#include <openssl/ssl.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#include "dtls.h"
+#include "dtls_cookie.h"
+#include "log.h"
+#include "tls.h"
+
+#define TG_UDP_LISTENER_MAGIC 0x7467756cu
+#define TG_UDP_ASSOC_MAGIC 0x74677561u
+#define TG_UDP_RECV_BUF 65536
+#define TG_DTLS_MAX_PLAIN 16384   /* largest DTLS record payload */
+#define TG_UDP_SENDQ_MAX (4u << 20) /* bytes queued on one socket before dropping */
+#define TG_ASSOC_QUEUE_MAX 32     /* client datagrams held while connecting */
+#define TG_ASSOC_QUEUE_BYTES (128 * 1024)
+
+/* Service-wide UDP state, shared by every worker. */
+struct tg_dtls_svc {
+  int cookies;              /* stateless cookies are in use */
+  tg_cookie_keys_t keys;
+  int keys_ready;
+  atomic_int half_open;     /* across workers, for TG_DTLS_HALF_OPEN_MAX */
+};
+
+/* Counters of one listener on one worker, logged when it closes. */
+typedef struct {
+  uint64_t dgrams_in, bytes_in;     /* from clients, on the listening socket */
+  uint64_t dgrams_out, bytes_out;   /* to clients */
+  uint64_t backend_dgrams_out, backend_dgrams_in;
+  uint64_t hvr_sent, hvr_limited, cookie_ok, cookie_bad;
+  uint64_t drop_short, drop_garbage, drop_not_hello, drop_truncated;
+  uint64_t drop_half_open_total, drop_half_open_addr, drop_max_conn;
+  uint64_t drop_draining, drop_sendq, send_errors, drop_queue;
+  uint64_t too_large;
+  uint64_t assoc_created, assoc_peak, half_open_peak;
+  uint64_t hs_ok, hs_failed, hs_timeout, restarted;
+} tg_udp_stats_t;
+
+typedef struct tg_udp_assoc tg_udp_assoc_t;
+typedef struct tg_udp_listener tg_udp_listener_t;
+
+/* How one SSL reaches the network: its BIO hands out the datagram being
+ * fed (exactly once) and sends every datagram the SSL writes. */
+typedef struct {
+  const uint8_t *rdata;
+  size_t rlen;
+  tg_udp_assoc_t *assoc;
+  int backend;              /* 1: the backend side */
+  unsigned mtu;
+} tg_dgram_io_t;
+
+typedef struct addr_count addr_count_t;
+
+struct tg_udp_listener {
+  uint32_t magic;
+  uv_udp_t udp;
+  tg_udp_listener_t *next;          /* the worker's list */
+  tg_worker_t *w;
+  tg_runtime_t *rt;                 /* a reference: new clients use its ... */
+  tg_service_t *svc;                /* ... service */
+  struct tg_dtls_svc *ds;           /* svc->dtls */
+  int draining;                     /* no new clients; closes when empty */
+  int closing;
+  uint64_t seed;                    /* keyed hash of peer addresses */
+  tg_udp_assoc_t **buckets;
+  size_t nbuckets;
+  size_t nassoc;                    /* in the table */
+  size_t nalive;                    /* not yet freed */
+  tg_udp_assoc_t *all;              /* list of the table's associations */
+  size_t half_open;                 /* of this worker */
+  addr_count_t **addr_buckets;      /* half-open count per client address */
+  tg_udp_stats_t st;
+  uint64_t last_log_ms[8];          /* rate limits, see dtls.c */
+  uint8_t recvbuf[TG_UDP_RECV_BUF];
+  uint8_t plainbuf[TG_DTLS_MAX_PLAIN + 1024];
+};
+
+typedef enum {
+  TG_ASSOC_HANDSHAKE = 0,
+  TG_ASSOC_CONNECTING,
+  TG_ASSOC_ESTABLISHED,
+  TG_ASSOC_CLOSING
+} tg_assoc_state_t;
+
+typedef struct qdgram {
+  struct qdgram *next;
+  size_t len;
+  uint8_t data[];
+} qdgram_t;
+
+struct tg_udp_assoc {
+  uint32_t magic;
+  tg_assoc_state_t state;
+  unsigned long long id;
+  tg_udp_listener_t *ul;
+  tg_runtime_t *rt;                 /* a reference: the config it runs on */
+  tg_service_t *svc;                /* belongs to rt */
+  tg_udp_assoc_t *hnext;            /* hash chain */
+  tg_udp_assoc_t *prev, *next;      /* listener list */
+  uint64_t hash;
+  struct sockaddr_storage peer;
+  char peername[64];
+  uint8_t hello_random[32];         /* of the ClientHello that made it */
+  tg_udp_assoc_t *successor;        /* a new handshake from the same peer */
+  tg_udp_assoc_t *predecessor;      /* set on a successor until it completes */
+  int findable;                     /* in the listener's hash table */
+  uint64_t last_hvr_ms;             /* HelloVerifyRequests to an established peer */
+
+  SSL *ssl;                         /* client side; NULL when secure = off */
+  tg_tls_note_t note;
+  tg_dgram_io_t cio;
+
+  SSL *bssl;                        /* backend side; NULL unless backend_secure */
+  tg_tls_note_t bnote;
+  tg_dgram_io_t bio_io;
+  uv_udp_t bsock;
+  int bsock_open;
+  int backend_idx;
+  uint64_t tried;
+  unsigned attempt;
+  int backend_answered;
+
+  uv_timer_t timer;
+  int timer_armed;
+  uint64_t timer_due;
+  int refs;                         /* open handles + pending requests */
+  int half_open;                    /* counted in the half-open caps */
+  uint64_t started_ms, last_activity_ms, deadline_ms;
+  qdgram_t *qhead, *qtail;
+  size_t qcount, qbytes;
+  uint64_t bytes_from_client, bytes_from_backend;
+  int warned_too_large;
+};
+
+/* dtls.c */
+BIO *tg_dgram_bio_new(tg_dgram_io_t *io);
+int tg_dtls_assoc_index(void);
+/* Sends one datagram on the listening socket (to a client).  0 or -1. */
+int tg_udp_send_client(tg_udp_listener_t *ul, const struct sockaddr *to,
+                       const void *data, size_t len);
+/* Sends one datagram on an association's connected backend socket. */
+int tg_udp_send_backend(tg_udp_listener_t *ul, uv_udp_t *h, const void *data,
+                        size_t len);
+/* Lists a new association; findable: also in the hash table (a successor
+ * is not until it replaces its predecessor, see tg_udp_listener_findable). */
+void tg_udp_listener_add(tg_udp_listener_t *ul, tg_udp_assoc_t *a, int findable);
+void tg_udp_listener_findable(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
+void tg_udp_listener_forget(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
+void tg_udp_listener_assoc_freed(tg_udp_listener_t *ul);
+void tg_udp_half_open_release(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
+int tg_udp_over_max_connections(tg_udp_listener_t *ul, const struct sockaddr *from);
+int tg_udp_rate_ok(tg_udp_listener_t *ul, int slot);
+void tg_format_peer(const struct sockaddr *sa, char *buf, size_t size);
+
+/* udp_assoc.c */
+/* Creates an association in the table (state HANDSHAKE when secure, else
+ * CONNECTING with its backend being set up).  NULL when out of memory. */
+tg_udp_assoc_t *tg_assoc_new(tg_udp_listener_t *ul, const struct sockaddr *peer,
+                             uint64_t hash, tg_udp_assoc_t *predecessor);
+/* Starts the DTLS server session with the ClientHello that created a;
+ * cookie_checked: it carried a valid cookie (run DTLSv1_listen). */
+void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
+                         int cookie_checked);
+/* Starts a plain association (secure = off) with its first datagram. */
+void tg_assoc_start_plain(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
+/* A datagram from the association's client. */
+void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
+void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+const char *tg_assoc_state_name(tg_assoc_state_t s);
+/* Called by the datagram BIO for every datagram an SSL writes. */
+void tg_assoc_dgram_out(tg_udp_assoc_t *a, int backend, const uint8_t *p,
+                        size_t n);
+
+#endif
