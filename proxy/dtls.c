@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "psk.h"
 #include "tls_compat.h"
 #include "udp_assoc.h"
@@ -582,6 +583,7 @@ int tg_udp_over_max_connections(tg_udp_listener_t *ul, const struct sockaddr *fr
   int max = ul->rt->cfg->max_connections;
   if (max <= 0 || atomic_load(&tg_active_connections) < max) return 0;
   ul->st.drop_max_conn++;
+  atomic_fetch_add(&ul->svc->stats->rejected_max, 1);
   if (tg_udp_rate_ok(ul, RL_MAX_CONN)) {
     char peer[64];
     tg_format_peer(from, peer, sizeof(peer));

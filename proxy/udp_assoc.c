@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "metrics.h"
 #include "psk.h"
 #include "tls_compat.h"
 
@@ -50,6 +51,19 @@ static void set_state(tg_udp_assoc_t *a, tg_assoc_state_t st) {
   alog(a, TG_LOG_DEBUG, "state", "%s -> %s", state_names[a->state],
        state_names[st]);
   a->state = st;
+}
+
+/* Handshake outcomes for the metrics endpoint, from the failure text. */
+static void count_handshake(tg_udp_assoc_t *a, tg_hs_result_t r) {
+  atomic_fetch_add_explicit(&a->svc->stats->handshakes[r], 1, memory_order_relaxed);
+}
+
+static tg_hs_result_t failure_kind(const char *why) {
+  if (strncmp(why, "certificate required", 20) == 0) return TG_HS_NO_CERT;
+  if (strstr(why, "is not in allow_clients")) return TG_HS_ACL;
+  if (strncmp(why, "certificate verify failed", 25) == 0) return TG_HS_VERIFY;
+  if (strncmp(why, "client sent close_notify", 24) == 0) return TG_HS_CLOSED;
+  return TG_HS_PROTOCOL;
 }
 
 static const char *backend_text(const tg_udp_assoc_t *a) {
@@ -113,6 +127,12 @@ void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
        (unsigned long long)a->bytes_from_backend,
        (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000));
   tg_udp_listener_t *ul = a->ul;
+  tg_lstats_t *st = a->svc->stats;
+  atomic_fetch_sub_explicit(&st->active, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&st->bytes_from_client, a->bytes_from_client,
+                            memory_order_relaxed);
+  atomic_fetch_add_explicit(&st->bytes_from_backend, a->bytes_from_backend,
+                            memory_order_relaxed);
   tg_udp_half_open_release(ul, a);
   tg_udp_listener_forget(ul, a);
   if (a->predecessor) { /* a new handshake that did not complete */
@@ -166,6 +186,8 @@ tg_udp_assoc_t *tg_assoc_new(tg_udp_listener_t *ul, const struct sockaddr *peer,
   }
   w->nconns++;
   int active = atomic_fetch_add(&tg_active_connections, 1) + 1;
+  atomic_fetch_add_explicit(&a->svc->stats->accepted, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&a->svc->stats->active, 1, memory_order_relaxed);
   alog(a, TG_LOG_DEBUG, "new", "new association (%zu on this worker, %d active)",
        ul->nassoc, active);
   return a;
@@ -218,6 +240,7 @@ static void on_timer(uv_timer_t *t) {
   if (a->deadline_ms && now >= a->deadline_ms) {
     if (a->state == TG_ASSOC_HANDSHAKE) {
       a->ul->st.hs_timeout++;
+      count_handshake(a, TG_HS_TIMEOUT);
       tg_assoc_close(a, TG_LOG_INFO, 0, "handshake timeout (%llu ms)",
                      (unsigned long long)l->handshake_timeout_ms);
     } else {
@@ -232,6 +255,7 @@ static void on_timer(uv_timer_t *t) {
     ERR_clear_error();
     if (DTLSv1_handle_timeout(a->ssl) < 0) {
       a->ul->st.hs_failed++;
+      count_handshake(a, TG_HS_TIMEOUT);
       tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s",
                      tg_tls_failure(a->ssl, &a->note, why, sizeof(why)));
       return;
@@ -401,6 +425,12 @@ static void connect_next(tg_udp_assoc_t *a);
 static void client_handshake_done(tg_udp_assoc_t *a) {
   tg_udp_half_open_release(a->ul, a);
   a->ul->st.hs_ok++;
+  tg_lstats_t *st = a->svc->stats;
+  count_handshake(a, TG_HS_OK);
+  atomic_fetch_add_explicit(&st->tls12, 1, memory_order_relaxed); /* DTLS 1.2 */
+  if (SSL_session_reused(a->ssl))
+    atomic_fetch_add_explicit(&st->resumed, 1, memory_order_relaxed);
+  tg_stats_cipher(st, SSL_CIPHER_get_name(SSL_get_current_cipher(a->ssl)));
   if (a->predecessor) {
     /* The client did start over: its old association is dead to it. */
     tg_udp_assoc_t *old = a->predecessor;
@@ -439,6 +469,7 @@ static void client_handshake_step(tg_udp_assoc_t *a) {
     snprintf(why, sizeof(why), "client sent close_notify");
   else
     tg_tls_failure(a->ssl, &a->note, why, sizeof(why));
+  count_handshake(a, failure_kind(why));
   tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s", why);
 }
 
@@ -461,6 +492,7 @@ void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
     if (tg_dtls_listen(a->ssl) != 1) {
       char why[400];
       a->ul->st.hs_failed++;
+      count_handshake(a, TG_HS_PROTOCOL);
       tg_assoc_close(a, TG_LOG_WARN, 0, "ClientHello not accepted: %s",
                      tg_tls_errors(why, sizeof(why)));
       return;
@@ -687,6 +719,7 @@ static void on_bsock_closed_retry(uv_handle_t *h) {
 static void backend_failed(tg_udp_assoc_t *a, const char *reason) {
   if (a->state == TG_ASSOC_CLOSING) return;
   uint64_t rest = tg_backend_failed(a->svc, a->backend_idx, tg_now_ms());
+  atomic_fetch_add(&a->svc->stats->backend_failures[a->backend_idx], 1);
   alog(a, TG_LOG_WARN, "backend", "backend %s: %s; resting it for %llu ms",
        backend_text(a), reason, (unsigned long long)rest);
   SSL_free(a->bssl);
