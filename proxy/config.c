@@ -623,6 +623,8 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
            "speak DTLS 1.2");
     if (l->proxy_protocol != TG_PROXY_OFF)
       LERR(l, "proxy_protocol", "not supported with transport = udp");
+    if (l->accept_proxy)
+      LERR(l, "accept_proxy", "not supported with transport = udp");
     if (is_set(l, "idle_timeout"))
       LWARN(l, "idle_timeout", "has no effect with transport = udp (use "
            "session_timeout)");

@@ -4,13 +4,16 @@
 #include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxyproto.h"
+#include "tls_compat.h"
 
 /* One write request owns the bytes it writes until its callback. */
 typedef struct {
@@ -83,6 +86,10 @@ static void unref(tg_conn_t *c) {
   if (--c->refs > 0) return;
   SSL_free(c->client.ssl);
   SSL_free(c->backend.ssl);
+  tg_tls_io_free(&c->client.io);
+  tg_tls_io_free(&c->backend.io);
+  free(c->client.stash);
+  free(c->backend.stash);
   free(c->hdr);
   free(c->early);
   free(c->client.note);
@@ -166,6 +173,8 @@ static void on_write(uv_write_t *req, int status) {
     fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(status));
     return;
   }
+  /* A slow reader that is still taking our bytes is not idle. */
+  c->last_activity_ms = uv_now(&c->w->loop);
   tg_side_t *o = other(c, s);
   if (o->paused && s->queued <= TG_LOW_WATER) {
     o->paused = 0;
@@ -197,24 +206,24 @@ static int side_write(tg_conn_t *c, tg_side_t *s, const void *data,
   return 0;
 }
 
-/* Sends whatever TLS produced for this side (records, alerts, tickets). */
+/* Sends whatever TLS produced for this side (records, alerts, tickets):
+ * the stream BIO built it inside a block with room for the write request,
+ * so it goes to uv_write without another copy. */
 static int flush_tls(tg_conn_t *c, tg_side_t *s) {
-  BIO *wbio = SSL_get_wbio(s->ssl);
-  size_t pending = BIO_ctrl_pending(wbio);
-  if (pending == 0 || !s->open) return 0;
-  wreq_t *wr = malloc(sizeof(*wr) + pending);
-  if (!wr) {
+  if (s->io.oom) {
     fail(c, "out of memory");
     return -1;
   }
-  int n = BIO_read(wbio, wr->data, (int)pending);
-  if (n <= 0) {
+  size_t n = 0;
+  wreq_t *wr = (wreq_t *)tg_tls_io_take(&s->io, &n);
+  if (!wr) return 0;
+  if (!s->open) {
     free(wr);
     return 0;
   }
   wr->conn = c;
   wr->side = s;
-  wr->len = (size_t)n;
+  wr->len = n;
   uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
   int rc = uv_write(&wr->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
   if (rc < 0) {
@@ -222,7 +231,7 @@ static int flush_tls(tg_conn_t *c, tg_side_t *s) {
     fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(rc));
     return -1;
   }
-  s->queued += (size_t)n;
+  s->queued += n;
   return 0;
 }
 
@@ -233,6 +242,9 @@ static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
   tg_side_t *to = other(c, from);
   from->bytes += len;
   if (to->ssl) {
+    /* Room for the records: 64 bytes of framing per 16 KiB covers both
+     * TLS 1.2 and 1.3. */
+    tg_tls_io_reserve(&to->io, len + (len / 16384 + 1) * 64);
     while (len > 0) {
       ERR_clear_error();
       int n = SSL_write(to->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
@@ -321,8 +333,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   if (status == UV_ENOTCONN || status == UV_EPIPE || status == UV_ECONNRESET) {
     /* The peer is already gone: nothing more can be delivered either way. */
     char reason[100];
-    snprintf(reason, sizeof(reason), "%s went away (%s)", side_name(c, s),
-             uv_err_name(status));
+    snprintf(reason, sizeof(reason), "%s closed the connection", side_name(c, s));
     tg_conn_close(c, reason);
     return;
   }
@@ -412,6 +423,16 @@ static void backend_ready(tg_conn_t *c);
 
 static void handshake_done(tg_conn_t *c, tg_side_t *s) {
   char desc[600];
+  if (!s->note->peer[0] && SSL_session_reused(s->ssl)) {
+    /* No verification ran: the identity comes with the resumed session. */
+    X509 *peer = tg_get_peer_certificate(s->ssl);
+    if (peer) {
+      tg_peer_id_t id;
+      tg_tls_peer_id(peer, &id);
+      snprintf(s->note->peer, sizeof(s->note->peer), "CN=%s", id.cn[0] ? id.cn : "(none)");
+      X509_free(peer);
+    }
+  }
   describe_tls(s->ssl, s->note, desc, sizeof(desc));
   if (s == &c->client) {
     tg_lstats_t *st = c->svc->stats;
@@ -457,6 +478,57 @@ static void pump_tls(tg_conn_t *c, tg_side_t *s) {
   flush_tls(c, s);
 }
 
+/* Points the side's TLS input at data (after anything stashed before). */
+static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len) {
+  if (s->stashlen && len) {
+    uint8_t *p = realloc(s->stash, s->stashlen + len);
+    if (!p) {
+      fail(c, "out of memory");
+      return -1;
+    }
+    memcpy(p + s->stashlen, data, len);
+    s->stash = p;
+    s->stashlen += len;
+  }
+  if (s->stashlen) {
+    s->io.in = s->stash;
+    s->io.inlen = s->stashlen;
+  } else {
+    s->io.in = data;
+    s->io.inlen = len;
+  }
+  return 0;
+}
+
+/* After TLS had its go: keeps what it did not consume (for instance data
+ * that came with the handshake while no backend is ready), and never
+ * leaves the window pointing at the shared read buffer. */
+static void tls_unfeed(tg_conn_t *c, tg_side_t *s) {
+  size_t left = s->io.inlen;
+  if (left == 0) {
+    free(s->stash);
+    s->stash = NULL;
+    s->stashlen = 0;
+  } else if (s->stashlen && s->io.in >= s->stash && s->io.in < s->stash + s->stashlen) {
+    memmove(s->stash, s->io.in, left);
+    s->stashlen = left;
+  } else {
+    uint8_t *p = malloc(left);
+    if (!p) {
+      s->io.in = NULL;
+      s->io.inlen = 0;
+      fail(c, "out of memory");
+      return;
+    }
+    memcpy(p, s->io.in, left);
+    free(s->stash);
+    s->stash = p;
+    s->stashlen = left;
+  }
+  s->io.in = NULL;
+  s->io.inlen = 0;
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   tg_conn_t *c = stream->data;
   assert(c->magic == TG_CONN_MAGIC);
@@ -485,13 +557,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     forward(c, s, buf->base, (size_t)nread);
     return;
   }
-  if (BIO_write(SSL_get_rbio(s->ssl), buf->base, (int)nread) != (int)nread) {
-    fail(c, "out of memory");
-    return;
-  }
+  if (tls_feed(c, s, buf->base, (size_t)nread) != 0) return;
   if (!SSL_is_init_finished(s->ssl)) handshake_step(c, s);
   else if (c->state == TG_CONN_PROXYING || c->state == TG_CONN_DRAINING)
     pump_tls(c, s);
+  tls_unfeed(c, s);
 }
 
 /* ---- timers --------------------------------------------------------------- */
@@ -554,7 +624,17 @@ static void backend_attempt_failed(tg_conn_t *c, const char *reason) {
        backend_text(c), reason, (unsigned long long)rest);
   SSL_free(c->backend.ssl);
   c->backend.ssl = NULL;
+  free(c->backend.note); /* the next attempt makes its own */
+  c->backend.note = NULL;
   c->backend.eof = 0;
+  /* Nothing of the failed attempt's TLS stream may reach the next one. */
+  tg_tls_io_free(&c->backend.io);
+  c->backend.io.in = NULL;
+  c->backend.io.inlen = 0;
+  c->backend.io.oom = 0;
+  free(c->backend.stash);
+  c->backend.stash = NULL;
+  c->backend.stashlen = 0;
   if (c->backend.open) {
     /* The handle's own ref keeps c alive until the callback retries. */
     close_side(&c->backend, on_backend_closed_retry);
@@ -584,8 +664,10 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   c->backend.note->conf = c->svc->conf;
   c->backend.note->backend = 1;
-  c->backend.ssl = tg_tls_new(c->svc->backend_ctx, c->backend.note,
-                              c->svc->conf->backends[c->backend_idx].host);
+  c->backend.io.headroom = offsetof(wreq_t, data);
+  c->backend.ssl = tg_tls_new_stream(c->svc->backend_ctx, c->backend.note,
+                                     c->svc->conf->backends[c->backend_idx].host,
+                                     &c->backend.io);
   if (!c->backend.ssl) {
     fail(c, "cannot create TLS state for the backend");
     return;
@@ -695,10 +777,16 @@ static void backend_ready(tg_conn_t *c) {
   set_state(c, TG_CONN_PROXYING);
   c->last_activity_ms = uv_now(&c->w->loop);
   arm_timer(c, c->svc->conf->idle_timeout_ms);
-  /* Data that arrived with the handshakes is already buffered in TLS. */
-  if (c->client.ssl) pump_tls(c, &c->client);
+  /* Data that arrived with the handshakes waits in the stashes. */
+  if (c->client.ssl && tls_feed(c, &c->client, NULL, 0) == 0) {
+    pump_tls(c, &c->client);
+    tls_unfeed(c, &c->client);
+  }
   if (c->state != TG_CONN_PROXYING) return;
-  if (c->backend.ssl) pump_tls(c, &c->backend);
+  if (c->backend.ssl && tls_feed(c, &c->backend, NULL, 0) == 0) {
+    pump_tls(c, &c->backend);
+    tls_unfeed(c, &c->backend);
+  }
   if (c->state != TG_CONN_PROXYING) return;
   if (c->client.eof) {
     on_eof(c, &c->client);
@@ -731,7 +819,8 @@ static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
   c->client.note = calloc(1, sizeof(*c->client.note));
   if (c->client.note) {
     c->client.note->conf = svc->conf;
-    c->client.ssl = tg_tls_new(svc->server_ctx, c->client.note, NULL);
+    c->client.io.headroom = offsetof(wreq_t, data);
+    c->client.ssl = tg_tls_new_stream(svc->server_ctx, c->client.note, NULL, &c->client.io);
   }
   if (!c->client.ssl) {
     fail(c, "cannot create TLS state");
@@ -740,12 +829,9 @@ static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
   set_state(c, TG_CONN_HANDSHAKE);
   arm_timer(c, svc->conf->handshake_timeout_ms);
   start_reading(c, &c->client);
-  if (len) {
-    if (BIO_write(SSL_get_rbio(c->client.ssl), data, (int)len) != (int)len) {
-      fail(c, "out of memory");
-      return;
-    }
+  if (len && tls_feed(c, &c->client, data, len) == 0) {
     handshake_step(c, &c->client);
+    tls_unfeed(c, &c->client);
   }
 }
 
@@ -812,13 +898,14 @@ static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t siz
   }
 }
 
-void tg_conn_accept(tg_listener_t *l) {
+void tg_conn_accept(tg_listener_t *l, int fd, const struct sockaddr_storage *ss) {
   tg_worker_t *w = l->worker;
   tg_service_t *svc = l->svc;
   tg_conn_t *c = calloc(1, sizeof(*c));
   if (!c) {
     tg_log(TG_LOG_ERROR, "listener %s: out of memory accepting a connection",
            svc->conf->name);
+    close(fd);
     return;
   }
   c->magic = TG_CONN_MAGIC;
@@ -844,18 +931,13 @@ void tg_conn_accept(tg_listener_t *l) {
   atomic_fetch_add_explicit(&svc->stats->accepted, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&svc->stats->active, 1, memory_order_relaxed);
 
-  int rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->client.tcp);
+  format_peer(ss, c->peer, sizeof(c->peer));
+  int rc = uv_tcp_open(&c->client.tcp, fd);
   if (rc < 0) {
-    snprintf(c->peer, sizeof(c->peer), "?");
-    fail(c, "accept failed: %s", uv_strerror(rc));
+    close(fd);
+    fail(c, "cannot use the accepted socket: %s", uv_strerror(rc));
     return;
   }
-  struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  if (uv_tcp_getpeername(&c->client.tcp, (struct sockaddr *)&ss, &len) == 0)
-    format_peer(&ss, c->peer, sizeof(c->peer));
-  else
-    snprintf(c->peer, sizeof(c->peer), "?");
   int max = c->rt->cfg->max_connections;
   if (max > 0 && active > max) {
     atomic_fetch_add(&svc->stats->rejected_max, 1);

@@ -50,6 +50,9 @@ typedef struct {
   int shut_done;    /* ... and that shutdown completed */
   size_t queued;    /* bytes handed to uv_write and not yet written */
   uint64_t bytes;   /* plaintext bytes received from this side */
+  tg_tls_io_t io;   /* TLS input window and pending output (tls_bio.h) */
+  uint8_t *stash;   /* received bytes TLS has not consumed yet, rarely any */
+  size_t stashlen;
 } tg_side_t;
 
 struct tg_conn {
@@ -78,8 +81,8 @@ struct tg_conn {
   char peer[64];
 };
 
-/* Accepts one pending connection from the listener. */
-void tg_conn_accept(tg_listener_t *l);
+/* Takes over fd, a connection the listener's worker just accepted. */
+void tg_conn_accept(tg_listener_t *l, int fd, const struct sockaddr_storage *peer);
 
 /* Closes a connection (no-op when already closing). */
 void tg_conn_close(tg_conn_t *c, const char *reason);

@@ -145,7 +145,8 @@ static int set_addr(struct sockaddr_storage *ss, int family, const char *ip,
 /* "PROXY TCP4 1.2.3.4 5.6.7.8 111 222\r\n", at most 107 bytes. */
 static int parse_v1(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
                     size_t *consumed, const char **why) {
-  const size_t max = 107;
+  /* At most 107 bytes including the CRLF: the CR is at offset 105 or less. */
+  const size_t max = 106;
   const uint8_t *cr = memchr(buf, '\r', len < max ? len : max);
   const uint8_t *lf = memchr(buf, '\n', len < max ? len : max);
   if (lf && (!cr || lf < cr)) {

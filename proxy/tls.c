@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -22,13 +23,25 @@
 
 static int note_index = -1;
 
+#ifndef OPENSSL_IS_BORINGSSL
+static OSSL_PROVIDER *legacy_provider;
+
+static void unload_legacy(void) {
+  if (legacy_provider) OSSL_PROVIDER_unload(legacy_provider);
+  legacy_provider = NULL;
+}
+#endif
+
 int tg_tls_init(char *err, size_t errsize) {
 #ifndef OPENSSL_IS_BORINGSSL
   /* PFX files written by older tools and Windows use RC2-40, which OpenSSL 3
    * keeps in its legacy provider.  Without it those files cannot load, so
    * the error for them says how to convert instead. */
-  OSSL_PROVIDER_try_load(NULL, "legacy", 1);
+  static int registered;
+  legacy_provider = OSSL_PROVIDER_try_load(NULL, "legacy", 1);
   ERR_clear_error();
+  /* Registered after OpenSSL's own exit handler, so it runs first. */
+  if (!registered++) atexit(unload_legacy);
 #endif
   note_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
   if (note_index < 0) {
@@ -145,9 +158,11 @@ static int load_pfx(const char *path, const char *pwspec, identity_t *id,
   return 0;
 }
 
+/* which is set to the config key the failure belongs to. */
 static int load_pem(const char *cert_path, const char *key_path,
                     const char *pwspec, identity_t *id, char *err,
-                    size_t errsize) {
+                    size_t errsize, const char **which) {
+  *which = "cert";
   char tlserr[300], pw[512];
   ERR_clear_error();
   BIO *b = BIO_new_file(cert_path, "r");
@@ -169,7 +184,9 @@ static int load_pem(const char *cert_path, const char *key_path,
   ERR_clear_error(); /* the loop ends on "no start line" */
   BIO_free(b);
 
+  *which = "key_password";
   if (resolve_password(pwspec, pw, sizeof(pw), err, errsize) != 0) return -1;
+  *which = "key";
   b = BIO_new_file(key_path, "r");
   if (!b) {
     OPENSSL_cleanse(pw, sizeof(pw));
@@ -182,12 +199,18 @@ static int load_pem(const char *cert_path, const char *key_path,
   BIO_free(b);
   if (!id->key) {
     unsigned long e = ERR_peek_error();
+    tg_tls_errors(tlserr, sizeof(tlserr));
+    /* The decrypt failure surfaces from PEM, EVP or (OpenSSL 3) a provider
+     * depending on the library; its reason text is the common ground. */
     int badpw = is_bad_password(e) ||
-                (ERR_GET_LIB(e) == ERR_LIB_PEM &&
-                 ERR_GET_REASON(e) == PEM_R_BAD_DECRYPT);
+                (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_BAD_DECRYPT) ||
+                strcasestr(tlserr, "bad decrypt") || strcasestr(tlserr, "BAD_DECRYPT") ||
+                strcasestr(tlserr, "BAD_PASSWORD_READ") || strcasestr(tlserr, "bad password read");
+    if (badpw) *which = pwspec && *pwspec ? "key_password" : "key";
     snprintf(err, errsize, "%s: %s (%s)", key_path,
-             badpw ? "wrong password" : "cannot load private key",
-             tg_tls_errors(tlserr, sizeof(tlserr)));
+             badpw ? (pwspec && *pwspec ? "wrong password" : "encrypted, and no key_password given")
+                   : "cannot load private key",
+             tlserr);
     return -1;
   }
   return 0;
@@ -264,8 +287,7 @@ static int load_identity(SSL_CTX *ctx, const tg_listener_conf_t *l,
     }
     rc = load_pfx(pfx, pfx_pw, &id, err, sizeof(err));
   } else {
-    errkey = "cert";
-    rc = load_pem(cert, key, key_pw, &id, err, sizeof(err));
+    rc = load_pem(cert, key, key_pw, &id, err, sizeof(err), &errkey);
   }
   if (rc == 0)
     rc = check_identity(&id, pfx && *pfx ? pfx : cert, err, sizeof(err), desc,
@@ -625,6 +647,8 @@ tg_tls_note_t *tg_tls_get_note(const SSL *ssl) {
   return note_index < 0 ? NULL : SSL_get_ex_data(ssl, note_index);
 }
 
+static SSL *tls_setup(SSL *ssl, tg_tls_note_t *note, const char *host);
+
 SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host) {
   SSL *ssl = SSL_new(ctx);
   if (!ssl) return NULL;
@@ -639,6 +663,23 @@ SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host) {
   BIO_set_mem_eof_return(rbio, -1);
   BIO_set_mem_eof_return(wbio, -1);
   SSL_set_bio(ssl, rbio, wbio);
+  return tls_setup(ssl, note, host);
+}
+
+SSL *tg_tls_new_stream(SSL_CTX *ctx, tg_tls_note_t *note, const char *host,
+                       tg_tls_io_t *io) {
+  SSL *ssl = SSL_new(ctx);
+  BIO *bio = ssl ? tg_tls_bio_new(io) : NULL;
+  if (!bio) {
+    SSL_free(ssl);
+    return NULL;
+  }
+  SSL_set_bio(ssl, bio, bio); /* one reference serves both directions */
+  return tls_setup(ssl, note, host);
+}
+
+/* Verification notes, SNI and the expected peer name for either kind. */
+static SSL *tls_setup(SSL *ssl, tg_tls_note_t *note, const char *host) {
   SSL_set_ex_data(ssl, note_index, note);
   if (note->backend) {
     const tg_listener_conf_t *l = note->conf;

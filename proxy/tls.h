@@ -10,6 +10,7 @@
 
 #include "acl.h"
 #include "config.h"
+#include "tls_bio.h"
 
 /* Per-SSL notes shared with the verify callbacks.  Lives inside the
  * connection; attached with tg_tls_attach(). */
@@ -37,6 +38,11 @@ SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host);
 /* The note attached by tg_tls_new (NULL if none), e.g. for callbacks that
  * record a failure reason (psk.c). */
 tg_tls_note_t *tg_tls_get_note(const SSL *ssl);
+
+/* The same over a stream BIO (tls_bio.h): TCP connections use this, so no
+ * bytes are copied into or kept in memory BIOs. */
+SSL *tg_tls_new_stream(SSL_CTX *ctx, tg_tls_note_t *note, const char *host,
+                       tg_tls_io_t *io);
 
 /* One line that says why a handshake failed: the verify reason if there is
  * one, then the library's queued errors.  Clears the error queue. */

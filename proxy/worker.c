@@ -1,37 +1,85 @@
 #include "worker.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
 #include "dtls.h"
 #include "log.h"
 
-static void on_connection(uv_stream_t *server, int status) {
-  tg_listener_t *l = server->data;
+/* Out of descriptors: closing our reserve descriptor makes room to accept
+ * and at once close what waits in the backlog, so the listener does not
+ * stay readable and spin the loop; those clients see a reset. */
+static void shed_backlog(tg_listener_t *l, int err) {
+  tg_worker_t *w = l->worker;
+  unsigned long long shed = 0;
+  if (w->reserve_fd >= 0) {
+    close(w->reserve_fd);
+    w->reserve_fd = -1;
+  }
+  for (int i = 0; i < 1024; i++) {
+    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) break;
+    close(fd);
+    shed++;
+  }
+  w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  w->accept_drops += shed;
+  uint64_t now = uv_now(&w->loop);
+  if (now - w->last_accept_error_log >= 1000) {
+    w->last_accept_error_log = now;
+    tg_log(TG_LOG_ERROR, "listener %s: accept failed: %s (out of file descriptors: "
+           "%llu waiting connection(s) closed so far; raise the fd limit)",
+           l->svc->conf->name, strerror(err), w->accept_drops);
+  }
+}
+
+static void on_listener_readable(uv_poll_t *h, int status, int events) {
+  tg_listener_t *l = h->data;
   tg_worker_t *w = l->worker;
   if (status < 0) {
-    /* libuv has already drained the backlog on EMFILE (its reserve-fd
-     * trick), so this does not spin; log at most once a second. */
+    tg_log(TG_LOG_ERROR, "listener %s: %s", l->svc->conf->name, uv_strerror(status));
+    return;
+  }
+  /* A bounded batch per wakeup keeps other work on this loop moving. */
+  for (int i = 0; i < 64; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      tg_conn_accept(l, fd, &ss);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    if (errno == EMFILE || errno == ENFILE) {
+      shed_backlog(l, errno);
+      return;
+    }
     uint64_t now = uv_now(&w->loop);
     if (now - w->last_accept_error_log >= 1000) {
       w->last_accept_error_log = now;
       tg_log(TG_LOG_ERROR, "listener %s: accept failed: %s", l->svc->conf->name,
-             uv_strerror(status));
+             strerror(errno));
     }
     return;
   }
-  tg_conn_accept(l);
 }
 
-static void on_listener_closed(uv_handle_t *h) { free(h->data); }
+static void on_listener_closed(uv_handle_t *h) {
+  tg_listener_t *l = h->data;
+  close(l->fd);
+  free(l);
+}
 
 static void close_listeners(tg_worker_t *w) {
   for (size_t i = 0; i < w->nlisteners; i++)
-    uv_close((uv_handle_t *)&w->listeners[i]->tcp, on_listener_closed);
+    uv_close((uv_handle_t *)&w->listeners[i]->poll, on_listener_closed);
   w->nlisteners = 0;
 }
 
@@ -48,13 +96,22 @@ static int open_listeners(tg_worker_t *w, char *err, size_t errsize) {
     }
     l->worker = w;
     l->svc = s;
-    uv_tcp_init(&w->loop, &l->tcp);
-    l->tcp.data = l;
+    l->fd = tg_runtime_dup_socket(rt, s, w->index);
+    if (l->fd < 0) {
+      free(l);
+      snprintf(err, errsize, "listener %s: no listening socket", s->conf->name);
+      return -1;
+    }
+    int rc = uv_poll_init(&w->loop, &l->poll, l->fd);
+    if (rc < 0) {
+      close(l->fd);
+      free(l);
+      snprintf(err, errsize, "listener %s: %s", s->conf->name, uv_strerror(rc));
+      return -1;
+    }
+    l->poll.data = l;
     w->listeners[w->nlisteners++] = l;
-    int fd = tg_runtime_dup_socket(rt, s, w->index);
-    int rc = fd < 0 ? UV_EBADF : uv_tcp_open(&l->tcp, fd);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
-    else if (fd >= 0) close(fd);
+    rc = uv_poll_start(&l->poll, UV_READABLE, on_listener_readable);
     if (rc < 0) {
       snprintf(err, errsize, "listener %s: %s", s->conf->name, uv_strerror(rc));
       return -1;
@@ -145,6 +202,7 @@ int tg_worker_start(tg_worker_t *w, int index, tg_runtime_t *rt, char *err,
   w->wakeup.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);
   w->drain_timer.data = w;
+  w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (open_listeners(w, err, errsize) != 0) return -1;
   if (tg_udp_worker_sync(w, err, errsize) != 0) return -1;
   rc = uv_thread_create(&w->thread, run, w);
@@ -168,6 +226,8 @@ void tg_worker_reload(tg_worker_t *w, tg_runtime_t *rt) {
 
 void tg_worker_join(tg_worker_t *w) {
   uv_thread_join(&w->thread);
+  if (w->reserve_fd >= 0) close(w->reserve_fd);
+  w->reserve_fd = -1;
   tg_runtime_unref(atomic_exchange(&w->pending_rt, NULL));
   tg_runtime_unref(w->rt);
   w->rt = NULL;

@@ -19,7 +19,8 @@ typedef struct tg_worker tg_worker_t;
 /* Allocated one by one: a closing handle must not move; freed in its close
  * callback. */
 typedef struct {
-  uv_tcp_t tcp;
+  uv_poll_t poll;   /* readable = connections waiting; we accept4() them */
+  int fd;           /* our dup() of the runtime's socket, closed with poll */
   tg_worker_t *worker;
   tg_service_t *svc;
 } tg_listener_t;
@@ -40,6 +41,8 @@ struct tg_worker {
   int draining;
   atomic_int stop_requested;
   uint64_t last_accept_error_log;
+  unsigned long long accept_drops; /* connections shed while out of fds */
+  int reserve_fd;       /* given up when out of fds, to shed the backlog */
   /* Scratch buffers: a read callback consumes its bytes before returning,
    * so every connection of this loop can share them. */
   int readbuf_busy;

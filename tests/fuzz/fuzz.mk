@@ -1,0 +1,65 @@
+# tests/fuzz/fuzz.mk -- libFuzzer harnesses for tlsgate (needs clang and
+# Debian's libclang-rt-14-dev, which ships libclang_rt.fuzzer).
+#
+# Works two ways:
+#   include tests/fuzz/fuzz.mk             at the end of GNUmakefile: `make fuzz`
+#   make -f tests/fuzz/fuzz.mk fuzz        standalone (tests/fuzz/run.sh does this)
+# Honours TLS (boringssl | openssl), BUILD, BSSL_INC and BSSL_LIB like
+# GNUmakefile.  Output: $(BUILD)/fuzz/fuzz_NAME (BoringSSL) or
+# $(BUILD)/fuzz/openssl/fuzz_NAME.  The proxy sources are compiled again
+# with clang, coverage instrumentation and ASan/UBSan into .../obj/, and
+# every harness links them all except main.o.
+#
+# fuzz_proxy_parse is built only once proxy/proxyproto.h declares
+# tg_proxy_parse (the PROXY header parser); until then it is left out.
+
+TLS      ?= boringssl
+BUILD    ?= build
+BSSL_INC ?= /usr/include/android
+BSSL_LIB ?= /usr/lib/x86_64-linux-gnu/android
+FUZZ_CC  ?= clang
+
+ifeq ($(TLS),openssl)
+  FUZZ_OUT        := $(BUILD)/fuzz/openssl
+  FUZZ_TLS_CFLAGS :=
+  FUZZ_TLS_LIBS   := -lssl -lcrypto
+else
+  FUZZ_OUT        := $(BUILD)/fuzz
+  FUZZ_TLS_CFLAGS := -I$(BSSL_INC)
+  FUZZ_TLS_LIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto
+endif
+
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all \
+               -fno-omit-frame-pointer
+FUZZ_CFLAGS := -O1 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
+               -fno-strict-aliasing -D_GNU_SOURCE -DTG_VERSION='"fuzz"' \
+               -Iproxy $(FUZZ_TLS_CFLAGS) $(FUZZ_SAN) -MMD -MP
+FUZZ_LIBS   := $(FUZZ_TLS_LIBS) -luv -linih -lpthread
+
+FUZZ_LIB_OBJS := $(patsubst proxy/%.c,$(FUZZ_OUT)/obj/%.o,\
+                   $(filter-out proxy/main.c,$(wildcard proxy/*.c)))
+FUZZ_HAVE_PROXY_PARSE := $(shell grep -qs 'tg_proxy_parse' proxy/proxyproto.h && echo yes)
+FUZZ_NAMES := config tls_server acl $(if $(FUZZ_HAVE_PROXY_PARSE),proxy_parse)
+FUZZ_BINS  := $(FUZZ_NAMES:%=$(FUZZ_OUT)/fuzz_%)
+
+.PHONY: fuzz fuzz-names
+fuzz: $(FUZZ_BINS)
+
+# Named here so that make keeps the objects between runs (no rebuild).
+$(FUZZ_BINS): $(FUZZ_LIB_OBJS)
+.SECONDARY: $(FUZZ_LIB_OBJS)
+
+# What `make fuzz` builds, one name per word (tests/fuzz/run.sh reads it).
+fuzz-names:
+	@echo $(FUZZ_NAMES)
+
+$(FUZZ_OUT)/obj/%.o: proxy/%.c | $(FUZZ_OUT)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS) | $(FUZZ_OUT)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_OBJS) $(FUZZ_LIBS)
+
+$(FUZZ_OUT)/obj:
+	mkdir -p $@
+
+-include $(FUZZ_LIB_OBJS:.o=.d) $(FUZZ_BINS:=.d)
