@@ -198,6 +198,16 @@ TEST(parse_v1_malformed) {
   const char *why = NULL;
   ASSERT_EQ(parse(longline, sizeof(longline), &in, &why), -1);
   ASSERT_CONTAINS(why, "107");
+  /* The limit includes the CRLF: 107 bytes pass, 108 do not. */
+  char line[110];
+  memset(line, 'x', sizeof(line));
+  memcpy(line, "PROXY UNKNOWN ", 14);
+  memcpy(line + 105, "\r\n", 2);
+  ASSERT_EQ(parse(line, 107, &in, &why), 107);
+  memset(line, 'x', sizeof(line));
+  memcpy(line, "PROXY UNKNOWN ", 14);
+  memcpy(line + 106, "\r\n", 2);
+  ASSERT_EQ(parse(line, 108, &in, &why), -1);
 }
 
 TEST(parse_v2_roundtrip) {
