@@ -240,7 +240,7 @@ static const key_spec_t listener_keys[] = {
     {"min_version", T_VERSION, L(min_version), "1.2", 0, 0, NULL, 0},
     {"ciphers", T_STR, L(ciphers), "", 0, 0, NULL, 0},
     {"alpn", T_STR, L(alpn), "", 0, 0, NULL, 0},
-    {"ticket_key_file", T_STR, L(ticket_key_file), "", 0, 0, NULL, F_NOT_YET},
+    {"ticket_key_file", T_STR, L(ticket_key_file), "", 0, 0, NULL, 0},
     {"ocsp", T_STR, L(ocsp), "", 0, 0, NULL, F_NOT_YET},
     {"backend", T_BACKENDS, L(backends), NULL, 0, 0, NULL, F_REQUIRED},
     {"backend_secure", T_BOOL, L(backend_secure), "off", 0, 0, NULL, 0},

@@ -19,6 +19,7 @@
 #endif
 
 #include "log.h"
+#include "tickets.h"
 #include "tls_compat.h"
 
 static int note_index = -1;
@@ -603,6 +604,14 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
   }
   SSL_CTX_set_session_id_context(ctx, (const uint8_t *)l->name,
                                  (unsigned)strlen(l->name));
+  int nkeys = 0;
+  if (l->ticket_key_file[0]) {
+    char terr[400];
+    nkeys = tg_tickets_load(ctx, l->ticket_key_file, terr, sizeof(terr));
+    if (nkeys < 0)
+      tg_errors_add(errs, "%s: %s",
+                    tg_config_where(l, "ticket_key_file", where, sizeof(where)), terr);
+  }
   if (errs->n > before) {
     SSL_CTX_free(ctx);
     return NULL;
@@ -614,6 +623,10 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
                                                     : "no certificate asked",
            l->crl[0] ? ", CRL checked" : "",
            l->allow_clients.n ? ", allow_clients ACL" : "");
+  if (nkeys > 0) {
+    size_t n = strlen(summary);
+    snprintf(summary + n, sumsize - n, ", %d shared ticket key%s", nkeys, nkeys == 1 ? "" : "s");
+  }
   return ctx;
 }
 
