@@ -241,7 +241,7 @@ static const key_spec_t listener_keys[] = {
     {"ciphers", T_STR, L(ciphers), "", 0, 0, NULL, 0},
     {"alpn", T_STR, L(alpn), "", 0, 0, NULL, 0},
     {"ticket_key_file", T_STR, L(ticket_key_file), "", 0, 0, NULL, 0},
-    {"ocsp", T_STR, L(ocsp), "", 0, 0, NULL, F_NOT_YET},
+    {"ocsp", T_STR, L(ocsp), "", 0, 0, NULL, 0},
     {"backend", T_BACKENDS, L(backends), NULL, 0, 0, NULL, F_REQUIRED},
     {"backend_secure", T_BOOL, L(backend_secure), "off", 0, 0, NULL, 0},
     {"backend_pfx", T_STR, L(backend_pfx), "", 0, 0, NULL, 0},

@@ -280,12 +280,6 @@ static int load_identity(SSL_CTX *ctx, const tg_listener_conf_t *l,
   const char *errkey = pfx_key;
   int rc;
   if (pfx && *pfx) {
-    if (strchr(pfx, ',')) {
-      tg_errors_add(errs, "%s: several identities (SNI) are not supported by "
-                    "this version of tlsgate yet",
-                    tg_config_where(l, pfx_key, where, sizeof(where)));
-      return -1;
-    }
     rc = load_pfx(pfx, pfx_pw, &id, err, sizeof(err));
   } else {
     rc = load_pem(cert, key, key_pw, &id, err, sizeof(err), &errkey);
@@ -560,8 +554,168 @@ static SSL_CTX *new_ctx(const tg_listener_conf_t *l, const char *vkey,
   return ctx;
 }
 
+/* ---- OCSP stapling -------------------------------------------------------- */
+
+typedef struct {
+  uint8_t *der;
+  size_t len;
+} ocsp_t;
+
+static int ocsp_index = -1;
+
+static void free_ocsp(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
+                      long argl, void *argp) {
+  ocsp_t *o = ptr;
+  if (o) free(o->der);
+  free(o);
+}
+
+#ifndef OPENSSL_IS_BORINGSSL
+/* OpenSSL asks per handshake; it takes ownership of the copy it is given. */
+static int ocsp_status_cb(SSL *ssl, void *arg) {
+  ocsp_t *o = arg;
+  if (SSL_get_tlsext_status_type(ssl) != TLSEXT_STATUSTYPE_ocsp) return SSL_TLSEXT_ERR_NOACK;
+  uint8_t *copy = OPENSSL_malloc(o->len);
+  if (!copy) return SSL_TLSEXT_ERR_NOACK;
+  memcpy(copy, o->der, o->len);
+  if (!SSL_set_tlsext_status_ocsp_resp(ssl, copy, (long)o->len)) {
+    OPENSSL_free(copy);
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+#endif
+
+/* Staples the DER OCSP response in path to ctx's certificate. */
+static int load_ocsp(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *path,
+                     tg_errors_t *errs, size_t *len) {
+  char where[400];
+  FILE *f = fopen(path, "rb");
+  ocsp_t *o = calloc(1, sizeof(*o));
+  if (!f || !o) {
+    tg_errors_add(errs, "%s: %s: %s", tg_config_where(l, "ocsp", where, sizeof(where)),
+                  path, f ? "out of memory" : strerror(errno));
+    if (f) fclose(f);
+    free(o);
+    return -1;
+  }
+  o->der = malloc(65536);
+  o->len = o->der ? fread(o->der, 1, 65536, f) : 0;
+  int more = fgetc(f) != EOF;
+  fclose(f);
+  /* A DER OCSPResponse is a SEQUENCE: the least a file must look like. */
+  if (!o->der || o->len < 8 || more || o->der[0] != 0x30) {
+    tg_errors_add(errs, "%s: %s: not a DER OCSP response (make one with openssl ocsp "
+                  "... -respout FILE)", tg_config_where(l, "ocsp", where, sizeof(where)), path);
+    free_ocsp(NULL, o, NULL, 0, 0, NULL);
+    return -1;
+  }
+  *len = o->len;
+#ifdef OPENSSL_IS_BORINGSSL
+  int ok = SSL_CTX_set_ocsp_response(ctx, o->der, o->len);
+  free_ocsp(NULL, o, NULL, 0, 0, NULL);
+#else
+  if (ocsp_index < 0) ocsp_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_ocsp);
+  int ok = ocsp_index >= 0 && SSL_CTX_set_ex_data(ctx, ocsp_index, o);
+  if (ok) {
+    SSL_CTX_set_tlsext_status_cb(ctx, ocsp_status_cb);
+    SSL_CTX_set_tlsext_status_arg(ctx, o);
+  } else {
+    free_ocsp(NULL, o, NULL, 0, 0, NULL);
+  }
+#endif
+  (void)ocsp_index;
+  if (!ok) {
+    char tlserr[300];
+    tg_errors_add(errs, "%s: cannot staple %s (%s)", tg_config_where(l, "ocsp", where, sizeof(where)),
+                  path, tg_tls_errors(tlserr, sizeof(tlserr)));
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- several identities, chosen by SNI ------------------------------------ */
+
+#define TG_MAX_IDENTITIES 16
+
+typedef struct {
+  SSL_CTX *ctx[TG_MAX_IDENTITIES]; /* [0] owns this table */
+  int n;
+} sni_t;
+
+static int sni_index = -1;
+
+static void free_sni(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
+                     long argl, void *argp) {
+  sni_t *t = ptr;
+  if (!t) return;
+  for (int i = 1; i < t->n; i++) SSL_CTX_free(t->ctx[i]);
+  free(t);
+}
+
+/* Serves the first identity whose certificate names the requested server,
+ * the first identity when none does or no name was sent. */
+static int sni_cb(SSL *ssl, int *alert, void *arg) {
+  sni_t *t = arg;
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (!name) return SSL_TLSEXT_ERR_OK;
+  for (int i = 0; i < t->n; i++) {
+    X509 *cert = SSL_CTX_get0_certificate(t->ctx[i]);
+    if (cert && X509_check_host(cert, name, strlen(name), 0, NULL) == 1) {
+      if (i > 0) SSL_set_SSL_CTX(ssl, t->ctx[i]);
+      return SSL_TLSEXT_ERR_OK;
+    }
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int first,
+                               tg_errors_t *errs, char *summary, size_t sumsize);
+
 SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
                            char *summary, size_t sumsize) {
+  char where[400];
+  if (!strchr(l->pfx, ','))
+    return server_ctx_one(l, l->pfx, 1, errs, summary, sumsize);
+  sni_t *t = calloc(1, sizeof(*t));
+  if (!t) return NULL;
+  size_t before = errs->n, n = 0;
+  const char *p = l->pfx;
+  while (*p) {
+    while (*p == ',' || *p == ' ') p++;
+    size_t len = strcspn(p, ",");
+    while (len && p[len - 1] == ' ') len--;
+    if (len == 0) break;
+    char path[1024], sum[1024];
+    snprintf(path, sizeof(path), "%.*s", (int)len, p);
+    p += strcspn(p, ",");
+    if (t->n == TG_MAX_IDENTITIES) {
+      tg_errors_add(errs, "%s: more than %d identities",
+                    tg_config_where(l, "pfx", where, sizeof(where)), TG_MAX_IDENTITIES);
+      break;
+    }
+    SSL_CTX *ctx = server_ctx_one(l, path, t->n == 0, errs, sum, sizeof(sum));
+    if (!ctx) continue;
+    t->ctx[t->n++] = ctx;
+    n += (size_t)snprintf(summary + n, n < sumsize ? sumsize - n : 0, "%s%s",
+                          t->n == 1 ? "" : "; SNI alternative: ", t->n == 1 ? sum : strstr(sum, "identity ") ? strstr(sum, "identity ") + 9 : sum);
+    if (n >= sumsize) n = sumsize - 1;
+  }
+  if (errs->n > before || t->n == 0) {
+    for (int i = 0; i < t->n; i++) SSL_CTX_free(t->ctx[i]);
+    free(t);
+    return NULL;
+  }
+  if (sni_index < 0) sni_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_sni);
+  SSL_CTX_set_ex_data(t->ctx[0], sni_index, t);
+  SSL_CTX_set_tlsext_servername_callback(t->ctx[0], sni_cb);
+  SSL_CTX_set_tlsext_servername_arg(t->ctx[0], t);
+  return t->ctx[0];
+}
+
+/* One identity's context: everything of the listener's TLS settings. */
+static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int first,
+                               tg_errors_t *errs, char *summary, size_t sumsize) {
   char tlserr[300], where[400];
   size_t before = errs->n;
   SSL_CTX *ctx = new_ctx(l, "secure", errs);
@@ -578,9 +732,11 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
                   tg_config_where(l, "ciphers", where, sizeof(where)), ciphers,
                   tg_tls_errors(tlserr, sizeof(tlserr)));
   char desc[400] = "none (PSK only)";
-  if (l->pfx[0] || l->cert[0])
-    load_identity(ctx, l, "pfx", l->pfx, l->pfx_password, l->cert, l->key,
+  if ((pfx && pfx[0]) || l->cert[0])
+    load_identity(ctx, l, "pfx", pfx, l->pfx_password, l->cert, l->key,
                   l->key_password, errs, desc, sizeof(desc));
+  size_t ocsp_len = 0;
+  if (first && l->ocsp[0]) load_ocsp(ctx, l, l->ocsp, errs, &ocsp_len);
   if (l->verify_client != TG_VERIFY_NONE) {
     int mode = SSL_VERIFY_PEER;
     if (l->verify_client == TG_VERIFY_REQUIRE)
@@ -626,6 +782,10 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
   if (nkeys > 0) {
     size_t n = strlen(summary);
     snprintf(summary + n, sumsize - n, ", %d shared ticket key%s", nkeys, nkeys == 1 ? "" : "s");
+  }
+  if (ocsp_len) {
+    size_t n = strlen(summary);
+    snprintf(summary + n, sumsize - n, ", OCSP stapled (%zu bytes)", ocsp_len);
   }
   return ctx;
 }
