@@ -208,12 +208,14 @@ static const char *half_open_admit(tg_udp_listener_t *ul, const struct sockaddr 
   if (atomic_fetch_add(&ul->ds->half_open, 1) >= TG_DTLS_HALF_OPEN_MAX) {
     atomic_fetch_sub(&ul->ds->half_open, 1);
     ul->st.drop_half_open_total++;
+    atomic_fetch_add_explicit(&ul->svc->stats->dtls_half_open_refused, 1, memory_order_relaxed);
     return "total";
   }
   addr_count_t **pp = addr_slot(ul, sa, 1);
   if (!pp || (*pp)->n >= TG_DTLS_HALF_OPEN_PER_ADDR) {
     atomic_fetch_sub(&ul->ds->half_open, 1);
     ul->st.drop_half_open_addr++;
+    atomic_fetch_add_explicit(&ul->svc->stats->dtls_half_open_refused, 1, memory_order_relaxed);
     return pp ? "per address" : "out of memory";
   }
   (*pp)->n++;
@@ -564,12 +566,16 @@ static void send_hvr(tg_udp_listener_t *ul, const struct sockaddr *to,
   uint8_t cookie[TG_COOKIE_LEN], out[TG_HVR_LEN];
   if (tg_cookie_make(&ul->ds->keys, tg_now_ms(), to, cookie) != 0) return;
   size_t n = tg_dtls_build_hvr(info, cookie, sizeof(cookie), out, sizeof(out));
-  if (n && tg_udp_send_client(ul, to, out, n) == 0) ul->st.hvr_sent++;
+  if (n && tg_udp_send_client(ul, to, out, n) == 0) {
+    ul->st.hvr_sent++;
+    atomic_fetch_add_explicit(&ul->svc->stats->dtls_hello_verify, 1, memory_order_relaxed);
+  }
 }
 
 static void drop(tg_udp_listener_t *ul, const struct sockaddr *from,
                  const char *why, uint64_t *counter) {
   (*counter)++;
+  atomic_fetch_add_explicit(&ul->svc->stats->udp_dropped, 1, memory_order_relaxed);
   if (tg_log_enabled(TG_LOG_DEBUG) && tg_udp_rate_ok(ul, RL_DROP)) {
     char peer[64];
     tg_format_peer(from, peer, sizeof(peer));
@@ -726,7 +732,10 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     if (info.cookie_len == 0 ||
         !tg_cookie_check(&ul->ds->keys, tg_now_ms(), from, info.cookie,
                          info.cookie_len)) {
-      if (info.cookie_len) ul->st.cookie_bad++;
+      if (info.cookie_len) {
+        ul->st.cookie_bad++;
+        atomic_fetch_add_explicit(&ul->svc->stats->dtls_cookie_bad, 1, memory_order_relaxed);
+      }
       if (a) {
         /* RFC 6347 4.2.8: keep the association until the peer proves it
          * is there; at most one HelloVerifyRequest a second towards it. */
@@ -741,6 +750,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
       return;
     }
     ul->st.cookie_ok++;
+    atomic_fetch_add_explicit(&ul->svc->stats->dtls_cookie_ok, 1, memory_order_relaxed);
     if (a) {
       ul->st.restarted++;
       tg_assoc_close(a, TG_LOG_INFO, 0, "client started a new handshake from "

@@ -207,6 +207,29 @@ char *tg_metrics_render(size_t *len) {
       add(&b, "tlsgate_certificate_expiry_seconds{listener=\"%s\"} %lld\n",
           esc(snap[i]->name, l, sizeof(l)), t);
   }
+  header(&b, "tlsgate_dtls_hello_verify_total", "counter",
+         "HelloVerifyRequests sent: stateless cookie challenges (udp listeners).");
+  for (size_t i = 0; i < n; i++)
+    add(&b, "tlsgate_dtls_hello_verify_total{listener=\"%s\"} %llu\n",
+        esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->dtls_hello_verify));
+  header(&b, "tlsgate_dtls_cookies_total", "counter", "ClientHello cookies checked, by result.");
+  for (size_t i = 0; i < n; i++) {
+    esc(snap[i]->name, l, sizeof(l));
+    add(&b, "tlsgate_dtls_cookies_total{listener=\"%s\",result=\"ok\"} %llu\n", l,
+        LOAD(snap[i]->dtls_cookie_ok));
+    add(&b, "tlsgate_dtls_cookies_total{listener=\"%s\",result=\"bad\"} %llu\n", l,
+        LOAD(snap[i]->dtls_cookie_bad));
+  }
+  header(&b, "tlsgate_dtls_half_open_refused_total", "counter",
+         "ClientHellos refused because the half-open handshake caps were reached.");
+  for (size_t i = 0; i < n; i++)
+    add(&b, "tlsgate_dtls_half_open_refused_total{listener=\"%s\"} %llu\n",
+        esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->dtls_half_open_refused));
+  header(&b, "tlsgate_udp_dropped_total", "counter",
+         "Datagrams dropped without reply (short, garbage, not a ClientHello, ...).");
+  for (size_t i = 0; i < n; i++)
+    add(&b, "tlsgate_udp_dropped_total{listener=\"%s\"} %llu\n",
+        esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->udp_dropped));
   header(&b, "tlsgate_reloads_total", "counter", "SIGHUP reloads by result.");
   add(&b, "tlsgate_reloads_total{result=\"ok\"} %llu\n", LOAD(reloads_ok));
   add(&b, "tlsgate_reloads_total{result=\"failed\"} %llu\n", LOAD(reloads_failed));

@@ -42,6 +42,11 @@ typedef struct tg_lstats {
   atomic_ullong cipher_count[TG_METRIC_CIPHERS];
   const char *_Atomic cipher_name[TG_METRIC_CIPHERS]; /* static strings */
   atomic_llong cert_not_after;   /* the identity's expiry, Unix time; 0 = none */
+  /* UDP / DTLS listeners */
+  atomic_ullong dtls_hello_verify;   /* HelloVerifyRequests sent (cookies) */
+  atomic_ullong dtls_cookie_ok, dtls_cookie_bad;
+  atomic_ullong dtls_half_open_refused; /* ClientHellos over the half-open caps */
+  atomic_ullong udp_dropped;         /* datagrams dropped without reply */
 } tg_lstats_t;
 
 /* The stats of listener name, created on first use.  Thread-safe. */
