@@ -8,6 +8,9 @@ HTTP GET (any request that does not ask for a WebSocket upgrade):
     /big?n=N     200 application/octet-stream, exactly N bytes
 WebSocket (any path): every text or binary message is echoed back unchanged.
 
+With --udp, UDP datagrams to the same port number are echoed too (for a
+DTLS listener in front).
+
 Prints "listening on HOST:PORT" once ready; exits cleanly on SIGTERM/SIGINT.
 Needs Debian's python3-websockets (10.x, asyncio API).
 """
@@ -58,6 +61,8 @@ async def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--verbose", action="store_true", help="log every connection")
+    ap.add_argument("--udp", action="store_true",
+                    help="also echo UDP datagrams on the same port (behind a DTLS listener)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="demo-backend: %(message)s")
@@ -73,8 +78,20 @@ async def main():
                                 max_queue=64,
                                 close_timeout=60,
                                 ping_interval=None):
+        transport = None
+        if args.udp:
+            class UdpEcho(asyncio.DatagramProtocol):
+                def connection_made(self, t):
+                    self.t = t
+
+                def datagram_received(self, data, addr):
+                    self.t.sendto(data, addr)
+            transport, _ = await loop.create_datagram_endpoint(
+                UdpEcho, local_addr=(args.host, args.port))
         print(f"listening on {args.host}:{args.port}", flush=True)
         await stop
+        if transport:
+            transport.close()
 
 
 if __name__ == "__main__":
