@@ -10,17 +10,20 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "bufpool.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxyproto.h"
 #include "tls_compat.h"
 
-/* One write request owns the bytes it writes until its callback. */
+/* One write request owns the bytes it writes until its callback.  The
+ * block comes from bufpool.c and goes back there (cap is its size). */
 typedef struct {
   uv_write_t req;
   tg_conn_t *conn;
   tg_side_t *side;
   size_t len;
+  size_t cap;
   char data[];
 } wreq_t;
 
@@ -167,7 +170,7 @@ static void on_write(uv_write_t *req, int status) {
   tg_conn_t *c = wr->conn;
   tg_side_t *s = wr->side;
   s->queued -= wr->len;
-  free(wr);
+  tg_buf_put(wr, wr->cap);
   if (c->state == TG_CONN_CLOSING) return;
   if (status < 0) {
     fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(status));
@@ -182,57 +185,71 @@ static void on_write(uv_write_t *req, int status) {
   }
 }
 
-/* Copies len bytes into a write request and queues it.  Returns 0 or -1
- * after closing the connection. */
+/* Sends n bytes of wr->data to s.  With nothing queued on s it first tries
+ * a synchronous write (no request, no epoll re-arm), and queues only what
+ * the socket did not take.  Takes over wr.  0, or -1 after closing. */
+static int send_block(tg_conn_t *c, tg_side_t *s, wreq_t *wr, size_t n) {
+  size_t off = 0;
+  if (s->queued == 0) {
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
+    int r = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+    if (r >= 0) {
+      off = (size_t)r;
+    } else if (r != UV_EAGAIN) {
+      tg_buf_put(wr, wr->cap);
+      fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(r));
+      return -1;
+    }
+    if (off == n) {
+      tg_buf_put(wr, wr->cap);
+      return 0;
+    }
+  }
+  wr->conn = c;
+  wr->side = s;
+  wr->len = n - off;
+  uv_buf_t b = uv_buf_init(wr->data + off, (unsigned)(n - off));
+  int rc = uv_write(&wr->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
+  if (rc < 0) {
+    tg_buf_put(wr, wr->cap);
+    fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(rc));
+    return -1;
+  }
+  s->queued += wr->len;
+  return 0;
+}
+
+/* Copies len bytes into a write block and sends them. */
 static int side_write(tg_conn_t *c, tg_side_t *s, const void *data,
                       size_t len) {
-  wreq_t *wr = malloc(sizeof(*wr) + len);
+  size_t cap;
+  wreq_t *wr = tg_buf_get(sizeof(*wr) + len, &cap);
   if (!wr) {
     fail(c, "out of memory");
     return -1;
   }
-  wr->conn = c;
-  wr->side = s;
-  wr->len = len;
+  wr->cap = cap;
   memcpy(wr->data, data, len);
-  uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
-  int rc = uv_write(&wr->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
-  if (rc < 0) {
-    free(wr);
-    fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(rc));
-    return -1;
-  }
-  s->queued += len;
-  return 0;
+  return send_block(c, s, wr, len);
 }
 
 /* Sends whatever TLS produced for this side (records, alerts, tickets):
  * the stream BIO built it inside a block with room for the write request,
- * so it goes to uv_write without another copy. */
+ * so it goes out without another copy. */
 static int flush_tls(tg_conn_t *c, tg_side_t *s) {
   if (s->io.oom) {
     fail(c, "out of memory");
     return -1;
   }
-  size_t n = 0;
-  wreq_t *wr = (wreq_t *)tg_tls_io_take(&s->io, &n);
+  size_t n = 0, cap = 0;
+  wreq_t *wr = (wreq_t *)tg_tls_io_take(&s->io, &n, &cap);
   if (!wr) return 0;
+  wr->cap = cap;
   if (!s->open) {
-    free(wr);
+    tg_buf_put(wr, cap);
     return 0;
   }
-  wr->conn = c;
-  wr->side = s;
-  wr->len = n;
-  uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
-  int rc = uv_write(&wr->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
-  if (rc < 0) {
-    free(wr);
-    fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(rc));
-    return -1;
-  }
-  s->queued += n;
-  return 0;
+  return send_block(c, s, wr, n);
 }
 
 /* Sends plaintext read from one side to the other, encrypting if needed,

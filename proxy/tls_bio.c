@@ -1,5 +1,7 @@
 #include "tls_bio.h"
 
+#include "bufpool.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,22 +10,28 @@ static BIO_METHOD *method;
 static pthread_once_t method_once = PTHREAD_ONCE_INIT;
 
 int tg_tls_io_reserve(tg_tls_io_t *io, size_t n) {
-  if (io->outlen + n <= io->outcap) return 0;
-  size_t cap = io->outcap ? io->outcap * 2 : 4096;
-  while (cap < io->outlen + n) cap *= 2;
-  uint8_t *p = realloc(io->out, io->headroom + cap);
+  if (io->out && io->outlen + n <= io->outcap) return 0;
+  size_t want = io->headroom + io->outlen + n;
+  if (io->out && want < 2 * (io->headroom + io->outcap)) want = 2 * (io->headroom + io->outcap);
+  size_t cap;
+  uint8_t *p = tg_buf_get(want, &cap);
   if (!p) {
     io->oom = 1;
     return -1;
   }
+  if (io->out) {
+    memcpy(p, io->out, io->headroom + io->outlen);
+    tg_buf_put(io->out, io->headroom + io->outcap);
+  }
   io->out = p;
-  io->outcap = cap;
+  io->outcap = cap - io->headroom;
   return 0;
 }
 
-uint8_t *tg_tls_io_take(tg_tls_io_t *io, size_t *len) {
+uint8_t *tg_tls_io_take(tg_tls_io_t *io, size_t *len, size_t *cap) {
   uint8_t *p = io->outlen ? io->out : NULL;
   *len = io->outlen;
+  *cap = io->headroom + io->outcap;
   if (p) {
     io->out = NULL;
     io->outlen = io->outcap = 0;
@@ -32,7 +40,7 @@ uint8_t *tg_tls_io_take(tg_tls_io_t *io, size_t *len) {
 }
 
 void tg_tls_io_free(tg_tls_io_t *io) {
-  free(io->out);
+  if (io->out) tg_buf_put(io->out, io->headroom + io->outcap);
   io->out = NULL;
   io->outlen = io->outcap = 0;
 }

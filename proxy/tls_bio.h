@@ -4,7 +4,7 @@
  * (or at its stash of unconsumed bytes) before calling into TLS; the BIO
  * reads from that window and says "retry" when it is empty.
  *
- * Writing: TLS output is appended to `out`, a malloc'd block that starts
+ * Writing: TLS output is appended to `out`, a block (bufpool.h) that starts
  * with `headroom` bytes reserved for the caller's write request, so the
  * block goes to uv_write as it is and is freed in the write callback.
  *
@@ -31,8 +31,9 @@ BIO *tg_tls_bio_new(tg_tls_io_t *io);
 /* Makes room for n more output bytes.  0 or -1. */
 int tg_tls_io_reserve(tg_tls_io_t *io, size_t n);
 
-/* Hands the output block to the caller (NULL if empty) and resets. */
-uint8_t *tg_tls_io_take(tg_tls_io_t *io, size_t *len);
+/* Hands the output block to the caller (NULL if empty) and resets; *cap is
+ * the block's size for tg_buf_put() (bufpool.h). */
+uint8_t *tg_tls_io_take(tg_tls_io_t *io, size_t *len, size_t *cap);
 
 void tg_tls_io_free(tg_tls_io_t *io);
 

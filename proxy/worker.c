@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "bufpool.h"
 #include "conn.h"
 #include "dtls.h"
 #include "log.h"
@@ -185,6 +186,7 @@ static void on_wakeup(uv_async_t *a) {
 static void run(void *arg) {
   tg_worker_t *w = arg;
   uv_run(&w->loop, UV_RUN_DEFAULT);
+  tg_buf_pool_drain();
   int rc = uv_loop_close(&w->loop);
   if (rc != 0) tg_log(TG_LOG_ERROR, "worker %d: loop closed with open handles", w->index);
 }
