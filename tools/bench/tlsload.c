@@ -219,7 +219,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: tlsload hs [-r] [-t PROCS] [-d SECONDS] [-n MAX] HOST PORT PATH\n"
           "       tlsload hold [-N COUNT] [-t THREADS] [-x SECONDS] HOST PORT PATH\n"
-          "       tlsload dtls [-t PROCS] [-d SECONDS] [-w WINDOW] [-s SIZE] HOST PORT\n"
+          "       tlsload dtls [-p] [-t PROCS] [-d SECONDS] [-w WINDOW] [-s SIZE] HOST PORT\n"
           "       tlsload udpecho [-x SECONDS] PORT\n");
   exit(2);
 }
@@ -281,13 +281,44 @@ static int udpecho_main(int argc, char **argv) {
  * for SECONDS.  Prints:
  *   datagrams=N lost=L handshakes=H errors=E seconds=S rate=N/S proto=... cipher=...
  * where N counts echoed datagrams (each one client -> proxy -> backend ->
- * proxy -> client round trip: 4 datagrams through the proxy). */
+ * proxy -> client round trip: 4 datagrams through the proxy).
+ * With -p the same windowed echo runs over plain UDP (no DTLS), for the
+ * relay's own datagram rate. */
+static long plain_assoc(int fd, double end, int window, int size, long *lost) {
+  struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char out[2048], in[2048];
+  memset(out, 'u', sizeof(out));
+  long n = 0;
+  while (now() < end) {
+    int sent = 0;
+    for (int i = 0; i < window; i++)
+      if (send(fd, out, (size_t)size, 0) == size) sent++;
+    for (int i = 0; i < sent; i++) {
+      if (recv(fd, in, sizeof(in), 0) > 0) {
+        n++;
+      } else {
+        *lost += sent - i;
+        break;
+      }
+    }
+  }
+  close(fd);
+  return n;
+}
+
+static int plain_mode;
+
 static long dtls_assoc(const char *host, int port, double end, int window, int size,
                        long *lost, char *params, size_t psize) {
   int fd = socket(AF_INET, SOCK_DGRAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   inet_pton(AF_INET, host, &a.sin_addr);
   if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) return -1;
+  if (plain_mode) {
+    snprintf(params, psize, "udp plain");
+    return plain_assoc(fd, end, window, size, lost);
+  }
   SSL_CTX *dctx = SSL_CTX_new(DTLS_client_method());
   SSL_CTX_set_min_proto_version(dctx, DTLS1_2_VERSION);
   /* DTLS 1.2: the ECDSA P-256 certificate needs P-256 in the list. */
@@ -336,8 +367,9 @@ static int dtls_main(int argc, char **argv) {
   int procs = 8, window = 8, size = 100, opt;
   double secs = 5;
   optind = 2;
-  while ((opt = getopt(argc, argv, "t:d:w:s:")) != -1) {
+  while ((opt = getopt(argc, argv, "t:d:w:s:p")) != -1) {
     switch (opt) {
+    case 'p': plain_mode = 1; break;
     case 't': procs = atoi(optarg); break;
     case 'd': secs = atof(optarg); break;
     case 'w': window = atoi(optarg); break;
