@@ -961,7 +961,7 @@ void tg_conn_accept(tg_listener_t *l, int fd, const struct sockaddr_storage *ss)
     fail(c, "max_connections (%d) reached", max);
     return;
   }
-  conn_log(c, TG_LOG_INFO, "accept", "new connection (%d active)", active);
+  conn_log(c, TG_LOG_INFO, "accept", "new connection (worker %d, %d active)", w->index, active);
   uv_tcp_nodelay(&c->client.tcp, 1);
   if (svc->conf->accept_proxy) {
     set_state(c, TG_CONN_PROXY_HEADER);
