@@ -187,6 +187,8 @@ typedef enum {
   T_ACL,      /* tg_acl_t */
   T_WORKERS,  /* "auto" or int */
   T_VERSION,  /* "1.2" | "1.3" -> 12 | 13 */
+  T_SIZE,     /* int bytes within [min, max]; k and m suffixes */
+  T_OCTAL,    /* int, octal digits within [min, max] (file modes) */
 } key_type_t;
 
 enum { F_REQUIRED = 1, F_NOT_YET = 2, F_UDP_ONLY = 4 };
@@ -207,6 +209,8 @@ static const char *const transports[] = {"tcp", "udp", NULL};
 static const char *const verify_modes[] = {"none", "optional", "require", NULL};
 static const char *const proxy_modes[] = {"off", "v1", "v2", NULL};
 static const char *const cookie_modes[] = {"auto", "on", "off", NULL};
+static const char *const protocols[] = {"tcp", "http", NULL};
+static const char *const check_modes[] = {"off", "connect", "tls", NULL};
 
 #define G(field) offsetof(tg_config_t, field)
 #define L(field) offsetof(tg_listener_conf_t, field)
@@ -220,6 +224,7 @@ static const key_spec_t global_keys[] = {
     {"pid_file", T_STR, G(pid_file), "", 0, 0, NULL, 0},
     {"drain_timeout", T_DURATION, G(drain_timeout_ms), "30s", 0, 0, NULL, 0},
     {"max_connections", T_INT, G(max_connections), "0", 0, 10000000, NULL, 0},
+    {"watch_files", T_BOOL, G(watch_files), "on", 0, 0, NULL, F_NOT_YET},
 };
 
 static const key_spec_t listener_keys[] = {
@@ -258,12 +263,40 @@ static const key_spec_t listener_keys[] = {
     {"dtls_cookie", T_ENUM, L(dtls_cookie), "auto", 0, 0, cookie_modes, F_UDP_ONLY},
     {"dtls_mtu", T_INT, L(dtls_mtu), "1400", 256, 65535, NULL, F_UDP_ONLY},
     {"session_timeout", T_DURATION, L(session_timeout_ms), "2m", 0, 0, NULL, F_UDP_ONLY},
+    /* Second round.  F_NOT_YET keys are refused when set until built. */
+    {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, F_NOT_YET},
+    {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_cert", T_STR, L(backend_cert), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_key", T_STR, L(backend_key), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_key_password", T_SECRET, L(backend_key_password), "", 0, 0, NULL, F_NOT_YET},
+    {"dtls_cookie_secret_file", T_STR, L(dtls_cookie_secret_file), "", 0, 0, NULL, F_NOT_YET},
+    {"max_half_open", T_INT, L(max_half_open), "1024", 1, 1000000, NULL, F_NOT_YET},
+    {"max_half_open_per_source", T_INT, L(max_half_open_per_source), "32", 1, 1000000, NULL, F_NOT_YET},
+    {"max_associations_per_source", T_INT, L(max_associations_per_source), "0", 0, 1000000, NULL, F_NOT_YET},
+    {"protocol", T_ENUM, L(protocol), "tcp", 0, 0, protocols, F_NOT_YET},
+    {"allow_origins", T_STR, L(allow_origins), "", 0, 0, NULL, F_NOT_YET},
+    {"allow_hosts", T_STR, L(allow_hosts), "", 0, 0, NULL, F_NOT_YET},
+    {"forward_headers", T_BOOL, L(forward_headers), "off", 0, 0, NULL, F_NOT_YET},
+    {"max_request_head", T_SIZE, L(max_request_head), "16k", 1024, 1048576, NULL, F_NOT_YET},
+    {"unsafe_listen", T_BOOL, L(unsafe_listen), "off", 0, 0, NULL, F_NOT_YET},
+    {"server_name", T_STR, L(server_name), "", 0, 0, NULL, F_NOT_YET},
+    {"strict_sni", T_BOOL, L(strict_sni), "off", 0, 0, NULL, F_NOT_YET},
+    {"pkcs11_module", T_STR, L(pkcs11_module), "", 0, 0, NULL, F_NOT_YET},
+    {"pkcs11_pin", T_SECRET, L(pkcs11_pin), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_pkcs11_pin", T_SECRET, L(backend_pkcs11_pin), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_check", T_ENUM, L(backend_check), "off", 0, 0, check_modes, F_NOT_YET},
+    {"backend_check_interval", T_DURATION, L(backend_check_interval_ms), "5s", 0, 0, NULL, F_NOT_YET},
+    {"keylog_file", T_STR, L(keylog_file), "", 0, 0, NULL, F_NOT_YET},
+    {"unix_mode", T_OCTAL, L(unix_mode), "0660", 0, 07777, NULL, F_NOT_YET},
 };
 
 #define NGLOBAL (sizeof(global_keys) / sizeof(global_keys[0]))
 #define NLISTENER (sizeof(listener_keys) / sizeof(listener_keys[0]))
 
-_Static_assert(NLISTENER <= 64, "key_line[] too small");
+_Static_assert(NLISTENER <= sizeof(((tg_listener_conf_t *)0)->key_line) / sizeof(int),
+               "key_line[] too small");
 _Static_assert(NGLOBAL <= 16, "global_key_line[] too small");
 
 static int find_key(const key_spec_t *keys, size_t n, const char *name) {
@@ -350,6 +383,33 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
       return -1;
     }
     return 0;
+  case T_SIZE: {
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    long mult = 1;
+    if (*end == 'k' || *end == 'K') mult = 1024, end++;
+    else if (*end == 'm' || *end == 'M') mult = 1024 * 1024, end++;
+    if (!isdigit((unsigned char)*value) || *end || errno || v > spec->max / mult ||
+        v * mult < spec->min || v * mult > spec->max) {
+      snprintf(why, whysize, "'%s' is not a size from %ld to %ld bytes (k and m "
+               "suffixes allowed)", value, spec->min, spec->max);
+      return -1;
+    }
+    *(int *)field = (int)(v * mult);
+    return 0;
+  }
+  case T_OCTAL: {
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 8);
+    if (!isdigit((unsigned char)*value) || *end || errno || v < spec->min || v > spec->max) {
+      snprintf(why, whysize, "'%s' is not an octal file mode (e.g. 0660)", value);
+      return -1;
+    }
+    *(int *)field = (int)v;
+    return 0;
+  }
   case T_HOSTPORT:
     if (tg_parse_hostport(value, (tg_hostport_t *)field, &reason) == 0) return 0;
     snprintf(why, whysize, "'%s': %s", value, reason);
