@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "http.h"
 #include "log.h"
 
 /* Debian's inih is built with INI_MAX_LINE=200: the reader hands it at most
@@ -275,12 +276,12 @@ static const key_spec_t listener_keys[] = {
     {"max_half_open", T_INT, L(max_half_open), "1024", 1, 1000000, NULL, F_NOT_YET},
     {"max_half_open_per_source", T_INT, L(max_half_open_per_source), "32", 1, 1000000, NULL, F_NOT_YET},
     {"max_associations_per_source", T_INT, L(max_associations_per_source), "0", 0, 1000000, NULL, F_NOT_YET},
-    {"protocol", T_ENUM, L(protocol), "tcp", 0, 0, protocols, F_NOT_YET},
-    {"allow_origins", T_STR, L(allow_origins), "", 0, 0, NULL, F_NOT_YET},
-    {"allow_hosts", T_STR, L(allow_hosts), "", 0, 0, NULL, F_NOT_YET},
-    {"forward_headers", T_BOOL, L(forward_headers), "off", 0, 0, NULL, F_NOT_YET},
-    {"max_request_head", T_SIZE, L(max_request_head), "16k", 1024, 1048576, NULL, F_NOT_YET},
-    {"unsafe_listen", T_BOOL, L(unsafe_listen), "off", 0, 0, NULL, F_NOT_YET},
+    {"protocol", T_ENUM, L(protocol), "tcp", 0, 0, protocols, 0},
+    {"allow_origins", T_STR, L(allow_origins), "", 0, 0, NULL, 0},
+    {"allow_hosts", T_STR, L(allow_hosts), "", 0, 0, NULL, 0},
+    {"forward_headers", T_BOOL, L(forward_headers), "off", 0, 0, NULL, 0},
+    {"max_request_head", T_SIZE, L(max_request_head), "16k", 1024, 1048576, NULL, 0},
+    {"unsafe_listen", T_BOOL, L(unsafe_listen), "off", 0, 0, NULL, 0},
     {"server_name", T_STR, L(server_name), "", 0, 0, NULL, F_NOT_YET},
     {"strict_sni", T_BOOL, L(strict_sni), "off", 0, 0, NULL, F_NOT_YET},
     {"pkcs11_module", T_STR, L(pkcs11_module), "", 0, 0, NULL, F_NOT_YET},
@@ -672,6 +673,43 @@ static int is_set(const tg_listener_conf_t *l, const char *key) {
     tg_errors_add(warns, "%s: %s", tg_config_where(l, key, w_, sizeof(w_)), m_); \
   } while (0)
 
+/* protocol = http and the guard of a listener that lends the backend
+ * client identity to whoever connects (http.c, README "protocol = http"). */
+static void validate_http(tg_listener_conf_t *l, tg_errors_t *errs, tg_errors_t *warns) {
+  int lends = tg_http_lends_identity(l);
+  if (lends && l->bind.addrlen && !tg_http_loopback(l) && !l->unsafe_listen)
+    LERR(l, "bind", "%s is not a loopback address, and this plaintext listener presents "
+         "the backend client identity: anyone who can reach it would use that identity. "
+         "Bind 127.0.0.1 or [::1], set secure = on with verify_client = require, or set "
+         "unsafe_listen = on", l->bind.text);
+  if (is_set(l, "unsafe_listen") && l->unsafe_listen && !(lends && !tg_http_loopback(l)))
+    LWARN(l, "unsafe_listen", "has no effect: this listener is not a non-loopback "
+          "plaintext listener that presents a backend client identity");
+  if (lends && tg_http_loopback(l) && !is_set(l, "protocol"))
+    l->protocol = TG_PROTOCOL_HTTP; /* safe default: the guard is on */
+  if (l->protocol == TG_PROTOCOL_HTTP && l->transport != TG_TRANSPORT_TCP)
+    LERR(l, "protocol", "http needs transport = tcp");
+  if (l->protocol == TG_PROTOCOL_HTTP && l->alpn[0] && strstr(l->alpn, "h2"))
+    LERR(l, "alpn", "'%s': protocol = http relays HTTP/1.x only; offer http/1.1", l->alpn);
+  if (l->protocol != TG_PROTOCOL_HTTP) {
+    static const char *const http_only[] = {"allow_origins", "allow_hosts",
+                                            "forward_headers", "max_request_head"};
+    for (size_t i = 0; i < sizeof(http_only) / sizeof(http_only[0]); i++)
+      if (is_set(l, http_only[i]))
+        LWARN(l, http_only[i], "has no effect with protocol = tcp");
+    return;
+  }
+  const char *why = NULL;
+  char bad[300];
+  if (tg_http_check_list(l->allow_origins, 1, bad, sizeof(bad), &why) != 0)
+    LERR(l, "allow_origins", "'%s': %s", bad, why);
+  else if (tg_http_list_has_star(l->allow_origins))
+    LWARN(l, "allow_origins", "* lets every web page the user opens use this listener%s",
+          lends ? " and the backend client identity" : "");
+  if (tg_http_check_list(l->allow_hosts, 0, bad, sizeof(bad), &why) != 0)
+    LERR(l, "allow_hosts", "'%s': %s", bad, why);
+}
+
 static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
                               tg_errors_t *warns) {
   for (size_t i = 0; i < NLISTENER; i++)
@@ -752,6 +790,7 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     LERR(l, "backend_pin", "want sha256:HEX or spki-sha256:BASE64");
   if (l->connect_timeout_ms == 0) LERR(l, "connect_timeout", "must be > 0");
   if (l->handshake_timeout_ms == 0) LERR(l, "handshake_timeout", "must be > 0");
+  validate_http(l, errs, warns);
 }
 
 static int read_file(const char *path, char **out, size_t *len,

@@ -36,6 +36,7 @@ typedef struct tg_lstats {
   atomic_ullong tls12, tls13, resumed;
   atomic_ullong bytes_from_client, bytes_from_backend;
   atomic_ullong proxy_header_errors;
+  atomic_ullong http_refused[16]; /* by tg_http_reason_t (http.h) */
   atomic_ullong backend_failures[TG_MAX_BACKENDS]; /* by backend index */
   char backend_names[TG_MAX_BACKENDS][280];        /* as configured now */
   atomic_int nbackends;
