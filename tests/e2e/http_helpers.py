@@ -54,7 +54,8 @@ class Reader:
 
 
 def read_request(r):
-    """Returns (method, target, headers, body, raw_body) or None at EOF."""
+    """Returns (method, target, headers, body_len, body_sha256, raw_sha256) or None at
+    EOF.  Bodies are hashed as they stream, never kept whole."""
     try:
         ln = r.line()
         while ln == b"":
@@ -70,25 +71,38 @@ def read_request(r):
         k, v = ln.decode("latin-1").split(":", 1)
         headers.append([k, v.strip()])
     h = {k.lower(): v for k, v in headers}
-    body = raw = b""
+    body, raw = hashlib.sha256(), hashlib.sha256()
+    n_body = 0
+
+    def take(n, both=True):
+        nonlocal n_body
+        while n > 0:
+            if not r.buf:
+                r.fill()
+            d, r.buf = r.buf[:n], r.buf[n:]
+            n -= len(d)
+            raw.update(d)
+            if both:
+                body.update(d)
+                n_body += len(d)
+
     if h.get("transfer-encoding", "").lower() == "chunked":
         while True:
             sz = r.line()
-            raw += sz + b"\r\n"
+            raw.update(sz + b"\r\n")
             n = int(sz.split(b";")[0], 16)
             if n == 0:
                 while True:
                     t = r.line()
-                    raw += t + b"\r\n"
+                    raw.update(t + b"\r\n")
                     if t == b"":
                         break
                 break
-            d = r.exact(n + 2)
-            raw += d
-            body += d[:-2]
+            take(n)
+            take(2, both=False)
     elif "content-length" in h:
-        body = raw = r.exact(int(h["content-length"]))
-    return method, target, headers, body, raw
+        take(int(h["content-length"]))
+    return method, target, headers, n_body, body.hexdigest(), raw.hexdigest()
 
 
 def serve_conn(sock, n, logfile, cn):
@@ -100,12 +114,11 @@ def serve_conn(sock, n, logfile, cn):
             req = read_request(r)
             if req is None:
                 break
-            method, target, headers, body, raw = req
+            method, target, headers, body_len, body_sha, raw_sha = req
             k += 1
             rec = {"event": "req", "conn": n, "req": k, "method": method, "target": target,
-                   "headers": headers, "body_len": len(body),
-                   "body_sha256": hashlib.sha256(body).hexdigest(),
-                   "raw_sha256": hashlib.sha256(raw).hexdigest(), "cn": cn}
+                   "headers": headers, "body_len": body_len, "body_sha256": body_sha,
+                   "raw_sha256": raw_sha, "cn": cn}
             log_line(logfile, rec)
             out = json.dumps(rec).encode()
             if target.startswith("/slow"):
