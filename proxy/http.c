@@ -518,59 +518,69 @@ static void base64(const unsigned char *in, size_t n, char *out) {
   EVP_EncodeBlock((unsigned char *)out, in, (int)n);
 }
 
-/* RFC 9440: Client-Cert and Client-Cert-Chain as byte sequences (:b64:). */
+/* Appends "Name: :b64:, :b64:\r\n"-style items; *first tracks the name. */
+static int add_der(char **out, size_t *len, size_t *cap, const char *name, int *first,
+                   const unsigned char *der, size_t n) {
+  size_t need = *len + strlen(name) + 8 + (n + 2) / 3 * 4 + 8;
+  if (need > *cap) {
+    size_t nc = need * 2;
+    char *p = realloc(*out, nc);
+    if (!p) return -1;
+    *out = p;
+    *cap = nc;
+  }
+  *len += (size_t)snprintf(*out + *len, *cap - *len, *first ? "%s: :" : ", :", name);
+  base64(der, n, *out + *len);
+  *len += strlen(*out + *len);
+  (*out)[(*len)++] = ':';
+  *first = 0;
+  return 0;
+}
+
+/* RFC 9440: Client-Cert (the verified end-entity certificate) and
+ * Client-Cert-Chain (the other certificates as the client sent them), as
+ * structured-field byte sequences (:base64:). */
 static void client_cert_lines(tg_http_t *h, SSL *ssl) {
   X509 *leaf = tg_get_peer_certificate(ssl);
   if (!leaf) return;
-  if (SSL_get_verify_result(ssl) != X509_V_OK) {
-    X509_free(leaf);
-    return;
+  char *out = NULL;
+  size_t len = 0, cap = 0;
+  int first = 1, firstc = 1, fail = SSL_get_verify_result(ssl) != X509_V_OK;
+  unsigned char *der = NULL;
+  int n = fail ? 0 : i2d_X509(leaf, &der);
+  if (n <= 0 || add_der(&out, &len, &cap, "Client-Cert", &first, der, (size_t)n) != 0) fail = 1;
+  OPENSSL_free(der);
+  if (!fail) len += (size_t)snprintf(out + len, cap - len, "\r\n");
+#ifdef OPENSSL_IS_BORINGSSL
+  /* the certificates as sent, the leaf first */
+  const STACK_OF(CRYPTO_BUFFER) *sent = SSL_get0_peer_certificates(ssl);
+  for (size_t i = 1; !fail && sent && i < sk_CRYPTO_BUFFER_num(sent); i++) {
+    const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(sent, i);
+    if (add_der(&out, &len, &cap, "Client-Cert-Chain", &firstc, CRYPTO_BUFFER_data(b),
+                CRYPTO_BUFFER_len(b)) != 0)
+      fail = 1;
   }
-  STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
-  size_t cap = 64;
-  int n = i2d_X509(leaf, NULL);
-  if (n <= 0) {
-    X509_free(leaf);
-    return;
+#else
+  /* on a server: the certificates as sent, without the leaf */
+  STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
+  for (int i = 0; !fail && sent && i < sk_X509_num(sent); i++) {
+    X509 *x = sk_X509_value(sent, i);
+    if (X509_cmp(x, leaf) == 0) continue;
+    unsigned char *d = NULL;
+    int m = i2d_X509(x, &d);
+    if (m <= 0 || add_der(&out, &len, &cap, "Client-Cert-Chain", &firstc, d, (size_t)m) != 0)
+      fail = 1;
+    OPENSSL_free(d);
   }
-  cap += (size_t)n * 2 + 64;
-  for (size_t i = 0; chain && i < (size_t)sk_X509_num(chain); i++) {
-    int m = i2d_X509(sk_X509_value(chain, i), NULL);
-    if (m > 0) cap += (size_t)m * 2 + 8;
-  }
-  char *out = malloc(cap);
-  unsigned char *der = malloc((size_t)n + 1);
-  if (!out || !der) goto done;
-  unsigned char *p = der;
-  i2d_X509(leaf, &p);
-  size_t o = (size_t)snprintf(out, cap, "Client-Cert: :");
-  base64(der, (size_t)n, out + o);
-  o += strlen(out + o);
-  o += (size_t)snprintf(out + o, cap - o, ":\r\n");
-  int first = 1;
-  for (size_t i = 0; chain && i < (size_t)sk_X509_num(chain); i++) {
-    X509 *x = sk_X509_value(chain, i);
-    if (X509_cmp(x, leaf) == 0) continue; /* OpenSSL's client-side list has the leaf */
-    int m = i2d_X509(x, NULL);
-    if (m <= 0) continue;
-    unsigned char *d = malloc((size_t)m), *q = d;
-    if (!d) continue;
-    i2d_X509(x, &q);
-    o += (size_t)snprintf(out + o, cap - o, first ? "Client-Cert-Chain: :" : ", :");
-    base64(d, (size_t)m, out + o);
-    o += strlen(out + o);
-    out[o++] = ':';
-    free(d);
-    first = 0;
-  }
-  if (!first) o += (size_t)snprintf(out + o, cap - o, "\r\n");
-  h->client_cert = out;
-  h->client_cert_len = o;
-  out = NULL;
-done:
-  free(out);
-  free(der);
+#endif
+  if (!fail && !firstc) len += (size_t)snprintf(out + len, cap - len, "\r\n");
   X509_free(leaf);
+  if (fail) {
+    free(out);
+    return;
+  }
+  h->client_cert = out;
+  h->client_cert_len = len;
 }
 
 tg_http_t *tg_http_new(const tg_http_guard_t *g, const char *peer, SSL *ssl) {
