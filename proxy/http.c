@@ -369,11 +369,15 @@ typedef struct {
 } chunk_t;
 
 /* Walks a chunked body.  Returns the bytes consumed, up to and including
- * the end of the message (*done = 1), or -1 with *why. */
+ * the end of the message (*done = 1), or -1 with *why and the bytes before
+ * the bad one in *valid (so that what passes on never depends on how the
+ * input was cut). */
 static long chunk_scan(chunk_t *k, const unsigned char *p, size_t n, size_t max_trailer,
-                       int *done, const char **why) {
+                       int *done, const char **why, size_t *valid) {
   size_t i = 0;
   *done = 0;
+  *valid = 0;
+#define return_bad(text) return *valid = i, *why = (text), -1
   while (i < n) {
     unsigned char ch = p[i];
     switch (k->st) {
@@ -381,26 +385,26 @@ static long chunk_scan(chunk_t *k, const unsigned char *p, size_t n, size_t max_
       int v = isdigit(ch) ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
                           : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
       if (v >= 0) {
-        if (++k->digits > 15) return *why = "chunk size too large", -1;
+        if (++k->digits > 15) return_bad("chunk size too large");
         k->size = k->size * 16 + (uint64_t)v;
       } else if (k->digits && ch == ';') {
         k->st = CK_EXT;
       } else if (k->digits && ch == '\r') {
         k->st = CK_SIZE_LF;
       } else {
-        return *why = "bad chunk size line", -1;
+        return_bad("bad chunk size line");
       }
       i++;
       break;
     }
     case CK_EXT:
       if (ch == '\r') k->st = CK_SIZE_LF;
-      else if (!is_vchar(ch)) return *why = "bad character in a chunk extension", -1;
-      if (++k->line > 4096) return *why = "chunk extension too long", -1;
+      else if (!is_vchar(ch)) return_bad("bad character in a chunk extension");
+      if (++k->line > 4096) return_bad("chunk extension too long");
       i++;
       break;
     case CK_SIZE_LF:
-      if (ch != '\n') return *why = "bare CR in a chunk size line", -1;
+      if (ch != '\n') return_bad("bare CR in a chunk size line");
       k->st = k->size ? CK_DATA : CK_TRAILER_START;
       k->line = 0;
       i++;
@@ -414,12 +418,12 @@ static long chunk_scan(chunk_t *k, const unsigned char *p, size_t n, size_t max_
       break;
     }
     case CK_DATA_CR:
-      if (ch != '\r') return *why = "chunk data longer than its size", -1;
+      if (ch != '\r') return_bad("chunk data longer than its size");
       k->st = CK_DATA_LF;
       i++;
       break;
     case CK_DATA_LF:
-      if (ch != '\n') return *why = "bare CR after chunk data", -1;
+      if (ch != '\n') return_bad("bare CR after chunk data");
       k->st = CK_SIZE;
       k->digits = 0;
       k->size = 0;
@@ -433,26 +437,26 @@ static long chunk_scan(chunk_t *k, const unsigned char *p, size_t n, size_t max_
         k->st = CK_TRAILER;
         k->colon = 0;
       } else {
-        return *why = "bad trailer field", -1;
+        return_bad("bad trailer field");
       }
       k->line++;
       i++;
       break;
     case CK_TRAILER:
       if (ch == '\r') {
-        if (!k->colon) return *why = "trailer line without ':'", -1;
+        if (!k->colon) return_bad("trailer line without ':'");
         k->st = CK_TRAILER_LF;
       } else if (!k->colon && ch == ':') {
         k->colon = 1;
       } else if (k->colon ? !is_vchar(ch) : !is_tchar(ch)) {
-        return *why = "bad character in a trailer field", -1;
+        return_bad("bad character in a trailer field");
       }
-      if (++k->line > max_trailer) return *why = "trailers too large", -1;
+      if (++k->line > max_trailer) return_bad("trailers too large");
       i++;
       break;
     case CK_TRAILER_LF:
     case CK_END_LF:
-      if (ch != '\n') return *why = "bare CR in trailers", -1;
+      if (ch != '\n') return_bad("bare CR in trailers");
       i++;
       if (k->st == CK_END_LF) {
         *done = 1;
@@ -464,6 +468,7 @@ static long chunk_scan(chunk_t *k, const unsigned char *p, size_t n, size_t max_
     }
   }
   return (long)i;
+#undef return_bad
 }
 
 /* ---- per connection -------------------------------------------------------- */
@@ -1050,9 +1055,11 @@ static int process(tg_http_t *h, const char *data, size_t len, tg_http_emit_fn e
     case RQ_BODY_CHUNKED: {
       int done;
       const char *why = NULL;
+      size_t valid;
       long used = chunk_scan(&h->rq_chunk, (const unsigned char *)data, len,
-                             h->g->max_head, &done, &why);
+                             h->g->max_head, &done, &why, &valid);
       if (used < 0) {
+        if (valid && emit(ctx, data, valid) != 0) return -1;
         refuse(h, TG_HTTP_R_FRAMING, 1, "chunked request body: %s", why);
         return 0;
       }
@@ -1295,9 +1302,11 @@ int tg_http_backend_input(tg_http_t *h, const char *data, size_t len,
     case RS_BODY_CHUNKED: {
       int done;
       const char *why;
+      size_t valid;
       long used = chunk_scan(&h->rs_chunk, (const unsigned char *)data + i, len - i,
-                             1u << 20, &done, &why);
+                             1u << 20, &done, &why, &valid);
       if (used < 0) {
+        i += valid;
         h->rs = RS_RAW;
         break;
       }
