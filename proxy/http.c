@@ -242,7 +242,7 @@ tg_http_guard_t *tg_http_guard_new(const tg_listener_conf_t *l, char *desc,
   size_t o = (size_t)snprintf(desc, descsize, "http guard: origins ");
   if (g->any_origin) o += (size_t)snprintf(desc + o, descsize - o, "any (*)");
   else if (!g->check_origin) o += (size_t)snprintf(desc + o, descsize - o, "not checked");
-  else if (!g->norigins) o += (size_t)snprintf(desc + o, descsize - o, "none (browser pages refused)");
+  else if (!g->norigins) o += (size_t)snprintf(desc + o, descsize - o, "own only (pages of other origins refused)");
   for (size_t i = 0; g->check_origin && i < g->norigins && o < descsize; i++)
     o += (size_t)snprintf(desc + o, descsize - o, "%s%s", i ? " " : "", g->origins[i]);
   if (o < descsize) o += (size_t)snprintf(desc + o, descsize - o, "; hosts ");

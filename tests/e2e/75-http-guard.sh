@@ -7,6 +7,7 @@
 # refused; an absolute-form authority is checked like Host; on a TLS listener a Host other
 # than the SNI name gets 421. Every refusal: the status, a text body naming the reason,
 # Connection: close, a log line and a metric, and the backend never sees a connection.
+# A CORS preflight from a listed origin goes to the backend; from another origin: 403.
 # Every refusal has a passing control beside it. Config checks: the non-loopback
 # plaintext listener with a client identity is refused unless unsafe_listen = on, an
 # explicit protocol = tcp is reported, allow_origins = * warns, -t prints the guard.
@@ -60,7 +61,7 @@ EOF
 check_config "$CONFIG"
 [ "$CHECK_RC" = 0 ] || fail "tlsgate -t guard.ini: $CHECK_OUT"
 printf '%s\n' "$CHECK_OUT" | sed 's/^/    | /'
-grep -q "listener g: .*http guard: origins none (browser pages refused); hosts 127.0.0.1:$PG localhost:$PG \[::1\]:$PG" <<<"$CHECK_OUT" \
+grep -q "listener g: .*http guard: origins own only (pages of other origins refused); hosts 127.0.0.1:$PG localhost:$PG \[::1\]:$PG" <<<"$CHECK_OUT" \
     || error "-t does not print the default guard of listener g"
 grep -q "listener g2: .*origins https://app.example https://\*.trusted.example; hosts 127.0.0.1:$PG2" <<<"$CHECK_OUT" \
     || error "-t does not print allow_origins of listener g2"
@@ -175,6 +176,12 @@ expect(PG2, get(L2, "Origin: https://a.trusted.example\r\n"), 200, what="Origin 
 expect(PG2, get(L2, "Origin: http://app.example\r\n"), 403, "Origin", what="listed host, other scheme")
 expect(PG2, get(L2, "Origin: https://trusted.example.evil\r\n"), 403, "Origin", what="suffix look-alike")
 expect(PG2, get(L2, "Origin: https://app.example.evil\r\n"), 403, "Origin", what="prefix look-alike")
+# CORS preflights: an allowed origin's goes to the backend (which answers CORS), others get 403
+PRE = ("OPTIONS /api HTTP/1.1\r\nHost: %s\r\nOrigin: %s\r\nAccess-Control-Request-Method: PUT\r\n"
+       "Access-Control-Request-Headers: x-custom\r\nSec-Fetch-Mode: cors\r\nSec-Fetch-Site: cross-site\r\n\r\n")
+rs = expect(PG2, PRE % (L2, "https://app.example"), 200, what="preflight from a listed origin")
+check(bool(rs) and b'"method": "OPTIONS"' in rs[0][2], "the backend got the preflight (it decides CORS)")
+expect(PG2, PRE % (L2, "https://evil.example"), 403, "Origin", what="preflight from another origin")
 # refusals come after the responses to earlier requests on the same connection
 before = conns(BT_LOG)
 s = send(PG, get(L, target="/slow") + get(L, "Origin: https://evil.example\r\n"))
@@ -199,7 +206,7 @@ assert_log_contains 'http-refused: 421 sni-mismatch: Host "other.example:[0-9]+"
 M=$(curl -s --max-time 5 "http://127.0.0.1:$MPORT/metrics")
 for want in 'listener="g",status="403",reason="origin"} 5' 'listener="g",status="403",reason="host"} 5' \
             'listener="g",status="403",reason="fetch-site"} 2' 'listener="g",status="400",reason="malformed"} 1' \
-            'listener="g2",status="403",reason="origin"} 3' 'listener="t",status="421",reason="sni-mismatch"} 1'; do
+            'listener="g2",status="403",reason="origin"} 4' 'listener="t",status="421",reason="sni-mismatch"} 1'; do
     grep -qF "tlsgate_http_refused_total{$want" <<<"$M" || error "metrics: no tlsgate_http_refused_total{$want: $(grep http_refused <<<"$M" | grep -v ' 0$')"
 done
 log "metrics: $(grep http_refused <<<"$M" | grep -v ' 0$' | tr '\n' ';')"
