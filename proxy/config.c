@@ -134,44 +134,6 @@ int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
   return 0;
 }
 
-int tg_secret_read(const char *spec, char *buf, size_t size, char *err,
-                   size_t errsize) {
-  if (strncmp(spec, "pass:", 5) == 0) {
-    if (strlen(spec + 5) >= size) {
-      snprintf(err, errsize, "pass: secret too long");
-      return -1;
-    }
-    snprintf(buf, size, "%s", spec + 5);
-    return 0;
-  }
-  if (strncmp(spec, "env:", 4) == 0) {
-    const char *v = getenv(spec + 4);
-    if (!v) {
-      snprintf(err, errsize, "environment variable %s is not set", spec + 4);
-      return -1;
-    }
-    if (strlen(v) >= size) {
-      snprintf(err, errsize, "environment variable %s is too long", spec + 4);
-      return -1;
-    }
-    snprintf(buf, size, "%s", v);
-    return 0;
-  }
-  if (strncmp(spec, "file:", 5) == 0) {
-    FILE *f = fopen(spec + 5, "r");
-    if (!f) {
-      snprintf(err, errsize, "%s: %s", spec + 5, strerror(errno));
-      return -1;
-    }
-    if (!fgets(buf, (int)size, f)) buf[0] = '\0';
-    fclose(f);
-    buf[strcspn(buf, "\r\n")] = '\0';
-    return 0;
-  }
-  snprintf(err, errsize, "want env:NAME, file:PATH or pass:TEXT");
-  return -1;
-}
-
 /* ---- schema ------------------------------------------------------------ */
 
 typedef enum {

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include "acl.h"
+#include "secret.h" /* tg_secret_read(), used with the config's secret keys */
 
 #define TG_MAX_BACKENDS 64
 #define TG_MAX_LISTENERS 64
@@ -160,10 +161,5 @@ const char *tg_config_where(const tg_listener_conf_t *l, const char *key,
 int tg_parse_duration_ms(const char *s, uint64_t *out);
 int tg_parse_bool(const char *s, int *out);
 int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why);
-
-/* Resolves a secret reference (env:NAME, file:PATH, pass:TEXT) into buf.
- * Returns 0, or -1 with a reason in err that never contains the secret. */
-int tg_secret_read(const char *spec, char *buf, size_t size, char *err,
-                   size_t errsize);
 
 #endif
