@@ -79,7 +79,7 @@ static int open_secret(const char *path, const char *what, char *err, size_t err
   }
   struct stat st;
   char msg[600];
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+  if (what && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
       tg_secret_mode_warning(path, st.st_mode, what, msg, sizeof(msg)))
     tg_log(TG_LOG_WARN, "%s", msg);
   return fd;

@@ -17,7 +17,7 @@ int tg_secret_read(const char *spec, char *buf, size_t size, char *err,
 
 /* Reads a whole secret-bearing file of at most max bytes into a new
  * NUL-terminated buffer (*len bytes, the NUL not counted); what names the
- * contents for the permission warning ("pre-shared keys").  Free it with
+ * contents for the permission warning ("pre-shared keys"; NULL: no check).  Free it with
  * tg_secret_free(buf, len).  Returns NULL with a reason in err. */
 char *tg_secret_file_read(const char *path, size_t max, const char *what,
                           size_t *len, char *err, size_t errsize);
