@@ -407,6 +407,7 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
   }
   case T_ACL: { /* appends: the key may be repeated */
     char bad[300];
+    if (!value[strspn(value, ", \t")]) return 0; /* no entries: nothing to add */
     tg_acl_t *acl = (tg_acl_t *)field, *more = malloc(sizeof(*more));
     if (!more) {
       snprintf(why, whysize, "out of memory");

@@ -32,17 +32,33 @@ int tg_secret_mode_warning(const char *path, unsigned mode, const char *what,
   return 1;
 }
 
-/* Reads at most max bytes of an open file into a new buffer (max + 1 bytes,
- * NUL-terminated).  Returns the buffer, or NULL with *too_long set when the
- * file holds more. */
-static char *read_fd(int fd, size_t max, size_t *len, int *too_long, int *err) {
-  char *buf = malloc(max + 1);
+/* Reads at most max bytes of an open file into a new NUL-terminated
+ * buffer, sized from hint (the file's size) and grown as needed; a buffer
+ * given up is wiped first.  Returns NULL with *too_long set when the file
+ * holds more than max bytes, or with *err set. */
+static char *read_fd(int fd, size_t max, size_t hint, size_t *len, int *too_long, int *err) {
+  size_t cap = hint ? hint : 4096;
+  if (cap > max) cap = max;
+  char *buf = malloc(cap + 1);
   if (!buf) {
     *err = ENOMEM;
     return NULL;
   }
   size_t n = 0;
   for (;;) {
+    if (n == cap && cap < max) {
+      size_t ncap = cap * 2 > max ? max : cap * 2;
+      char *nb = malloc(ncap + 1);
+      if (!nb) {
+        *err = ENOMEM;
+        tg_secret_free(buf, n);
+        return NULL;
+      }
+      memcpy(nb, buf, n);
+      tg_secret_free(buf, n);
+      buf = nb;
+      cap = ncap;
+    }
     if (n == max) {
       char probe;
       ssize_t r = read(fd, &probe, 1);
@@ -56,7 +72,7 @@ static char *read_fd(int fd, size_t max, size_t *len, int *too_long, int *err) {
       }
       break;
     }
-    ssize_t r = read(fd, buf + n, max - n);
+    ssize_t r = read(fd, buf + n, cap - n);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       *err = errno;
@@ -71,7 +87,8 @@ static char *read_fd(int fd, size_t max, size_t *len, int *too_long, int *err) {
   return buf;
 }
 
-static int open_secret(const char *path, const char *what, char *err, size_t errsize) {
+static int open_secret(const char *path, const char *what, size_t *size, char *err,
+                       size_t errsize) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
     snprintf(err, errsize, "%s: %s", path, strerror(errno));
@@ -79,18 +96,22 @@ static int open_secret(const char *path, const char *what, char *err, size_t err
   }
   struct stat st;
   char msg[600];
-  if (what && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-      tg_secret_mode_warning(path, st.st_mode, what, msg, sizeof(msg)))
-    tg_log(TG_LOG_WARN, "%s", msg);
+  *size = 0;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    *size = (size_t)st.st_size + 1; /* + 1: EOF is seen without growing */
+    if (what && tg_secret_mode_warning(path, st.st_mode, what, msg, sizeof(msg)))
+      tg_log(TG_LOG_WARN, "%s", msg);
+  }
   return fd;
 }
 
 char *tg_secret_file_read(const char *path, size_t max, const char *what,
                           size_t *len, char *err, size_t errsize) {
-  int fd = open_secret(path, what, err, errsize);
+  size_t hint = 0;
+  int fd = open_secret(path, what, &hint, err, errsize);
   if (fd < 0) return NULL;
   int too_long = 0, e = 0;
-  char *buf = read_fd(fd, max, len, &too_long, &e);
+  char *buf = read_fd(fd, max, hint, len, &too_long, &e);
   close(fd);
   if (!buf) {
     if (too_long) snprintf(err, errsize, "%s: longer than %zu bytes", path, max);
