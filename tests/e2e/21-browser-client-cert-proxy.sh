@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: long
 # 21-browser-client-cert-proxy: use case 2 with a real browser. A "remote" tlsgate (the
 # use-case-1 front plus verify_client = require, client_ca, proxy_protocol = v2) guards a
 # ws:// echo server that parses PROXY v2 and reports the client CN from the SSL TLV. A local
@@ -39,8 +40,8 @@ echo "allow_origins = https://localhost:$SPORT" >>"$WORK/local.ini"
 log "local proxy config (config/client-cert-proxy.ini, ports moved):"
 grep -vE '^[[:space:]]*(;|$)' "$WORK/local.ini" | sed 's/^/    | /'
 
-check_config "$ROOT/config/client-cert-proxy.ini"
-[ "$CHECK_RC" = 0 ] || fail "tlsgate -t config/client-cert-proxy.ini (certs/ -> $CERTS): $CHECK_OUT"
+check_shipped_config client-cert-proxy.ini
+[ "$CHECK_RC" = 0 ] || fail "tlsgate -t config/client-cert-proxy.ini (as shipped): $CHECK_OUT"
 for f in remote.ini local.ini site.ini; do
     check_config "$WORK/$f"; [ "$CHECK_RC" = 0 ] || fail "tlsgate -t $f: $CHECK_OUT"
 done
