@@ -41,9 +41,14 @@ int tg_http_reason_status(tg_http_reason_t r) {
 
 /* ---- characters ----------------------------------------------------------- */
 
-static int is_tchar(unsigned char ch) {
-  return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
+/* tchar (RFC 9110 5.6.2), and the bytes the head scan stops at */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1,
+    ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1};
+static const unsigned char head_special[256] = {['\0'] = 1, ['\r'] = 1, ['\n'] = 1};
+
+static int is_tchar(unsigned char ch) { return tchar[ch]; }
 
 /* field-vchar / SP / HTAB / obs-text */
 static int is_vchar(unsigned char ch) {
@@ -1096,8 +1101,20 @@ static int process(tg_http_t *h, const char *data, size_t len, tg_http_emit_fn e
       size_t i = 0, endpos = 0;
       while (i < len) {
         if (h->headlen == max) break;
-        char ch = data[i++];
         char prev = h->headlen ? h->head[h->headlen - 1] : 0;
+        if (prev != '\r') {
+          /* a run of ordinary bytes goes in at once */
+          size_t avail = len - i, room = max - h->headlen, k = 0;
+          if (avail > room) avail = room;
+          const unsigned char *p = (const unsigned char *)data + i;
+          while (k < avail && !head_special[p[k]]) k++;
+          memcpy(h->head + h->headlen, p, k);
+          h->headlen += k;
+          i += k;
+          if (k == avail) continue;
+          prev = k ? (char)p[k - 1] : prev;
+        }
+        char ch = data[i++];
         h->head[h->headlen++] = ch;
         if (prev == '\r' && ch != '\n') {
           refuse(h, TG_HTTP_R_MALFORMED, 0, "bare CR in the request head");
@@ -1285,9 +1302,19 @@ int tg_http_backend_input(tg_http_t *h, const char *data, size_t len,
         }
         h->linelen = 0;
       } else {
+        /* the rest of the line at once */
+        i--;
+        const char *nl = memchr(data + i, '\n', len - i);
+        size_t run = (nl ? (size_t)(nl - data) : len) - i;
         if (!h->line && !(h->line = malloc(RS_LINE_MAX))) return -1;
-        if (h->linelen == RS_LINE_MAX) h->rs = RS_RAW;
-        else h->line[h->linelen++] = ch;
+        if (run > RS_LINE_MAX - h->linelen) {
+          i += RS_LINE_MAX - h->linelen;
+          h->rs = RS_RAW;
+          break;
+        }
+        memcpy(h->line + h->linelen, data + i, run);
+        h->linelen += run;
+        i += run;
       }
       break;
     }

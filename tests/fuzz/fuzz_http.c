@@ -5,7 +5,7 @@
  * The client bytes go to tg_http_client_input(), the backend bytes to
  * tg_http_backend_input(), as conn.c does: the backend counts as connected
  * as soon as a first head is accepted, and held bytes are resumed after
- * every step.  The whole run is done twice: once with every part in one
+ * every client piece and once after the backend bytes.  The whole run is done twice: once with every part in one
  * piece and once one byte at a time.
  *
  * Checked besides memory safety:
@@ -86,8 +86,11 @@ static void run(const tg_http_guard_t *g, const uint8_t *cl, size_t cn, const ui
     memcpy(copy, bk + i, n);
     must(tg_http_backend_input(h, copy, n, emit, &r->to_client) == 0, "backend input failed");
     free(copy);
-    step(h, r);
   }
+  /* Held client requests resume once the backend side is read: resuming
+   * after every backend byte would interleave differently from one read of
+   * them all, which is a different conversation, not a different cut. */
+  step(h, r);
   const tg_http_refusal_t *ref = tg_http_refusal_due(h);
   if (ref) {
     char ans[600];
