@@ -10,7 +10,8 @@
 # A CORS preflight from a listed origin goes to the backend; from another origin: 403.
 # Every refusal has a passing control beside it. Config checks: the non-loopback
 # plaintext listener with a client identity is refused unless unsafe_listen = on, an
-# explicit protocol = tcp is reported, allow_origins = * warns, -t prints the guard.
+# explicit protocol = tcp is reported, allow_origins = * warns, ALPN h2 on a protocol = http
+# listener is refused (HTTP/2 is not parsed), -t prints the guard.
 . "$(dirname "$0")/lib.sh"
 require_cmd curl
 export PYTHONPATH=$WORK:$E2E_DIR
@@ -94,8 +95,18 @@ cfg badorigin "127.0.0.1:$(free_port)" "allow_origins = https://app.example/"
 check_config "$WORK/badorigin.ini"
 { [ "$CHECK_RC" != 0 ] && grep -q "allow_origins: 'https://app.example/': an origin has no path" <<<"$CHECK_OUT"; } \
     || error "an origin with a path was not refused: $CHECK_OUT"
-cfg h2 "127.0.0.1:$(free_port)" "protocol = http" "max_request_head = 8k"
-check_config "$WORK/h2.ini"; [ "$CHECK_RC" = 0 ] || error "protocol = http + max_request_head refused: $CHECK_OUT"
+cfg explicit "127.0.0.1:$(free_port)" "protocol = http" "max_request_head = 8k"
+check_config "$WORK/explicit.ini"; [ "$CHECK_RC" = 0 ] || error "protocol = http + max_request_head refused: $CHECK_OUT"
+alpn() {  # alpn NAME VALUE -- a TLS protocol = http listener offering VALUE
+    printf '[listener:a]\nbind = 127.0.0.1:%s\npfx = %s\npfx_password = file:%s\nbackend = 127.0.0.1:%s\nprotocol = http\nalpn = %s\n' \
+        "$(free_port)" "$CERTS/server.pfx" "$CERTS/pfx-password" "$BP" "$2" >"$WORK/$1.ini"
+}
+alpn h2 "h2, http/1.1"
+check_config "$WORK/h2.ini"
+{ [ "$CHECK_RC" != 0 ] && grep -q "h2.ini:7: \[listener:a\] alpn: 'h2, http/1.1': protocol = http relays HTTP/1.x only" <<<"$CHECK_OUT"; } \
+    || error "alpn h2 on a protocol = http listener not refused: $CHECK_OUT"
+alpn h1 "http/1.1"
+check_config "$WORK/h1.ini"; [ "$CHECK_RC" = 0 ] || error "alpn http/1.1 on a protocol = http listener refused: $CHECK_OUT"
 
 start_tlsgate "$CONFIG"
 
