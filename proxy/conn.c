@@ -546,6 +546,22 @@ static void tls_unfeed(tg_conn_t *c, tg_side_t *s) {
   s->io.inlen = 0;
 }
 
+/* Decrypts and forwards what a TLS side received before it could be
+ * forwarded.  Called from on_read (the backend's handshake just finished in
+ * this very read), the side's input window is still open on the rest of
+ * that read: TLS goes on from there and on_read closes the window.
+ * Otherwise the leftovers are in the stash. */
+static void pump_pending(tg_conn_t *c, tg_side_t *s) {
+  if (!s->ssl) return;
+  if (s->io.in) {
+    pump_tls(c, s);
+    return;
+  }
+  if (tls_feed(c, s, NULL, 0) != 0) return;
+  pump_tls(c, s);
+  tls_unfeed(c, s);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   tg_conn_t *c = stream->data;
   assert(c->magic == TG_CONN_MAGIC);
@@ -794,16 +810,12 @@ static void backend_ready(tg_conn_t *c) {
   set_state(c, TG_CONN_PROXYING);
   c->last_activity_ms = uv_now(&c->w->loop);
   arm_timer(c, c->svc->conf->idle_timeout_ms);
-  /* Data that arrived with the handshakes waits in the stashes. */
-  if (c->client.ssl && tls_feed(c, &c->client, NULL, 0) == 0) {
-    pump_tls(c, &c->client);
-    tls_unfeed(c, &c->client);
-  }
+  /* Data that arrived with the handshakes waits in the stashes, or, for a
+   * backend whose last handshake flight came with its first records, in
+   * the read that finished the handshake. */
+  pump_pending(c, &c->client);
   if (c->state != TG_CONN_PROXYING) return;
-  if (c->backend.ssl && tls_feed(c, &c->backend, NULL, 0) == 0) {
-    pump_tls(c, &c->backend);
-    tls_unfeed(c, &c->backend);
-  }
+  pump_pending(c, &c->backend);
   if (c->state != TG_CONN_PROXYING) return;
   if (c->client.eof) {
     on_eof(c, &c->client);
