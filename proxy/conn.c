@@ -252,6 +252,26 @@ static int flush_tls(tg_conn_t *c, tg_side_t *s) {
   return send_block(c, s, wr, n);
 }
 
+/* The TLS library has ended the connection: sends what it wrote for s
+ * before that (the alert that tells the peer why, and anything queued
+ * before it, such as tickets), best effort and without a write request,
+ * since the connection closes right after.  Bytes the socket does not take
+ * at once, or that would go behind earlier queued writes, are dropped with
+ * the connection. */
+static void send_final(tg_conn_t *c, tg_side_t *s) {
+  size_t n = 0, cap = 0;
+  uint8_t *blk = tg_tls_io_take(&s->io, &n, &cap);
+  if (!blk) return;
+  if (s->open && s->queued == 0) {
+    uv_buf_t b = uv_buf_init((char *)blk + s->io.headroom, (unsigned)n);
+    int r = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+    if (r != (int)n)
+      conn_log(c, TG_LOG_DEBUG, "alert", "%zu of %zu final TLS bytes not sent to %s",
+               n - (r > 0 ? (size_t)r : 0), n, side_name(c, s));
+  }
+  tg_buf_put(blk, cap);
+}
+
 /* Sends plaintext read from one side to the other, encrypting if needed,
  * and stops reading the source while the destination is backed up. */
 static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
@@ -267,8 +287,9 @@ static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
       int n = SSL_write(to->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
       if (n <= 0) {
         char why[500];
-        fail(c, "TLS write to %s failed: %s", side_name(c, to),
-             tg_tls_failure(to->ssl, to->note, why, sizeof(why)));
+        tg_tls_failure(to->ssl, to->note, why, sizeof(why));
+        send_final(c, to);
+        fail(c, "TLS write to %s failed: %s", side_name(c, to), why);
         return -1;
       }
       data += n;
@@ -488,8 +509,9 @@ static void pump_tls(tg_conn_t *c, tg_side_t *s) {
       return;
     }
     char why[700];
-    fail(c, "TLS error from %s: %s", side_name(c, s),
-         tg_tls_failure(s->ssl, s->note, why, sizeof(why)));
+    tg_tls_failure(s->ssl, s->note, why, sizeof(why));
+    send_final(c, s);
+    fail(c, "TLS error from %s: %s", side_name(c, s), why);
     return;
   }
   flush_tls(c, s);
@@ -796,6 +818,7 @@ static void backend_ready(tg_conn_t *c) {
                                    : -1)
                             : side_write(c, &c->backend, hdr, n);
     if (rc != 0) {
+      if (c->backend.ssl && c->state != TG_CONN_CLOSING) send_final(c, &c->backend);
       if (c->state != TG_CONN_CLOSING) fail(c, "cannot send the PROXY header");
       return;
     }
