@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cidr.h"
 #include "bufpool.h"
 #include "log.h"
 #include "metrics.h"
@@ -994,6 +995,14 @@ void tg_conn_accept(tg_listener_t *l, int fd, const struct sockaddr_storage *ss)
   if (max > 0 && active > max) {
     atomic_fetch_add(&svc->stats->rejected_max, 1);
     fail(c, "max_connections (%d) reached", max);
+    return;
+  }
+  /* With accept_proxy_from, only the listed load balancers may connect: a
+   * direct client could otherwise claim any address in a PROXY header. */
+  if (svc->conf->accept_proxy_nets.n &&
+      !tg_cidr_match(&svc->conf->accept_proxy_nets, (const struct sockaddr *)ss)) {
+    atomic_fetch_add(&svc->stats->proxy_refused, 1);
+    fail(c, "refused: not in accept_proxy_from");
     return;
   }
   conn_log(c, TG_LOG_INFO, "accept", "new connection (worker %d, %d active)", w->index, active);
