@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: long
 # 68-tsan-reload: the ThreadSanitizer build (make tsan -> build/tsan/tlsgate,
 # or TLSGATE_TSAN=PATH) with 4 workers serves TLS, plaintext, DTLS
 # (openssl s_client -dtls1_2) and UDP relay clients and metrics scrapes while SIGHUP reloads flip log_level and
