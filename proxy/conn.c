@@ -838,9 +838,11 @@ static void backend_ready(tg_conn_t *c) {
    * backend whose last handshake flight came with its first records, in
    * the read that finished the handshake. */
   pump_pending(c, &c->client);
-  if (c->state != TG_CONN_PROXYING) return;
+  if (c->state == TG_CONN_CLOSING) return;
   pump_pending(c, &c->backend);
-  if (c->state != TG_CONN_PROXYING) return;
+  /* Draining (one side's end came with its first data) still reads the
+   * other side. */
+  if (c->state == TG_CONN_CLOSING) return;
   if (c->client.eof) {
     on_eof(c, &c->client);
     if (c->state == TG_CONN_CLOSING) return;

@@ -44,6 +44,20 @@ def handle(c, n):
                     return
                 inc.write(d)
         last = out.read()   # CCS + Finished (1.2) or tickets (1.3)
+        if mode == "close":     # a banner, then the end, all with the Finished
+            obj.write(greeting)
+            try:
+                obj.unwrap()
+            except ssl.SSLWantReadError:
+                pass
+            flight = last + out.read()
+            c.sendall(flight)
+            c.shutdown(socket.SHUT_WR)
+            print("#%d: %s, handshake end + greeting + close_notify in one write of %d bytes"
+                  % (n, obj.version(), len(flight)), flush=True)
+            while c.recv(65536):
+                pass
+            return
         if mode == "one":
             obj.write(greeting)
             flight = last + out.read()
@@ -91,7 +105,7 @@ while True:
 EOF
 
 declare -A BPORT LPORT
-CASES="tls12 tls12big tls13 split"
+CASES="tls12 tls12big tls13 split close"
 for k in $CASES; do BPORT[$k]=$(free_port); LPORT[$k]=$(free_port); done
 start_speaker() {  # NAME VERSION GLEN MODE
     bg_start "speaker-$1" "$PY" "$WORK/speaker.py" "${BPORT[$1]}" "$2" "$3" "$4"
@@ -101,6 +115,7 @@ start_speaker tls12    1.2 300   one
 start_speaker tls12big 1.2 40000 one
 start_speaker tls13    1.3 300   one
 start_speaker split    1.2 300   split
+start_speaker close    1.2 300   close
 
 write_config speak.ini < <(
     printf '[global]\nworkers = 1\nlog_level = debug\n'
@@ -135,7 +150,7 @@ print("greeting %d bytes and echo %d bytes byte-exact" % (glen, len(payload)))
 EOF
 }
 
-for k in $CASES; do
+for k in tls12 tls12big tls13 split; do
     case $k in tls12big) glen=40000 ;; *) glen=300 ;; esac
     if out=$(client "$k" "$glen" 2>&1); then
         log "$k: $out"
@@ -143,7 +158,30 @@ for k in $CASES; do
         error "$k: $out"
     fi
 done
-for k in tls12 tls12big tls13; do
+# close: greeting and close_notify with the Finished; the client gets both,
+# ends its side, and tlsgate must notice (it reads the client while draining)
+# and close at once, not at idle_timeout.
+if out=$("$PY" - "${LPORT[close]}" <<'EOF' 2>&1
+import sys, e2elib
+s = e2elib.tcp_connect(int(sys.argv[1]), timeout=5)
+g = e2elib.recv_exact(s, 300)
+if g != e2elib.PATTERN[:300]:
+    print("greeting differs"); sys.exit(1)
+rest = e2elib.recv_until_eof(s)
+if rest:
+    print("%d unexpected bytes after the greeting" % len(rest)); sys.exit(1)
+s.close()
+print("greeting 300 bytes, then EOF")
+EOF
+); then
+    log "close: $out"
+    assert_log_contains 'on close: close: closed by both sides' 3 >/dev/null ||
+        error "close: tlsgate did not close the connection after both ends"
+else
+    error "close: $out"
+fi
+
+for k in tls12 tls12big tls13 close; do
     grep -q "in one write" "$WORK/speaker-$k.log" || error "$k: the speaker did not send handshake end + greeting together: $(cat "$WORK/speaker-$k.log")"
 done
 grep -q "TLSv1.2, handshake end" "$WORK/speaker-tls12.log" || error "tls12 speaker did not negotiate TLS 1.2"
