@@ -135,6 +135,21 @@ TEST(config_key) {
   tg_errors_free(&errs);
 }
 
+TEST(config_key_repeated) {
+  tg_errors_t errs = {0};
+  tg_config_t *cfg = load(LISTENER "accept_proxy_from = 10.0.0.0/8\n"
+                          "accept_proxy_from = 192.0.2.1,\n  2001:db8::/32\n", &errs);
+  ASSERT(cfg != NULL);
+  ASSERT_EQ(errs.n, 0);
+  if (cfg) {
+    ASSERT_EQ(cfg->listeners[0]->accept_proxy_nets.n, 3);
+    ASSERT(tg_cidr_match(&cfg->listeners[0]->accept_proxy_nets, addr("2001:db8::5")));
+    ASSERT(tg_cidr_match(&cfg->listeners[0]->accept_proxy_nets, addr("10.9.9.9")));
+  }
+  tg_config_free(cfg);
+  tg_errors_free(&errs);
+}
+
 TEST(config_warns_accept_proxy_without_list) {
   tg_errors_t errs = {0};
   tg_config_t *cfg = load(LISTENER "accept_proxy = on\n", &errs);
@@ -168,6 +183,9 @@ TEST(config_errors) {
                       ":5: [listener:lb] accept_proxy_from: '10.0.0.1/8': address has bits set"));
   ASSERT(config_fails(LISTENER "accept_proxy_from = lb.internal\n",
                       ":5: [listener:lb] accept_proxy_from: 'lb.internal': not an IP address"));
+  /* repeated lines append; an error names the line of the bad entry */
+  ASSERT(config_fails(LISTENER "accept_proxy_from = 10.0.0.1\naccept_proxy_from = 10.0.0.2, ::1/200\n",
+                      ":6: [listener:lb] accept_proxy_from: '::1/200': prefix length must be 0-128"));
   ASSERT(config_fails(LISTENER "accept_proxy = off\naccept_proxy_from = 10.0.0.1\n",
                       ":5: [listener:lb] accept_proxy: off contradicts accept_proxy_from"));
   ASSERT(config_fails("[listener:u]\nbind = 127.0.0.1:9000\ntransport = udp\nsecure = off\n"
@@ -180,6 +198,7 @@ int main(void) {
   RUN(parse_and_match_v6_and_odd_prefixes);
   RUN(parse_errors);
   RUN(config_key);
+  RUN(config_key_repeated);
   RUN(config_warns_accept_proxy_without_list);
   RUN(config_errors);
   return UNIT_DONE();
