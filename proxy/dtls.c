@@ -24,7 +24,8 @@
 #define MAX_BUCKETS (1u << 20)
 
 /* Rate-limit slots for repeated log lines (one line per second each). */
-enum { RL_RECV_ERROR = 0, RL_DROP, RL_HALF_OPEN, RL_SEND, RL_MAX_CONN };
+enum { RL_RECV_ERROR = 0, RL_DROP, RL_HALF_OPEN, RL_SEND, RL_MAX_CONN, RL_SOURCE,
+       RL_TOTAL };
 
 /* A source: an IPv4 address (also when IPv4-mapped) or an IPv6 /64. */
 typedef struct {
@@ -277,11 +278,11 @@ static void shared_put(struct tg_dtls_svc *ds, const src_key_t *k, int half_open
 }
 
 static void count_refusal(tg_udp_listener_t *ul, const struct sockaddr *from,
-                          uint64_t *counter, atomic_ullong *metric,
+                          uint64_t *counter, atomic_ullong *metric, int slot,
                           const char *what) {
   (*counter)++;
   atomic_fetch_add_explicit(metric, 1, memory_order_relaxed);
-  if (tg_udp_rate_ok(ul, RL_HALF_OPEN)) {
+  if (tg_udp_rate_ok(ul, slot)) {
     char peer[64];
     tg_format_peer(from, peer, sizeof(peer));
     tg_log(TG_LOG_WARN, "listener %s: %s: ignoring %s (%llu such so far; at "
@@ -307,7 +308,7 @@ static int total_reserve(tg_udp_listener_t *ul, const struct sockaddr *from) {
   snprintf(what, sizeof(what), "udp associations at the process cap (%ld, "
            "derived from the fd limit)", cap);
   count_refusal(ul, from, &ul->st.drop_assoc_total,
-                &ul->svc->stats->udp_refused_total, what);
+                &ul->svc->stats->udp_refused_total, RL_TOTAL, what);
   return -1;
 }
 
@@ -375,7 +376,7 @@ static const char *admit(tg_udp_listener_t *ul, const struct sockaddr *sa,
     snprintf(what, sizeof(what), "max_associations_per_source (%d) reached",
              ds->max_assoc_per_source);
     count_refusal(ul, sa, &ul->st.drop_assoc_source, &stats->udp_refused_source,
-                  what);
+                  RL_SOURCE, what);
   }
   return why;
 }
