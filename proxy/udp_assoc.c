@@ -91,6 +91,7 @@ static void flight_free(tg_udp_assoc_t *a) {
 /* Sends the flight's unsent datagrams in order while the allowance lasts
  * (all of them once the peer is validated). */
 static void flight_send(tg_udp_assoc_t *a) {
+  if (a->hold_all && !a->validated) return;
   while (a->fnext) {
     qdgram_t *q = a->fnext;
     if (!a->validated && a->amp_out + q->len > TG_AMP_FACTOR * a->amp_in) break;
@@ -470,6 +471,12 @@ static void pump(tg_udp_assoc_t *a, int backend) {
   for (;;) {
     ERR_clear_error();
     int r = SSL_read(ssl, buf, (int)sizeof(a->ul->plainbuf));
+    if (r > 0 && !backend && a->successor)
+      /* The peer is alive in this session: the new ClientHello from its
+       * address was not its own. */
+      tg_assoc_close(a->successor, TG_LOG_INFO, 0, "ended: the peer is alive "
+                     "in its established session, so this ClientHello in "
+                     "its name was not its own");
     if (r > 0) {
       if (backend) to_client(a, buf, (size_t)r);
       else to_backend(a, buf, (size_t)r);
@@ -567,6 +574,8 @@ void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
   a->cio.rlen = n;
   a->validated = cookie_checked; /* a verified cookie shows it receives */
   a->amp_in = n;
+  a->hold_all = a->predecessor && !cookie_checked;
+  a->hello_ms = uv_now(loop_of(a));
   a->new_burst = 1;
   if (cookie_checked) {
     /* The cookie is verified already; DTLSv1_listen sets the session up
@@ -622,8 +631,14 @@ void tg_assoc_hello_again(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
    * first; when everything was sent already, the whole flight again, as
    * far as the allowance reaches.  The session is not asked (it would
    * retransmit on top). */
-  a->last_activity_ms = uv_now(loop_of(a));
+  uint64_t now = uv_now(loop_of(a));
+  a->last_activity_ms = now;
   a->amp_in += n;
+  if (a->hold_all) {
+    /* A copy right behind the first is no client's retransmission timer. */
+    if (now - a->hello_ms < TG_SUCCESSOR_WAIT_MS) return;
+    a->hold_all = 0;
+  }
   if (!a->fnext) a->fnext = a->fhead;
   flight_send(a);
   if (a->fnext) {

@@ -53,6 +53,7 @@
  * go to it, and nothing is sent on a timer. */
 #define TG_AMP_FACTOR 3
 #define TG_AMP_HOLD_MAX (32 * 1024) /* flight bytes held for such a peer */
+#define TG_SUCCESSOR_WAIT_MS 500    /* below any client's retransmission timer */
 
 /* Service-wide UDP state, shared by every worker. */
 struct tg_dtls_svc {
@@ -167,6 +168,13 @@ struct tg_udp_assoc {
   qdgram_t *fhead, *ftail, *fnext;
   size_t fbytes;
   int new_burst;                    /* the next write starts a new flight */
+  /* A parallel handshake in an established peer's name (no cookie) sends
+   * nothing until the peer sends its ClientHello again, at least
+   * TG_SUCCESSOR_WAIT_MS later, and ends as soon as the established
+   * session authenticates a record from the peer (then the ClientHello
+   * was not the peer's). */
+  int hold_all;
+  uint64_t hello_ms;
 
   SSL *ssl;                         /* client side; NULL when secure = off */
   tg_tls_note_t note;

@@ -251,32 +251,40 @@ print("established peer: 127.0.0.5:%d (relay), spoofer bound to the same" % rela
 c = d.Client(["openssl", "s_client", "-dtls1_2", "-connect", "127.0.0.1:%d" % relay.front.getsockname()[1],
               "-no_ign_eof", "-CAfile", ca], "s_client-relayed")
 c.out = b"\n"
-lines = ["echo-%02d" % i for i in range(20)]
+lines = ["echo-%02d" % i for i in range(30)]
 got = c.roundtrip(lines[:2], timeout=20)
 if got != lines[:2]:
     bad("relayed s_client did not get going: %r" % c.text()[-800:])
 before = relay.to_client
-fresh = [d.openssl_client_hello() for _ in range(3)]
+fresh = [d.openssl_client_hello() for _ in range(2)]
+# a PSK-only ClientHello: the server's flight is small enough for 3x
+fresh.append(d.record_client_hello(None, lambda p: [
+    "openssl", "s_client", "-dtls1_2", "-connect", "127.0.0.1:%d" % p,
+    "-psk", key, "-psk_identity", "client1", "-cipher", "PSK"]))
 spoofed = 0
 stop = threading.Event()
 def spoofer():
+    """Fresh ClientHellos (certificate and PSK), each sent again 0.6 s
+    later as a client's retransmission would be, and replays of the
+    session's own first ClientHello."""
     global spoofed
     k = 0
     while not stop.is_set():
-        for dgram in (fresh[k % 3], relay.first_hello or fresh[0]):
+        for dgram in (fresh[k % 3], relay.first_hello or fresh[0], fresh[k % 3]):
             spoof.sendto(dgram, ("127.0.0.1", oport)); spoofed += len(dgram)
+            if stop.wait(0.3):
+                break
         k += 1
-        stop.wait(0.15)
 t = threading.Thread(target=spoofer); t.start()
 time.sleep(0.3)
 for line in lines[2:]:
     if c.roundtrip([line], timeout=5) != [line]:
         break
     got.append(line)
-    time.sleep(0.1)
+    time.sleep(0.15)
 stop.set(); t.join()
 time.sleep(1.5)   # late timer-driven flights would show up here
-echo_bytes = 2 * 18 * 40   # generous: 18 echoes of ~40-byte records
+echo_bytes = 2 * 28 * 40   # generous: 28 echoes of ~40-byte records
 extra = relay.to_client - before
 rc = c.close()
 print("%s: %d of %d echoes came back during %d bytes of spoofed ClientHellos in the peer's name" %
@@ -289,6 +297,21 @@ print("%s: tlsgate sent the peer's address %d bytes during the spoofing (echoes 
 if extra > 3 * spoofed + echo_bytes:
     bad("spoofed handshakes amplified towards the real peer")
 relay.stop = True
+
+# ---- 6. a device that reboots: same address and port, new handshake, no
+# close_notify for the old session: it gets in (after its own retransmission)
+ps = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); ps.bind(("127.0.0.1", 0))
+sport = ps.getsockname()[1]; ps.close()
+c1 = d.s_client(oport, "-CAfile", ca, "-bind", "127.0.0.1:%d" % sport)
+ok1 = c1.roundtrip(["before-reboot"]) == ["before-reboot"]
+c1.p.kill(); c1.p.wait(5)
+ok2, dt = first_echo(d.s_client(oport, "-CAfile", ca, "-bind", "127.0.0.1:%d" % sport), "after-reboot")
+print("%s: a rebooted client from the same address and port (127.0.0.1:%d) got in: %s after %.2f s" %
+      ("ok" if ok1 and ok2 else "FAILED", sport, ok2, dt), flush=True)
+if not (ok1 and ok2):
+    bad("a rebooted client could not start over")
+with open(os.path.join(os.environ["WORK"], "rebooted-port"), "w") as f:
+    f.write(str(sport))
 sys.exit(1 if failed else 0)
 EOF
 
@@ -302,6 +325,8 @@ ref=$(awk '/^tlsgate_dtls_half_open_refused_total\{listener="open"\}/ { print $2
 [ "${ref:-0}" -ge 1 ] || fail "no half-open refusal counted on the metrics endpoint"
 assert_log_contains "listener open: half-open DTLS handshakes at the per source cap"
 assert_log_not_contains "127\.0\.0\.5:[0-9]+.*client started a new handshake"
+assert_log_contains "client 127\.0\.0\.5:[0-9]+ on open: close: ended: the peer is alive in its established session"
+assert_log_contains "client 127\.0\.0\.1:$(cat "$WORK/rebooted-port") on open: close: client started a new handshake from the same address and port"
 
 stop_tlsgate 20
 [ "$TLSGATE_RC" = 0 ] || fail "tlsgate exited $TLSGATE_RC on SIGTERM"
