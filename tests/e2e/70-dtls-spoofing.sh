@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: serial
 # 70-dtls-spoofing: DTLS under spoofed traffic (issue 10, items 11-13).
 #
 # Sources on 40 addresses 127.0.1.1-40, 5 ports each, send a real
