@@ -15,12 +15,16 @@
  *
  * A new ClientHello from the address and port of an association that is
  * past its handshake (RFC 6347 4.2.8) replaces it only once the client has
- * shown it is really there: with cookies, the ClientHello must carry a
- * valid one (otherwise it gets a HelloVerifyRequest and the association
- * stays); without cookies, the new handshake runs as the old association's
- * successor (not findable in the table; epoch-0 records go to it, later
- * epochs to both, each session drops what it cannot decrypt) and replaces
- * it when it completes.  A half-open association is simply replaced.
+ * shown it is really there: the new handshake runs as the old
+ * association's successor (not findable in the table; epoch-0 records go
+ * to it, later epochs to both, each session drops what it cannot decrypt)
+ * and replaces it when it completes.  With cookies the ClientHello must
+ * carry a valid one first (otherwise it gets a HelloVerifyRequest, at most
+ * one a second).  Without cookies the successor sends nothing until the
+ * same ClientHello comes again TG_SUCCESSOR_WAIT_MS or more later, then
+ * obeys the 3x rule, and ends as soon as the old session authenticates a
+ * record from the peer.  At most one successor per peer; a half-open
+ * association is simply replaced.
  *
  * Ownership: the listener owns its associations (hash table + list) until
  * tg_assoc_close(); the memory lives until the last handle's close
