@@ -14,7 +14,8 @@
 #    per source): 480 peers from 8 addresses x 60 ports get at most 48
 #    associations per address and 192 in all, the refusals are counted
 #    (source_cap, process_cap), and the TCP listener keeps serving echo
-#    connections during the flood. A control listener without a low fd limit
+#    connections during the flood (two workers: the per-source count is
+#    shared between them). A control listener without a low fd limit
 #    is not needed: phase A's clients before the exhaustion are the control.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/dtls-helpers.sh"
@@ -39,7 +40,7 @@ TLSGATE=$WORK/tlsgate-lowfd
 
 write_config caps.ini <<EOF
 [global]
-workers = 1
+workers = 2
 log_level = info
 metrics = 127.0.0.1:$MPORT
 
