@@ -232,6 +232,13 @@ static int key_eq(const src_key_t *x, const src_key_t *y) {
   return x->family == y->family && x->len == y->len && memcmp(x->b, y->b, x->len) == 0;
 }
 
+int tg_udp_same_source(const struct sockaddr *x, const struct sockaddr *y) {
+  src_key_t a, b;
+  source_key(x, &a);
+  source_key(y, &b);
+  return key_eq(&a, &b);
+}
+
 static addr_count_t **local_slot(tg_udp_listener_t *ul, const src_key_t *k,
                                  int create) {
   uint64_t h = hash_bytes(ul->seed ^ 0x5a5a5a5aULL ^ k->family, k->b, k->len);

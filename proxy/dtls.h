@@ -26,6 +26,11 @@
 #include "runtime.h"
 #include "worker.h"
 
+/* 1 when x and y count as one source for the per-source caps: the same
+ * IPv4 address (an IPv4-mapped IPv6 address counts as IPv4), or IPv6
+ * addresses in the same /64; ports never matter. */
+int tg_udp_same_source(const struct sockaddr *x, const struct sockaddr *y);
+
 /* Builds the UDP parts of a service: the DTLS server context (secure =
  * on: identity, PSK, client verification, cookies), the DTLS backend
  * context (backend_secure = on) and the cookie secret.  front and back
