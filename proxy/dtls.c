@@ -693,7 +693,8 @@ int tg_dtls_service_setup(tg_service_t *s, tg_errors_t *errs, char *front,
     d->keys_ready = 1;
   }
 
-  snprintf(front, frontsize, "plaintext");
+  snprintf(front, frontsize, "plaintext, %d associations per source, %ld "
+           "in the process", d->max_assoc_per_source, total);
   if (l->secure) {
     char tls[900], psk[300] = "";
     SSL_CTX *ctx = tg_tls_server_ctx(l, errs, tls, sizeof(tls));
@@ -705,12 +706,14 @@ int tg_dtls_service_setup(tg_service_t *s, tg_errors_t *errs, char *front,
     if (d->cookies) tg_dtls_set_cookie_cbs(ctx, cookie_generate, cookie_verify);
     /* "TLS >= 1.2, identity ..." -> "DTLS 1.2, identity ..." */
     const char *rest = strchr(tls, ',');
-    snprintf(front, frontsize, "DTLS 1.2%s%s%s, cookies %s, mtu %d",
+    snprintf(front, frontsize, "DTLS 1.2%s%s%s, cookies %s, mtu %d, half-open "
+             "at most %d (%d per source), %d associations per source",
              rest ? rest : "", psk[0] ? ", " : "", psk,
              d->cookies                    ? "on"
-             : l->dtls_cookie == TG_COOKIE_OFF ? "off"
-                                           : "off (" TG_TLS_LIBRARY " cannot)",
-             l->dtls_mtu);
+             : l->dtls_cookie == TG_COOKIE_OFF ? "off: 3x rule"
+                                           : "off (" TG_TLS_LIBRARY " cannot): 3x rule",
+             l->dtls_mtu, d->max_half_open, d->max_half_open_per_source,
+             d->max_assoc_per_source);
   }
   if (l->backend_secure) {
     char tls[600];
