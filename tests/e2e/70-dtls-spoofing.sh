@@ -16,7 +16,10 @@
 # the whole test; a real client from 127.0.0.1 (openssl s_client with the
 # ECDSA certificate) completes during the flood (the busiest source's
 # oldest half-open handshake is evicted for it), and the evictions and
-# refusals are counted in the udp stats and on the metrics endpoint.
+# refusals are counted in the udp stats and on the metrics endpoint. The
+# lockout as reported (1,280+ ClientHellos from 40 addresses against the
+# default caps, 1024 and 32 per source) is replayed on a second listener:
+# a real client gets in there too.
 # Real clients without a flood (s_client ECDSA, s_client PSK, gnutls-cli
 # certificate) complete on the no-cookie listener; the time to their first
 # echo is printed (the 3x rule costs a certificate handshake one
@@ -35,6 +38,7 @@ require_cmd openssl gnutls-cli curl
 EPORT=$(free_port udp)
 OPORT=$(free_port udp)
 CPORT=$(free_port udp)
+DFPORT=$(free_port udp)
 MPORT=$(free_port)
 start_udp_echo "$EPORT"
 
@@ -68,6 +72,15 @@ bind = 127.0.0.1:$OPORT
 dtls_cookie = off
 $(common)
 
+[listener:defaults]
+bind = 127.0.0.1:$DFPORT
+dtls_cookie = off
+transport = udp
+pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password
+backend = 127.0.0.1:$EPORT
+handshake_timeout = 20s
+
 $cookie_section
 EOF
 check_config "$CONFIG"
@@ -76,11 +89,11 @@ start_tlsgate "$CONFIG" "$MPORT"
 wait_running
 assert_log_contains "listener open: dtls_cookie = off: .* at most 3x the bytes it sent and nothing on a timer"
 
-"$PY" - "$OPORT" "$CPORT" "$TG_LIB" <<'EOF' || fail "spoofing checks failed"
+"$PY" - "$OPORT" "$CPORT" "$TG_LIB" "$DFPORT" <<'EOF' || fail "spoofing checks failed"
 import os, selectors, socket, struct, subprocess, sys, threading, time
 import dtlslib as d
 
-oport, cport, lib = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+oport, cport, lib, dfport = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 ca, key = d.cert("ca.pem"), d.psk_key("client1")
 failed = []
 def bad(msg):
@@ -196,6 +209,24 @@ print("%s: a real client (gnutls-cli) during the second wave: %s after %.2f s" %
 if not ok:
     bad("gnutls-cli locked out by the flood")
 flood.close(); flood2.close()
+
+# ---- 3b. the lockout as reported, on default caps (max_half_open 1024,
+# 32 per source): 1,320 ClientHellos from 40 addresses x 33 ports fill the
+# total; a real client still gets in at once
+n = 0
+for a in range(1, 41):
+    for _ in range(33):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.3.%d" % a, 0))
+        s.sendto(ch, ("127.0.0.1", dfport)); n += 1
+        s.close()
+    time.sleep(0.02)
+time.sleep(1.0)
+ok, dt = first_echo(d.s_client(dfport, "-CAfile", ca), "legit-default-caps")
+print("%s: default caps, %d spoofed ClientHellos from 40 addresses: a real client %s after %.2f s" %
+      ("ok" if ok else "FAILED", n, "got in" if ok else "was locked out", dt), flush=True)
+if not ok:
+    bad("real client locked out on the default caps")
 
 # ---- 4. the cookie listener (OpenSSL build): HelloVerifyRequests only
 if lib == "OpenSSL":
@@ -325,6 +356,8 @@ ref=$(awk '/^tlsgate_dtls_half_open_refused_total\{listener="open"\}/ { print $2
 [ "${amp:-0}" -ge 1 ] || fail "no amplification-limited datagram counted on the metrics endpoint"
 [ "${ref:-0}" -ge 1 ] || fail "no half-open refusal counted on the metrics endpoint"
 assert_log_contains "listener open: half-open DTLS handshakes at the per source cap"
+grep -q '^tlsgate_udp_refused_total{listener="defaults",reason="half_open_evicted"} [1-9]' metrics.txt ||
+    fail "default caps: no eviction counted (the flood did not fill max_half_open?)"
 assert_log_not_contains "127\.0\.0\.5:[0-9]+.*client started a new handshake"
 assert_log_contains "client 127\.0\.0\.5:[0-9]+ on open: close: ended: the peer is alive in its established session"
 assert_log_contains "client 127\.0\.0\.1:$(cat "$WORK/rebooted-port") on open: close: client started a new handshake from the same address and port"
