@@ -25,7 +25,7 @@
 
 /* Rate-limit slots for repeated log lines (one line per second each). */
 enum { RL_RECV_ERROR = 0, RL_DROP, RL_HALF_OPEN, RL_SEND, RL_MAX_CONN, RL_SOURCE,
-       RL_TOTAL };
+       RL_TOTAL, RL_EVICT };
 
 /* A source: an IPv4 address (also when IPv4-mapped) or an IPv6 /64. */
 typedef struct {
@@ -345,6 +345,16 @@ static const char *admit(tg_udp_listener_t *ul, const struct sockaddr *sa,
         ul->st.evicted++;
         atomic_fetch_add_explicit(&stats->dtls_half_open_evicted, 1,
                                   memory_order_relaxed);
+        if (tg_udp_rate_ok(ul, RL_EVICT)) {
+          char peer[64], victim[64];
+          tg_format_peer(sa, peer, sizeof(peer));
+          snprintf(victim, sizeof(victim), "%s", busy->head->peername);
+          tg_log(TG_LOG_WARN, "listener %s: max_half_open (%d) reached: the "
+                 "oldest half-open handshake of the busiest source (%s, %u "
+                 "half-open) makes room for %s (%llu evicted so far; at most "
+                 "one line a second)", ul->svc->conf->name, ds->max_half_open,
+                 victim, busy->n, peer, (unsigned long long)ul->st.evicted);
+        }
         tg_assoc_close(busy->head, TG_LOG_DEBUG, 0, "evicted: max_half_open "
                        "(%d) reached; the oldest half-open handshake of the "
                        "busiest source makes room", ds->max_half_open);

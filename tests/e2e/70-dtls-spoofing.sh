@@ -356,6 +356,7 @@ ref=$(awk '/^tlsgate_dtls_half_open_refused_total\{listener="open"\}/ { print $2
 [ "${amp:-0}" -ge 1 ] || fail "no amplification-limited datagram counted on the metrics endpoint"
 [ "${ref:-0}" -ge 1 ] || fail "no half-open refusal counted on the metrics endpoint"
 assert_log_contains "listener open: half-open DTLS handshakes at the per source cap"
+assert_log_contains "listener open: max_half_open \(48\) reached: the oldest half-open handshake of the busiest source \(127\.0\.1\.[0-9]+:[0-9]+, 4 half-open\) makes room"
 grep -q '^tlsgate_udp_refused_total{listener="defaults",reason="half_open_evicted"} [1-9]' metrics.txt ||
     fail "default caps: no eviction counted (the flood did not fill max_half_open?)"
 assert_log_not_contains "127\.0\.0\.5:[0-9]+.*client started a new handshake"
