@@ -742,6 +742,12 @@ static void start_connect(tg_conn_t *c, const struct sockaddr *sa) {
   c->refs++;
   c->connect_req.data = c;
   rc = uv_tcp_connect(&c->connect_req, &c->backend.tcp, sa, on_connect);
+  if (rc < 0 && tg_local_resource_error(rc)) { /* ours, not the backend's */
+    atomic_fetch_add(&c->svc->stats->backend_local_errors, 1);
+    fail(c, "cannot connect to backend %s: %s (a local limit: the backend "
+         "does not rest)", backend_text(c), uv_strerror(rc));
+    return;
+  }
   if (rc < 0) backend_attempt_failed(c, uv_strerror(rc));
 }
 
