@@ -1145,6 +1145,9 @@ static int process(tg_http_t *h, const char *data, size_t len, tg_http_emit_fn e
       size_t hl = h->headlen;
       h->headlen = 0;
       int r = handle_head(h, h->head, hl, emit, ctx);
+      /* an idle keep-alive connection holds no head buffer */
+      free(h->head);
+      h->head = NULL;
       if (r < 0) return -1;
       if (r > 0) return 0;
       if (h->rq == RQ_HEAD) request_done(h);
@@ -1296,6 +1299,8 @@ int tg_http_backend_input(tg_http_t *h, const char *data, size_t len,
         size_t n = h->linelen;
         if (n && h->line[n - 1] == '\r') n--;
         if (n == 0 && h->rs_status) {
+          free(h->line);
+          h->line = NULL;
           rs_head_done(h);
         } else if (n == 0 || rs_line(h, h->line, n) != 0) {
           h->rs = RS_RAW;
