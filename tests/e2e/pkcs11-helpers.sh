@@ -30,3 +30,7 @@ build_shim() {
 }
 
 shim_logins() { grep -c '^login' "$TG_SHIM_LOG" 2>/dev/null || true; }
+
+if [ "$TG_LIB" = BoringSSL ] && ldd "$TLSGATE" 2>/dev/null | grep -q libasan; then
+    skip "BoringSSL with AddressSanitizer cannot host PKCS#11 modules (they link the system OpenSSL; tlsgate refuses them in this build)"
+fi
