@@ -121,10 +121,22 @@ void *dlopen(const char *file, int flags) {
 
 static void finalize_all(void);
 
+#if defined(OPENSSL_IS_BORINGSSL) && defined(__SANITIZE_ADDRESS__)
+/* RTLD_DEEPBIND would hand a module libc's malloc while everything else
+ * uses the sanitizer's: this build cannot keep modules apart from BoringSSL. */
+#define TG_P11_NO_DEEPBIND 1
+#endif
+
 static module_t *module_get(const char *path, char *err, size_t errsize) {
   if (!path || !*path) path = TG_P11_DEFAULT_MODULE;
   for (module_t *m = modules; m; m = m->next)
     if (strcmp(m->path, path) == 0) return m;
+#ifdef TG_P11_NO_DEEPBIND
+  snprintf(err, errsize, "pkcs11_module %s: this build (BoringSSL with AddressSanitizer) "
+           "cannot load PKCS#11 modules: they link the system's OpenSSL, whose names "
+           "BoringSSL's take; use the release or the OpenSSL build", path);
+  return NULL;
+#endif
   dlerror();
   /* p11-kit's proxy links no libcrypto; it must not be deep-bound itself,
    * or its dlopen calls would bypass ours. */

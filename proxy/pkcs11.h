@@ -77,6 +77,8 @@ int tg_p11_key_is_rsa(const tg_p11_key_t *k);
  * (deprecated RSA_METHOD / EC_KEY_METHOD API, confined to pkcs11_ossl.c). */
 EVP_PKEY *tg_p11_ossl_pkey(tg_p11_key_t *k, EVP_PKEY *pub, char *err,
                            size_t errsize);
+/* Why the last signature on this thread failed (then forgotten), or NULL. */
+const char *tg_p11_take_failure(char *buf, size_t size);
 #endif
 
 #endif

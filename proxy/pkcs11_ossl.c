@@ -25,6 +25,17 @@ static RSA_METHOD *rsa_meth;
 static EC_KEY_METHOD *ec_meth;
 static int rsa_idx = -1, ec_idx = -1;
 
+/* Signing runs on the thread that drives the handshake, so the reason of
+ * a failed signature waits here for tg_tls_failure (tls.c). */
+static __thread char last_failure[300];
+
+const char *tg_p11_take_failure(char *buf, size_t size) {
+  if (!last_failure[0]) return NULL;
+  snprintf(buf, size, "%s", last_failure);
+  last_failure[0] = '\0';
+  return buf;
+}
+
 static int rsa_priv_enc(int flen, const unsigned char *from, unsigned char *to, RSA *rsa,
                         int padding) {
   tg_p11_key_t *k = RSA_get_ex_data(rsa, rsa_idx);
@@ -35,7 +46,10 @@ static int rsa_priv_enc(int flen, const unsigned char *from, unsigned char *to, 
   if (!k || !mech || flen < 0) return -1;
   int n = tg_p11_sign_wait(k, mech, NULL, 0, from, (size_t)flen, to, (size_t)RSA_size(rsa),
                            why, sizeof(why));
-  if (n < 0) tg_log(TG_LOG_WARN, "pkcs11: RSA signature failed: %s", why);
+  if (n < 0) {
+    tg_log(TG_LOG_WARN, "pkcs11: RSA signature failed: %s", why);
+    snprintf(last_failure, sizeof(last_failure), "%s", why);
+  }
   return n;
 }
 
@@ -49,6 +63,7 @@ static ECDSA_SIG *ec_sign_sig(const unsigned char *dgst, int dlen, const BIGNUM 
                            sizeof(why));
   if (n <= 0 || n % 2) {
     tg_log(TG_LOG_WARN, "pkcs11: ECDSA signature failed: %s", n < 0 ? why : "odd length");
+    snprintf(last_failure, sizeof(last_failure), "%s", n < 0 ? why : "odd length");
     return NULL;
   }
   ECDSA_SIG *s = ECDSA_SIG_new();

@@ -945,6 +945,13 @@ const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
     snprintf(buf, size, "certificate required (no client certificate presented)");
     return buf;
   }
+#ifndef OPENSSL_IS_BORINGSSL
+  char p11[300];
+  if (tg_p11_take_failure(p11, sizeof(p11))) {
+    snprintf(buf, size, "PKCS#11 signature failed: %s (%s)", p11, tlserr);
+    return buf;
+  }
+#endif
   if (note && note->reason[0]) {
     snprintf(buf, size, "%s (%s)", note->reason, tlserr);
     return buf;

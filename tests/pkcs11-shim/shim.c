@@ -8,6 +8,7 @@
  *                          C_Sign/C_SignInit answer CKR_DEVICE_REMOVED,
  *                          C_OpenSession CKR_TOKEN_NOT_PRESENT and
  *                          C_GetSlotList lists no token.
+ *   TG_SHIM_FINAL_TRY      set: C_GetTokenInfo adds CKF_USER_PIN_FINAL_TRY
  *
  * Build: cc -shared -fPIC -I/usr/include/p11-kit-1 -o shim.so shim.c */
 #include <dlfcn.h>
@@ -78,6 +79,12 @@ static CK_RV shim_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PT
   return real.C_GetSlotList(present, list, n);
 }
 
+static CK_RV shim_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
+  CK_RV rv = real.C_GetTokenInfo(slot, info);
+  if (rv == CKR_OK && getenv("TG_SHIM_FINAL_TRY")) info->flags |= CKF_USER_PIN_FINAL_TRY;
+  return rv;
+}
+
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out);
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
   if (!loaded) {
@@ -97,6 +104,7 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
     mine.C_Sign = shim_Sign;
     mine.C_OpenSession = shim_OpenSession;
     mine.C_GetSlotList = shim_GetSlotList;
+    mine.C_GetTokenInfo = shim_GetTokenInfo;
     loaded = 1;
   }
   *out = &mine;
