@@ -121,10 +121,14 @@ void *dlopen(const char *file, int flags) {
 
 static void finalize_all(void);
 
-#if defined(OPENSSL_IS_BORINGSSL) && defined(__SANITIZE_ADDRESS__)
 /* RTLD_DEEPBIND would hand a module libc's malloc while everything else
- * uses the sanitizer's: this build cannot keep modules apart from BoringSSL. */
+ * uses the sanitizer's: sanitizer builds never deep-bind, and the BoringSSL
+ * one cannot keep modules apart from BoringSSL at all.  The OpenSSL build
+ * shares the system's libcrypto with its modules and needs no deep binding. */
+#if defined(OPENSSL_IS_BORINGSSL) && defined(__SANITIZE_ADDRESS__)
 #define TG_P11_NO_DEEPBIND 1
+#elif defined(OPENSSL_IS_BORINGSSL)
+#define TG_P11_DEEPBIND 1
 #endif
 
 static module_t *module_get(const char *path, char *err, size_t errsize) {
@@ -141,9 +145,15 @@ static module_t *module_get(const char *path, char *err, size_t errsize) {
   /* p11-kit's proxy links no libcrypto; it must not be deep-bound itself,
    * or its dlopen calls would bypass ours. */
   const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+#ifdef TG_P11_DEEPBIND
   loading_module = strstr(base, "p11-kit") == NULL;
+#else
+  (void)base;
+#endif
   void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+#ifdef TG_P11_DEEPBIND
   loading_module = 1;
+#endif
   if (!dl) {
     loading_module = 0;
     const char *e = dlerror();

@@ -9,6 +9,8 @@
  *                          C_OpenSession CKR_TOKEN_NOT_PRESENT and
  *                          C_GetSlotList lists no token.
  *   TG_SHIM_FINAL_TRY      set: C_GetTokenInfo adds CKF_USER_PIN_FINAL_TRY
+ *   TG_SHIM_DEEPBIND       set: load the target with RTLD_DEEPBIND (a host
+ *                          linked with BoringSSL; never under ASan)
  *
  * Build: cc -shared -fPIC -I/usr/include/p11-kit-1 -o shim.so shim.c */
 #include <dlfcn.h>
@@ -90,8 +92,9 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
   if (!loaded) {
     const char *target = getenv("TG_SHIM_TARGET");
     if (!target) target = "/usr/lib/softhsm/libsofthsm2.so";
-    /* Its own libcrypto before the host's (a BoringSSL host). */
-    void *dl = dlopen(target, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    /* A BoringSSL host: the target's own libcrypto before the host's. */
+    void *dl = dlopen(target, RTLD_NOW | RTLD_LOCAL |
+                                  (getenv("TG_SHIM_DEEPBIND") ? RTLD_DEEPBIND : 0));
     if (!dl) return CKR_GENERAL_ERROR;
     CK_C_GetFunctionList gfl = (CK_C_GetFunctionList)dlsym(dl, "C_GetFunctionList");
     CK_FUNCTION_LIST_PTR f = NULL;
