@@ -50,6 +50,14 @@ one_line() {
     log "$1: $(grep '^tlsgate: .*\.ini:' <<<"$2")"
 }
 
+# tls_ok -- 0 when a full TLS handshake with the slow listener verifies
+tls_ok() {
+    "$PY" -c 'import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+    ctx.wrap_socket(s, server_hostname="localhost").close()' "$SLOW" "$CERTS/ca.pem" >"$WORK/tls_ok.out" 2>&1
+}
+
 # -- tlsgate -t finds module, token and object without a login
 conf check.ini "$TOKEN_URI;object=server" "$SHIM" "file:$PINFILE"
 check_config "$CONFIG"
@@ -143,6 +151,23 @@ else
     log "OpenSSL build: signatures are synchronous (README), so the worker waits for the token"
 fi
 
+# -- a client that leaves while its signature is pending: the signature is
+#    dropped when it arrives, nothing else notices
+log_mark
+"$PY" -c 'import socket, ssl, sys, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+t = ctx.wrap_socket(s, server_hostname="localhost", do_handshake_on_connect=False)
+t.setblocking(False)
+try: t.do_handshake()
+except ssl.SSLWantReadError: pass
+time.sleep(0.05); t.close()' "$SLOW" || error "could not send a ClientHello"
+assert_log_contains "client closed the connection during the TLS handshake" 5 --since-mark
+sleep 0.3 # the pending signature (200 ms) arrives for a connection that is gone
+tls_ok || error "no handshake after a client left with its signature pending: $(tail -n 2 "$WORK/tls_ok.out")"
+is_alive "$TLSGATE_PID" || fail "tlsgate died after a client left with its signature pending"
+log "a client that left during its signature: dropped, next handshake fine"
+
 # -- a reload while the token is logged in does not log in again
 logins=$(shim_logins)
 log_mark
@@ -151,13 +176,6 @@ assert_log_contains "reloaded: generation 2" 10 --since-mark
 [ "$(shim_logins)" = "$logins" ] || error "the reload logged in again ($logins -> $(shim_logins) C_Login calls)"
 log "reload: no new C_Login ($logins in all)"
 
-# tls_ok -- 0 when a full TLS handshake with the slow listener verifies
-tls_ok() {
-    "$PY" -c 'import socket, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[2])
-with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
-    ctx.wrap_socket(s, server_hostname="localhost").close()' "$SLOW" "$CERTS/ca.pem" >"$WORK/tls_ok.out" 2>&1
-}
 
 # -- token removed while running, and put back
 touch "$TG_SHIM_REMOVED"
