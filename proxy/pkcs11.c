@@ -1246,6 +1246,12 @@ int tg_p11_use_key(SSL_CTX *ctx, tg_p11_key_t *k, X509 *cert, int min13, char *e
   }
   SSL_CTX_set_private_key_method(ctx, &key_method);
 #else
+  /* Without raw RSA the token can only do PKCS#1 v1.5 signatures. */
+  if (!pss_ok && !SSL_CTX_set1_sigalgs_list(ctx, "RSA+SHA256:RSA+SHA384:RSA+SHA512")) {
+    snprintf(err, errsize, "cannot limit signature algorithms (%s)",
+             tg_tls_errors(tlserr, sizeof(tlserr)));
+    goto out;
+  }
   EVP_PKEY *pk = tg_p11_ossl_pkey(k, pub, err, errsize);
   if (!pk) goto out;
   int ok = SSL_CTX_use_certificate(ctx, cert) && SSL_CTX_use_PrivateKey(ctx, pk);

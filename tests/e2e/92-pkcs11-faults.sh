@@ -102,6 +102,30 @@ out=$(timeout 20 "$TLSGATE" -c "$CONFIG" 2>&1 </dev/null); rc=$?
 [ "$rc" != 0 ] || error "missing object accepted at start"
 one_line "missing object (start)" "$out" "token 'tlsgate-dev' has no private key object=no-such-key"
 
+# -- an RSA key on a token without RSA-PSS: TLS 1.3 off, said at start;
+#    min_version = 1.3 refused (control: the same key does TLS 1.3 in 90)
+conf nopss.ini "$TOKEN_URI;object=server-rsa" "$SHIM" "file:$PINFILE"
+sed -i "s|^cert = .*|cert = $CERTS/server-rsa.pem|" "$CONFIG"
+out=$(TG_SHIM_NO_PSS=1 timeout 20 "$TLSGATE" -t -c "$CONFIG" 2>&1)
+grep -q "cannot sign RSA-PSS, which TLS 1.3 needs: TLS 1.3 is off" <<<"$out" || error "tlsgate -t does not say that TLS 1.3 is off: $out"
+sed -i 's|^handshake_timeout = 5s|handshake_timeout = 5s\nmin_version = 1.3|' "$CONFIG"
+out13=$(TG_SHIM_NO_PSS=1 timeout 20 "$TLSGATE" -c "$CONFIG" 2>&1 </dev/null); rc=$?
+[ "$rc" != 0 ] || error "min_version = 1.3 accepted with an RSA key that cannot do PSS"
+one_line "no PSS, min_version 1.3" "$out13" "key: token 'tlsgate-dev' cannot sign RSA-PSS .*TLS 1.3"
+sed -i '/^min_version = 1.3/d' "$CONFIG"
+TG_SHIM_NO_PSS=1 start_tlsgate "$CONFIG"
+assert_log_contains "token 'tlsgate-dev' cannot sign RSA-PSS, which TLS 1.3 needs: TLS 1.3 is off"
+for v in 1.2 1.3; do
+    o=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$SLOW" -servername localhost \
+        -CAfile "$CERTS/ca.pem" -verify_return_error "-tls${v/./_}" 2>&1)
+    # PKCS#1 v1.5 ("RSA"), never RSA-PSS, which this token cannot sign
+    if grep -q "Peer signature type: RSA$" <<<"$o"; then r=ok; else r=refused; fi
+    want=ok; [ "$v" = 1.3 ] && want=refused
+    [ "$r" = "$want" ] || error "no PSS: TLS $v $r, want $want"
+done
+log "no PSS on the token: TLS 1.2 works, TLS 1.3 refused, min_version = 1.3 is an error"
+stop_tlsgate
+
 # -- a slow token: other connections of the same worker keep flowing
 conf slow.ini "$TOKEN_URI;object=server" "$SHIM" "file:$PINFILE"
 export TG_SHIM_SIGN_DELAY_MS=200 TG_SHIM_REMOVED=$WORK/removed

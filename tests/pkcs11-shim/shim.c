@@ -9,6 +9,8 @@
  *                          C_OpenSession CKR_TOKEN_NOT_PRESENT and
  *                          C_GetSlotList lists no token.
  *   TG_SHIM_FINAL_TRY      set: C_GetTokenInfo adds CKF_USER_PIN_FINAL_TRY
+ *   TG_SHIM_NO_PSS         set: C_GetMechanismList hides CKM_RSA_PKCS_PSS and
+ *                          CKM_RSA_X_509 (a card that cannot do TLS 1.3 RSA)
  *   TG_SHIM_DEEPBIND       set: load the target with RTLD_DEEPBIND (a host
  *                          linked with BoringSSL; never under ASan)
  *
@@ -87,6 +89,16 @@ static CK_RV shim_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info) {
   return rv;
 }
 
+static CK_RV shim_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR n) {
+  CK_RV rv = real.C_GetMechanismList(slot, list, n);
+  if (rv != CKR_OK || !list || !getenv("TG_SHIM_NO_PSS")) return rv;
+  CK_ULONG o = 0;
+  for (CK_ULONG i = 0; i < *n; i++)
+    if (list[i] != CKM_RSA_PKCS_PSS && list[i] != CKM_RSA_X_509) list[o++] = list[i];
+  *n = o;
+  return rv;
+}
+
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out);
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
   if (!loaded) {
@@ -108,6 +120,7 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out) {
     mine.C_OpenSession = shim_OpenSession;
     mine.C_GetSlotList = shim_GetSlotList;
     mine.C_GetTokenInfo = shim_GetTokenInfo;
+    mine.C_GetMechanismList = shim_GetMechanismList;
     loaded = 1;
   }
   *out = &mine;
