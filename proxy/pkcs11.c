@@ -863,8 +863,7 @@ static void op_run(tg_p11_op_t *op) {
     if (rv == CKR_OK) rv = f->C_Sign(t->session, op->in, op->inlen, op->sig, &len);
     op->siglen = len;
     if (rv != CKR_OK) {
-      snprintf(op->why, sizeof(op->why), "token '%s': C_Sign%s: %s%s", t->label,
-               rv == CKR_OK ? "" : "", rv_name(rv),
+      snprintf(op->why, sizeof(op->why), "token '%s': C_Sign: %s%s", t->label, rv_name(rv),
                rv_is_gone(rv) ? " (token removed? the key is looked for again at the next "
                                 "handshake)" : "");
       if (rv_is_gone(rv)) {
