@@ -125,7 +125,8 @@ static void finalize_all(void);
  * uses the sanitizer's: sanitizer builds never deep-bind, and the BoringSSL
  * one cannot keep modules apart from BoringSSL at all.  The OpenSSL build
  * shares the system's libcrypto with its modules and needs no deep binding. */
-#if defined(OPENSSL_IS_BORINGSSL) && defined(__SANITIZE_ADDRESS__)
+#if defined(OPENSSL_IS_BORINGSSL) && \
+    (defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__))
 #define TG_P11_NO_DEEPBIND 1
 #elif defined(OPENSSL_IS_BORINGSSL)
 #define TG_P11_DEEPBIND 1
@@ -136,7 +137,7 @@ static module_t *module_get(const char *path, char *err, size_t errsize) {
   for (module_t *m = modules; m; m = m->next)
     if (strcmp(m->path, path) == 0) return m;
 #ifdef TG_P11_NO_DEEPBIND
-  snprintf(err, errsize, "pkcs11_module %s: this build (BoringSSL with AddressSanitizer) "
+  snprintf(err, errsize, "pkcs11_module %s: this build (BoringSSL with a sanitizer) "
            "cannot load PKCS#11 modules: they link the system's OpenSSL, whose names "
            "BoringSSL's take; use the release or the OpenSSL build", path);
   return NULL;
@@ -1075,7 +1076,12 @@ static void free_ssl_op(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, 
 
 static void on_sig_ready(uv_async_t *a) {
   tg_p11_op_t *op = a->data;
+  /* The signer wrote the result before taking qlock to send this wake-up:
+   * taking it here orders our reads after its writes in the thread
+   * sanitizer's eyes too (it does not see inside libuv). */
+  pthread_mutex_lock(&op->key->tok->qlock);
   op->fired = 1;
+  pthread_mutex_unlock(&op->key->tok->qlock);
   if (op->abandoned) {
     uv_close((uv_handle_t *)&op->async, op_free_cb);
     return;

@@ -32,6 +32,7 @@ build_shim() {
 
 shim_logins() { grep -c '^login' "$TG_SHIM_LOG" 2>/dev/null || true; }
 
-if [ "$TG_LIB" = BoringSSL ] && [[ $(ldd "$TLSGATE" 2>/dev/null) == *libasan* ]]; then
-    skip "BoringSSL with AddressSanitizer cannot host PKCS#11 modules (they link the system OpenSSL; tlsgate refuses them in this build)"
+_libs=$(ldd "$TLSGATE" 2>/dev/null)
+if [ "$TG_LIB" = BoringSSL ] && [[ $_libs == *libasan* || $_libs == *libtsan* ]]; then
+    skip "BoringSSL with a sanitizer cannot host PKCS#11 modules (they link the system OpenSSL; tlsgate refuses them in this build)"
 fi
