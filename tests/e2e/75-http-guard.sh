@@ -80,6 +80,15 @@ check_config "$WORK/open.ini"
 if [ "$CHECK_RC" = 0 ] || ! grep -q "open.ini:2: \[listener:x\] bind: 0.0.0.0:[0-9]* is not a loopback address.*unsafe_listen = on" <<<"$CHECK_OUT"; then
     error "non-loopback plaintext listener with a client identity not refused: $CHECK_OUT"
 else log "refused as it should: $(head -n1 <<<"$CHECK_OUT")"; fi
+# the same shape with a PEM identity (backend_cert/backend_key): guarded, and refused off loopback
+printf '[listener:x]\nbind = %s\nsecure = off\nbackend = 127.0.0.1:%s\nbackend_secure = on\nbackend_ca = %s\nbackend_cert = %s\nbackend_key = %s\n' \
+    "127.0.0.1:$(free_port)" "$BT" "$CERTS/ca.pem" "$CERTS/client.pem" "$CERTS/client.key" >"$WORK/pem.ini"
+check_config "$WORK/pem.ini"
+{ [ "$CHECK_RC" = 0 ] && grep -q "http guard: origins own only" <<<"$CHECK_OUT"; } || error "backend_cert/backend_key on loopback: not guarded: $CHECK_OUT"
+sed -i 's/^bind = 127.0.0.1:/bind = 0.0.0.0:/' "$WORK/pem.ini"
+check_config "$WORK/pem.ini"
+{ [ "$CHECK_RC" != 0 ] && grep -q "pem.ini:2: \[listener:x\] bind: 0.0.0.0:[0-9]* is not a loopback address" <<<"$CHECK_OUT"; } \
+    || error "backend_cert/backend_key off loopback not refused: $CHECK_OUT"
 cfg open-ok "0.0.0.0:$(free_port)" "unsafe_listen = on"
 check_config "$WORK/open-ok.ini"
 [ "$CHECK_RC" = 0 ] || error "unsafe_listen = on did not allow the listener: $CHECK_OUT"
