@@ -401,6 +401,8 @@ void tg_tls_peer_id(X509 *cert, tg_peer_id_t *id) {
       ERR_clear_error();
     }
     OPENSSL_free(utf8);
+    /* Which of several CNs is "the" CN differs between tools: none is. */
+    if (X509_NAME_get_index_by_NID(subj, NID_commonName, idx) >= 0) id->cnlen = (size_t)-1;
   }
   unsigned int mdlen = 0;
   X509_digest(cert, EVP_sha256(), id->sha256, &mdlen);
@@ -661,7 +663,8 @@ int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysiz
     } else if (l->backend_pin[0]) {
       rc = check_leaf(note, peer, why, whysize);
     }
-  } else if (l->verify_client != TG_VERIFY_NONE) {
+  } else if (l->verify_client != TG_VERIFY_NONE && !SSL_get_psk_identity(ssl)) {
+    /* (A PSK client is authenticated by its key; no certificate is asked.) */
     if (!peer) {
       if (l->verify_client == TG_VERIFY_REQUIRE || l->allow_clients.n) {
         snprintf(why, whysize, "certificate required (no client certificate%s%s)",

@@ -83,6 +83,17 @@ TEST(long_name_never_matches_its_prefix) {
   X509_free(x);
 }
 
+TEST(several_cns_match_no_cn_entry) {
+  X509 *x = make_cert("client1", 7, NULL, 0);
+  X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_commonName, MBSTRING_UTF8,
+                             (const unsigned char *)"attacker", 8, -1, 0);
+  tg_peer_id_t id;
+  tg_tls_peer_id(x, &id);
+  ASSERT_EQ(admits("cn:client1", &id), 0);
+  ASSERT_EQ(admits("cn:attacker", &id), 0);
+  X509_free(x);
+}
+
 TEST(pin_lists) {
   char why[300];
   const char *hex = "sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -106,6 +117,7 @@ int main(void) {
   RUN(nul_in_cn_is_refused_and_visible);
   RUN(nul_in_dns_san_is_refused);
   RUN(long_name_never_matches_its_prefix);
+  RUN(several_cns_match_no_cn_entry);
   RUN(pin_lists);
   return UNIT_DONE();
 }
