@@ -10,7 +10,8 @@
 #     newline, no certificate; allow_clients cn / san:dns / san:ip / san:uri /
 #     sha256; verify_client none / optional / require, optional + ACL.
 #   backend side: chain + name (trusted, intermediate, unknown CA that is not
-#     self-signed, self-signed, expired, wrong name), backend_pin sha256 and
+#     self-signed -- with and without its intermediate --, self-signed,
+#     expired, wrong name), backend_pin sha256 and
 #     spki-sha256 with backend_verify off (the pin alone decides) and on
 #     (pin and chain), a pin list (any entry matches).
 # Resumption after a policy change: 61-resumption-policy.sh; backend
@@ -69,7 +70,7 @@ EOF
 declare -A BK
 bargs=()
 for shape in trusted:server.pem:server.key int:int-server-chain.pem:int-server.key \
-             unknown:unknown-server-chain.pem:unknown-server.key selfsigned:server-selfsigned.pem:server-selfsigned.key \
+             unknown:unknown-server-chain.pem:unknown-server.key unknownleaf:unknown-server.pem:unknown-server.key selfsigned:server-selfsigned.pem:server-selfsigned.key \
              expired:server-expired.pem:server-expired.key wrongname:other.pem:other.key; do
     IFS=: read -r name chainf keyf <<<"$shape"
     next_port; BK[$name]=$PORT
@@ -114,11 +115,11 @@ row() { echo "$*" >> "$ROWS"; }   # row KIND LISTENER SHAPE EXPECT REASON-REGEX
     front_listener optional "verify_client = optional" "client_ca = $CERTS/ca.pem"
     front_listener optional_acl "verify_client = optional" "client_ca = $CERTS/ca.pem" "allow_clients = cn:client1"
     # backend chain + name (backend_verify = on, backend_ca = the dev CA)
-    for b in trusted int unknown selfsigned expired wrongname; do
+    for b in trusted int unknown unknownleaf selfsigned expired wrongname; do
         back_listener "bv_$b" "$b" "backend_ca = $CERTS/ca.pem"
     done
     # pin only (backend_verify = off): sha256 of server.pem
-    for b in trusted unknown selfsigned expired wrongname; do
+    for b in trusted unknown unknownleaf selfsigned expired wrongname; do
         back_listener "pin_$b" "$b" "backend_verify = off" "backend_pin = $PIN_SERVER"
     done
     # pin only, spki-sha256 of a key certified by the unknown CA
@@ -186,12 +187,14 @@ row client optional_acl client2 refuse "$NOT_IN"
 row backend bv_trusted - accept -
 row backend bv_int - accept -
 row backend bv_unknown - refuse "$CHAIN_UNKNOWN"
+row backend bv_unknownleaf - refuse "$CHAIN_UNKNOWN"
 row backend bv_selfsigned - refuse "$SELF"
 row backend bv_expired - refuse 'certificate verify failed: certificate has expired'
 row backend bv_wrongname - refuse 'certificate verify failed: IP address mismatch \(wanted 127.0.0.1, got CN=other.example'
 PINFAIL='certificate verify failed: backend certificate does not match backend_pin'
 row backend pin_trusted - accept -
 row backend pin_unknown - refuse "$PINFAIL"
+row backend pin_unknownleaf - refuse "$PINFAIL"
 row backend pin_selfsigned - refuse "$PINFAIL"
 row backend pin_expired - refuse "$PINFAIL"
 row backend pin_wrongname - refuse "$PINFAIL"
