@@ -663,8 +663,10 @@ int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysiz
     } else if (l->backend_pin[0]) {
       rc = check_leaf(note, peer, why, whysize);
     }
-  } else if (l->verify_client != TG_VERIFY_NONE && !SSL_get_psk_identity(ssl)) {
-    /* (A PSK client is authenticated by its key; no certificate is asked.) */
+  } else if (l->verify_client != TG_VERIFY_NONE && !(l->psk[0] && SSL_get_psk_identity(ssl))) {
+    /* (A client of the listener's psk is authenticated by its key; no
+     * certificate is asked.  Only where psk is configured, so a resumption
+     * PSK can never count as one.) */
     if (!peer) {
       if (l->verify_client == TG_VERIFY_REQUIRE || l->allow_clients.n) {
         snprintf(why, whysize, "certificate required (no client certificate%s%s)",

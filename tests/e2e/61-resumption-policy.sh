@@ -7,6 +7,8 @@
 #     allow_clients the same session (offered without a certificate) is
 #     refused: sessions are bound to a digest of the verification policy,
 #     so the offer falls back to a full handshake, which needs a certificate.
+#     A session from another listener sharing the ticket keys (verify_client
+#     = none there) does not resume on the require listener either.
 #  2. crl: the policy digest does not cover the CRL's content (a CRL refresh
 #     must not end all resumption): after a reload with a CRL that revokes
 #     client1, client2's session still resumes (control) while client1's
@@ -43,7 +45,7 @@ openssl crl -in "$WORK/crl-client1.pem" -noout -text | grep -qi "$(openssl x509 
     fail "the new CRL does not list client.pem"
 cp "$CERTS/crl.pem" "$WORK/crl.pem"
 
-P=$(free_port)
+P=$(free_port); PO=$(free_port)
 conf() {  # conf ALLOW_CLIENTS
     write_config resume.ini <<EOF
 [global]
@@ -60,6 +62,13 @@ client_ca = $CERTS/ca.pem
 crl = $WORK/crl.pem
 allow_clients = $1
 ticket_key_file = $WORK/ticket.key
+
+[listener:open]
+bind = 127.0.0.1:$PO
+pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password
+backend = 127.0.0.1:$BPORT
+ticket_key_file = $WORK/ticket.key
 EOF
 }
 GEN=1
@@ -72,9 +81,9 @@ reload() {
 # sclient NAME VERSION [s_client args...] -> RESULT=echo|refused, REUSED=0|1;
 # output in WORK/NAME.out
 sclient() {
-    local name=$1 v=$2 mark; shift 2
+    local name=$1 v=$2 mark port=${PORT_OVERRIDE:-$P}; shift 2
     mark=$(stat -c %s "$TLSGATE_LOG")
-    timeout 10 openssl s_client -connect "127.0.0.1:$P" -servername localhost -CAfile "$CERTS/ca.pem" \
+    timeout 10 openssl s_client -connect "127.0.0.1:$port" -servername localhost -CAfile "$CERTS/ca.pem" \
         "-tls$v" -quiet -ign_eof "$@" < <(printf 'ping\n') >"$WORK/$name.out" 2>&1
     if grep -qx ping "$WORK/$name.out"; then RESULT=echo; else RESULT=refused; fi
     # whether the server resumed: its handshake line (s_client -quiet does not say)
@@ -102,6 +111,17 @@ for v in 1_2 1_3; do
     [ -s "$WORK/c1-$v.sess" ] || error "no session saved for TLS $v"
     sclient "resume-$v" "$v" -sess_in "$WORK/c1-$v.sess"
     expect "resumption, no certificate offered, TLS $v (control)" echo 1
+done
+
+# a session from another listener with the same ticket keys (verify_client =
+# none there) does not resume here
+for v in 1_2 1_3; do
+    PORT_OVERRIDE=$PO sclient "open-$v" "$v" -sess_out "$WORK/open-$v.sess"
+    expect "full handshake on the open listener, TLS $v" echo 0
+    PORT_OVERRIDE=$PO sclient "open-resume-$v" "$v" -sess_in "$WORK/open-$v.sess"
+    expect "its session resumes there, TLS $v (control)" echo 1
+    sclient "open-cross-$v" "$v" -sess_in "$WORK/open-$v.sess"
+    expect "the open listener's session offered to the require listener, TLS $v" refused 0
 done
 
 # a reload that changes nothing keeps sessions resumable
