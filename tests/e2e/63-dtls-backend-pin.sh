@@ -7,14 +7,16 @@
 #     stops at an unknown issuer) is refused with
 #     "backend certificate does not match backend_pin".
 #   pin = spki-sha256 of that unknown-CA key: it answers (control).
+# And the DTLS backend suites: a backend that only speaks AES128-SHA is
+# refused (s_server: "no shared cipher"); the backends above are the control.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/dtls-helpers.sh"
 require_cmd openssl
 
 fp() { openssl x509 -in "$CERTS/$1" -noout -fingerprint -sha256 | sed 's/.*=//; s/://g'; }
 spki() { openssl x509 -in "$CERTS/$1" -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64; }
-P1=$(free_port udp); P2=$(free_port udp); P3=$(free_port udp)
-S1=$(free_port udp); S2=$(free_port udp); S3=$(free_port udp)
+P1=$(free_port udp); P2=$(free_port udp); P3=$(free_port udp); P4=$(free_port udp)
+S1=$(free_port udp); S2=$(free_port udp); S3=$(free_port udp); S4=$(free_port udp)
 lst() {  # NAME PORT BACKEND PIN
     printf '\n[listener:%s]\nbind = 127.0.0.1:%s\ntransport = udp\nsecure = off\nbackend = 127.0.0.1:%s\n' "$1" "$2" "$3"
     printf 'backend_secure = on\nbackend_verify = off\nbackend_pin = %s\nconnect_timeout = 3s\n' "$4"
@@ -24,19 +26,21 @@ lst() {  # NAME PORT BACKEND PIN
     lst pinned "$P1" "$S1" "sha256:$(fp server.pem)"
     lst unknown "$P2" "$S2" "sha256:$(fp server.pem)"
     lst spki "$P3" "$S3" "spki-sha256:$(spki unknown-server.pem)"
+    printf '\n[listener:weak]\nbind = 127.0.0.1:%s\ntransport = udp\nsecure = off\nbackend = 127.0.0.1:%s\n' "$P4" "$S4"
+    printf 'backend_secure = on\nbackend_ca = %s\nconnect_timeout = 3s\n' "$CERTS/ca.pem"
 } > "$WORK/pin.ini"
 CONFIG=$WORK/pin.ini
 start_tlsgate "$CONFIG"
 wait_running
 
-"$PY" - "$P1" "$P2" "$P3" "$S1" "$S2" "$S3" <<'EOF' || fail "DTLS backend pin checks failed"
+"$PY" - "$P1" "$P2" "$P3" "$S1" "$S2" "$S3" "$P4" "$S4" <<'EOF' || fail "DTLS backend pin checks failed"
 import socket, sys
 import dtlslib as d
-p1, p2, p3, s1, s2, s3 = map(int, sys.argv[1:7])
+p1, p2, p3, s1, s2, s3, p4, s4 = map(int, sys.argv[1:9])
 servers, failed = [], []
-def s_server(port, cert, key, chain=None):
+def s_server(port, cert, key, chain=None, extra=()):
     args = ["openssl", "s_server", "-dtls1_2", "-accept", "127.0.0.1:%d" % port,
-            "-cert", d.cert(cert), "-key", d.cert(key), "-naccept", "1"]
+            "-cert", d.cert(cert), "-key", d.cert(key), "-naccept", "1"] + list(extra)
     if chain:
         args += ["-cert_chain", d.cert(chain)]
     c = d.Client(args, name="s_server-%d" % port)
@@ -61,6 +65,11 @@ try:
     send(p3, b"to-spki\n")
     if spk.wait_for(b"to-spki", 10): print("ok: spki-pinned backend (unknown CA) got the datagram", flush=True)
     else: failed.append("spki"); print("FAILED: spki-pinned backend got nothing\n" + spk.text()[-600:], flush=True)
+    weak = s_server(s4, "server-rsa.pem", "server-rsa.key", extra=["-cipher", "AES128-SHA"])
+    send(p4, b"to-weak\n")
+    if weak.wait_for(b"to-weak", 3): failed.append("weak"); print("FAILED: an AES128-SHA-only backend got data", flush=True)
+    elif weak.wait_for(b"no shared cipher", 3) or weak.wait_for(b"NO_SHARED_CIPHER", 1): print("ok: AES128-SHA-only backend refused (no shared cipher)", flush=True)
+    else: failed.append("weak-reason"); print("FAILED: s_server did not report no shared cipher\n" + weak.text()[-600:], flush=True)
 finally:
     for c in servers: c.close()
 sys.exit(1 if failed else 0)
