@@ -9,6 +9,8 @@
 #     so the offer falls back to a full handshake, which needs a certificate.
 #     A session from another listener sharing the ticket keys (verify_client
 #     = none there) does not resume on the require listener either.
+#     A session whose certificate has expired since is refused ("has expired
+#     since the session began").
 #  2. crl: the policy digest does not cover the CRL's content (a CRL refresh
 #     must not end all resumption): after a reload with a CRL that revokes
 #     client1, client2's session still resumes (control) while client1's
@@ -24,7 +26,7 @@ wait_listen "$BPORT" 10 "$BG_PID" || fail "socat backend did not start"
 head -c 80 /dev/urandom > "$WORK/ticket.key"; chmod 600 "$WORK/ticket.key"
 
 # a CRL from the dev CA that revokes client.pem (and nothing else)
-mkdir -p "$WORK/ca/newcerts"; : > "$WORK/ca/index.txt"; echo 01 > "$WORK/ca/crlnumber"
+mkdir -p "$WORK/ca/newcerts"; : > "$WORK/ca/index.txt"; echo 01 > "$WORK/ca/crlnumber"; echo 5001 > "$WORK/ca/serial"
 cat > "$WORK/ca.cnf" <<EOF
 [ ca ]
 default_ca = d
@@ -33,10 +35,20 @@ dir = $WORK/ca
 database = $WORK/ca/index.txt
 new_certs_dir = $WORK/ca/newcerts
 crlnumber = $WORK/ca/crlnumber
+serial = $WORK/ca/serial
 certificate = $CERTS/ca.pem
 private_key = $CERTS/ca.key
 default_md = sha256
 default_crl_days = 30
+policy = p
+copy_extensions = none
+unique_subject = no
+[ p ]
+commonName = supplied
+[ leaf ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
 EOF
 openssl ca -batch -config "$WORK/ca.cnf" -revoke "$CERTS/client.pem" >"$WORK/ca.log" 2>&1 &&
 openssl ca -batch -config "$WORK/ca.cnf" -gencrl -out "$WORK/crl-client1.pem" >>"$WORK/ca.log" 2>&1 ||
@@ -44,6 +56,13 @@ openssl ca -batch -config "$WORK/ca.cnf" -gencrl -out "$WORK/crl-client1.pem" >>
 openssl crl -in "$WORK/crl-client1.pem" -noout -text | grep -qi "$(openssl x509 -in "$CERTS/client.pem" -noout -serial | sed 's/serial=//')" ||
     fail "the new CRL does not list client.pem"
 cp "$CERTS/crl.pem" "$WORK/crl.pem"
+# a client2 certificate that expires in a few seconds
+SHORT_END=$(( $(date +%s) + 6 ))
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/short.key" 2>/dev/null &&
+openssl req -new -key "$WORK/short.key" -subj "/CN=client2" -out "$WORK/short.csr" &&
+openssl ca -batch -config "$WORK/ca.cnf" -notext -extensions leaf -in "$WORK/short.csr" \
+    -startdate "$(date -u -d @$(( SHORT_END - 3600 )) +%Y%m%d%H%M%SZ)" -enddate "$(date -u -d @$SHORT_END +%Y%m%d%H%M%SZ)" \
+    -out "$WORK/short.pem" >>"$WORK/ca.log" 2>&1 || fail "cannot make the short-lived certificate: $(cat "$WORK/ca.log")"
 
 P=$(free_port); PO=$(free_port)
 conf() {  # conf ALLOW_CLIENTS
@@ -113,6 +132,9 @@ for v in 1_2 1_3; do
     expect "resumption, no certificate offered, TLS $v (control)" echo 1
 done
 
+sclient "full-short" 1_3 -cert "$WORK/short.pem" -key "$WORK/short.key" -sess_out "$WORK/short.sess"
+expect "full handshake with a certificate that expires in seconds" echo 0
+
 # a session from another listener with the same ticket keys (verify_client =
 # none there) does not resume here
 for v in 1_2 1_3; do
@@ -149,6 +171,14 @@ for v in 1_2 1_3; do
     [ "$RESULT" = refused ] || error "TLS $v: revoked client1 got through on a full handshake"
     log_since | grep -q "certificate verify failed: certificate revoked" || error "TLS $v: full handshake: no revocation reason"
 done
+
+# the short-lived certificate has expired meanwhile: its session is refused
+while [ "$(date +%s)" -le "$SHORT_END" ]; do sleep 0.2; done
+log_mark
+sclient "resume-short" 1_3 -sess_in "$WORK/short.sess"
+[ "$RESULT" = refused ] || error "a session whose certificate expired since was resumed and got through"
+log_since | grep -q "client certificate CN=client2 has expired since the session began" ||
+    error "no 'expired since the session began' reason logged: $(log_since | grep -a 'close:' | head -2)"
 
 # 1. allow_clients drops client1 (CRL back to the old one): the session is
 # not resumed (other policy) and the full handshake without a certificate fails
