@@ -1,6 +1,7 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -925,6 +926,16 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
  * allow_clients).  Not the CRL's content: a CRL refresh does not end all
  * resumption; revocation is re-checked on each resumption instead.  The
  * same config gives the same digest on every instance (shared tickets). */
+static void digest_file(EVP_MD_CTX *md, const char *path) {
+  struct stat st;
+  FILE *f = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? fopen(path, "rb") : NULL;
+  if (!f) return;
+  char buf[4096];
+  size_t r;
+  while ((r = fread(buf, 1, sizeof(buf), f)) > 0) EVP_DigestUpdate(md, buf, r);
+  fclose(f);
+}
+
 static int policy_digest(const tg_listener_conf_t *l, uint8_t out[32]) {
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
@@ -937,14 +948,24 @@ static int policy_digest(const tg_listener_conf_t *l, uint8_t out[32]) {
   EVP_DigestUpdate(md, l->name, strlen(l->name) + 1);
   if (l->verify_client != TG_VERIFY_NONE) {
     EVP_DigestUpdate(md, l->client_ca, strlen(l->client_ca) + 1);
-    /* A CA file counts by its content; a hashed directory by its path. */
+    /* A CA file counts by its content, a hashed directory by the names and
+     * contents of its files (in name order: the same on every instance). */
     struct stat st;
-    FILE *f = stat(l->client_ca, &st) == 0 && S_ISREG(st.st_mode) ? fopen(l->client_ca, "rb") : NULL;
-    if (f) {
-      char buf[4096];
-      size_t r;
-      while ((r = fread(buf, 1, sizeof(buf), f)) > 0) EVP_DigestUpdate(md, buf, r);
-      fclose(f);
+    if (stat(l->client_ca, &st) == 0 && S_ISDIR(st.st_mode)) {
+      struct dirent **names = NULL;
+      int count = scandir(l->client_ca, &names, NULL, alphasort);
+      for (int i = 0; i < count; i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", l->client_ca, names[i]->d_name);
+        if (names[i]->d_name[0] != '.') {
+          EVP_DigestUpdate(md, names[i]->d_name, strlen(names[i]->d_name) + 1);
+          digest_file(md, path);
+        }
+        free(names[i]);
+      }
+      free(names);
+    } else {
+      digest_file(md, l->client_ca);
     }
     EVP_DigestUpdate(md, l->crl, strlen(l->crl) + 1);
     for (size_t i = 0; i < l->allow_clients.n; i++) {
