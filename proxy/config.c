@@ -230,7 +230,7 @@ static const key_spec_t listener_keys[] = {
     /* Second round.  F_NOT_YET keys are refused when set until built. */
     {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, 0},
     {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, 0},
-    {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, F_NOT_YET},
+    {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, 0},
     {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, F_NOT_YET},
     {"backend_cert", T_STR, L(backend_cert), "", 0, 0, NULL, F_NOT_YET},
     {"backend_key", T_STR, L(backend_key), "", 0, 0, NULL, F_NOT_YET},
@@ -835,8 +835,37 @@ static int is_set(const tg_listener_conf_t *l, const char *key) {
     tg_errors_add(warns, "%s: %s", tg_config_where(l, key, w_, sizeof(w_)), m_); \
   } while (0)
 
+/* accept_proxy_from: the peers that must send a PROXY header; anyone else
+ * is refused.  Setting it turns accept_proxy on. */
+static void validate_accept_proxy(tg_listener_conf_t *l, tg_errors_t *errs,
+                                  tg_errors_t *warns) {
+  if (l->accept_proxy_from[0] && l->transport == TG_TRANSPORT_UDP) {
+    LERR(l, "accept_proxy_from", "not supported with transport = udp");
+  } else if (l->accept_proxy_from[0]) {
+    const char *why = NULL;
+    char bad[200];
+    if (tg_cidr_parse_list(l->accept_proxy_from, &l->accept_proxy_nets, &why, bad,
+                           sizeof(bad)) != 0) {
+      /* the entries before the bad one parsed: its index names its line */
+      char w[400];
+      tg_errors_add(errs, "%s: '%s': %s",
+                    tg_config_item_where(l, "accept_proxy_from", l->accept_proxy_nets.n,
+                                         w, sizeof(w)),
+                    bad, why);
+    }
+    if (is_set(l, "accept_proxy") && !l->accept_proxy)
+      LERR(l, "accept_proxy", "off contradicts accept_proxy_from (which turns it on)");
+    l->accept_proxy = 1;
+  } else if (l->accept_proxy && l->transport != TG_TRANSPORT_UDP) {
+    LWARN(l, "accept_proxy", "on without accept_proxy_from: any peer may send a "
+          "PROXY header and so claim any client address; list the load balancers "
+          "in accept_proxy_from");
+  }
+}
+
 static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
                               tg_errors_t *warns) {
+  validate_accept_proxy(l, errs, warns);
   for (size_t i = 0; i < NLISTENER; i++)
     if ((listener_keys[i].flags & F_REQUIRED) && !l->key_line[i])
       LERR(l, listener_keys[i].name, "required key missing");

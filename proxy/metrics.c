@@ -179,6 +179,11 @@ char *tg_metrics_render(size_t *len) {
   for (size_t i = 0; i < n; i++)
     add(&b, "tlsgate_proxy_header_errors_total{listener=\"%s\"} %llu\n",
         esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->proxy_header_errors));
+  header(&b, "tlsgate_proxy_refused_total", "counter",
+         "Connections refused because the peer is not in accept_proxy_from.");
+  for (size_t i = 0; i < n; i++)
+    add(&b, "tlsgate_proxy_refused_total{listener=\"%s\"} %llu\n",
+        esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->proxy_refused));
   header(&b, "tlsgate_backend_failures_total", "counter",
          "Failed backend attempts (refused, timed out, unresolvable, TLS failure).");
   for (size_t i = 0; i < n; i++) {
