@@ -7,7 +7,8 @@
 #   client side (TLS 1.2 and 1.3 each): chain (trusted, via a trusted
 #     intermediate, unknown root + intermediate, foreign CA, self-signed,
 #     expired, revoked), names with a NUL (CN, DNS/URI SAN), a CN with a
-#     newline, no certificate; allow_clients cn / san:dns / san:ip / san:uri /
+#     newline (which must not start a log line of its own), no certificate;
+#     allow_clients cn / san:dns / san:ip / san:uri /
 #     sha256; verify_client none / optional / require, optional + ACL.
 #   backend side: chain + name (trusted, intermediate, unknown CA that is not
 #     self-signed -- with and without its intermediate --, self-signed,
@@ -19,12 +20,38 @@
 . "$(dirname "$0")/lib.sh"
 require_cmd openssl
 
-# free ports in one go (a python start per port is slow on a busy machine)
-mapfile -t PORTS < <("$PY" -c '
-import socket
-ss = [socket.socket() for _ in range(64)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print("\n".join(str(s.getsockname()[1]) for s in ss))')
+# free ports in one go (a python start per port is slow on a busy machine),
+# by lib.sh's free_port rules: 20000-32767, recorded in its registry file
+mapfile -t PORTS < <("$PY" - 64 "$_PORTS_FILE" <<'PY'
+import fcntl, random, socket, sys, time
+want, path, now = int(sys.argv[1]), sys.argv[2], time.time()
+with open(path, "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    recent = [l for l in f.read().splitlines()
+              if len(l.split()) == 2 and l.split()[0].isdigit() and now - float(l.split()[1]) < 1800]
+    given, out = {l.split()[0] for l in recent}, []
+    for _ in range(5000):
+        if len(out) == want:
+            break
+        port = random.randint(20000, 32767)
+        if str(port) in given or port in out:
+            continue
+        try:
+            for t in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(socket.AF_INET, t)
+                try:
+                    s.bind(("127.0.0.1", port))
+                finally:
+                    s.close()
+        except OSError:
+            continue
+        out.append(port)
+        recent.append("%d %d" % (port, now))
+    f.seek(0); f.truncate(); f.write("\n".join(recent) + "\n")
+print("\n".join(map(str, out)))
+PY
+)
 [ "${#PORTS[@]}" = 64 ] || fail "could not get 64 free ports"
 NEXT_PORT=0
 next_port() { PORT=${PORTS[$NEXT_PORT]}; NEXT_PORT=$((NEXT_PORT + 1)); }
@@ -296,6 +323,13 @@ for r in results:
         bad += 1
     else:
         print("ok: %s %s%s" % (what, got, "" if expect == "accept" else "  /%s/" % reason))
+# the newline CN (accepted on chain, refused on acl_cn) never starts a log line
+forged = [l for l in log.splitlines() if l.startswith("forged:")]
+if forged:
+    print("FAILED: the CN's newline forged a log line: %r" % forged[0])
+    bad += 1
+else:
+    print("ok: no log line was forged by the CN with a newline")
 print("%d rows, %d failed" % (len(results), bad))
 sys.exit(1 if bad else 0)
 EOF
