@@ -424,14 +424,16 @@ static void handshake_step(tg_conn_t *c, tg_side_t *s) {
   ERR_clear_error();
   int r = SSL_do_handshake(s->ssl);
   int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(s->ssl, r);
+  /* A token is signing (pkcs11.c): resume_handshake runs when it is done. */
+  int waits = e == SSL_ERROR_WANT_READ || e == TG_SSL_ERROR_WANT_PRIVATE_KEY;
   char why[700] = "";
-  if (r != 1 && e != SSL_ERROR_WANT_READ)
+  if (r != 1 && !waits)
     tg_tls_failure(s->ssl, s->note, why, sizeof(why));
   /* Our flight, or the alert that tells the peer why it failed. */
   if (flush_tls(c, s) != 0) return;
   if (r == 1) {
     handshake_done(c, s);
-  } else if (e == SSL_ERROR_WANT_READ) {
+  } else if (waits) {
     return;
   } else if (s == &c->client) {
     count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
@@ -444,6 +446,25 @@ static void handshake_step(tg_conn_t *c, tg_side_t *s) {
     snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
     backend_attempt_failed(c, reason);
   }
+}
+
+static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len);
+static void tls_unfeed(tg_conn_t *c, tg_side_t *s);
+
+/* The signature a handshake waited for is ready (called on our loop). */
+static void resume_handshake(void *owner, void *note) {
+  tg_conn_t *c = owner;
+  tg_side_t *s = note == c->client.note ? &c->client : &c->backend;
+  if (c->state == TG_CONN_CLOSING || !s->ssl || SSL_is_init_finished(s->ssl)) return;
+  if (tls_feed(c, s, NULL, 0) != 0) return;
+  handshake_step(c, s);
+  tls_unfeed(c, s);
+}
+
+static void set_resume(tg_conn_t *c, tg_tls_note_t *note) {
+  note->resume = resume_handshake;
+  note->owner = c;
+  note->loop = &c->w->loop;
 }
 
 static void describe_tls(SSL *ssl, const tg_tls_note_t *note, char *buf,
@@ -736,6 +757,7 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   c->backend.note->conf = c->svc->conf;
   c->backend.note->backend = 1;
+  set_resume(c, c->backend.note);
   c->backend.io.headroom = offsetof(wreq_t, data);
   c->backend.ssl = tg_tls_new_stream(c->svc->backend_ctx, c->backend.note,
                                      c->svc->conf->backends[c->backend_idx].host,
@@ -758,6 +780,12 @@ static void start_connect(tg_conn_t *c, const struct sockaddr *sa) {
   c->refs++;
   c->connect_req.data = c;
   rc = uv_tcp_connect(&c->connect_req, &c->backend.tcp, sa, on_connect);
+  if (rc < 0 && tg_local_resource_error(rc)) { /* ours, not the backend's */
+    atomic_fetch_add(&c->svc->stats->backend_local_errors, 1);
+    fail(c, "cannot connect to backend %s: %s (a local limit: the backend "
+         "does not rest)", backend_text(c), uv_strerror(rc));
+    return;
+  }
   if (rc < 0) backend_attempt_failed(c, uv_strerror(rc));
 }
 
@@ -890,6 +918,7 @@ static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
   c->client.note = calloc(1, sizeof(*c->client.note));
   if (c->client.note) {
     c->client.note->conf = svc->conf;
+    set_resume(c, c->client.note);
     c->client.io.headroom = offsetof(wreq_t, data);
     c->client.ssl = tg_tls_new_stream(svc->server_ctx, c->client.note, NULL, &c->client.io);
   }
