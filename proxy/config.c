@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "pkcs11.h"
+#include "tls.h"
 
 /* Debian's inih is built with INI_MAX_LINE=200: the reader hands it at most
  * this many characters of a line, so longer lines are rejected here instead
@@ -229,8 +230,8 @@ static const key_spec_t listener_keys[] = {
     {"dtls_mtu", T_INT, L(dtls_mtu), "1400", 256, 65535, NULL, F_UDP_ONLY},
     {"session_timeout", T_DURATION, L(session_timeout_ms), "2m", 0, 0, NULL, F_UDP_ONLY},
     /* Second round.  F_NOT_YET keys are refused when set until built. */
-    {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, F_NOT_YET},
-    {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, F_NOT_YET},
+    {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, 0},
+    {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, 0},
     {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, 0},
     {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, F_NOT_YET},
     {"backend_cert", T_STR, L(backend_cert), "", 0, 0, NULL, 0},
@@ -1006,14 +1007,18 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     static const char *const tls_only[] = {
         "backend_pfx", "backend_pfx_password", "backend_ca", "backend_verify",
         "backend_pin", "backend_sni", "backend_cert", "backend_key",
-        "backend_key_password", "backend_pkcs11_pin"};
+        "backend_key_password", "backend_pkcs11_pin", "backend_ciphers",
+        "backend_min_version"};
     for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++)
       if (is_set(l, tls_only[i]))
         LWARN(l, tls_only[i], "has no effect with backend_secure = off");
   }
-  if (l->backend_pin[0] && strncmp(l->backend_pin, "sha256:", 7) &&
-      strncmp(l->backend_pin, "spki-sha256:", 12))
-    LERR(l, "backend_pin", "want sha256:HEX or spki-sha256:BASE64");
+  char pinwhy[300];
+  if (is_set(l, "backend_pin") && tg_tls_pins_check(l->backend_pin, pinwhy, sizeof(pinwhy)) != 0)
+    LERR(l, "backend_pin", "%s", pinwhy);
+  if (l->transport == TG_TRANSPORT_UDP && l->backend_secure && l->backend_min_version == 13)
+    LERR(l, "backend_min_version", "1.3: DTLS 1.3 is not supported; udp backends "
+         "speak DTLS 1.2");
   if (l->connect_timeout_ms == 0) LERR(l, "connect_timeout", "must be > 0");
   if (l->handshake_timeout_ms == 0) LERR(l, "handshake_timeout", "must be > 0");
   validate_http(l, errs, warns);

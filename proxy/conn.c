@@ -626,6 +626,22 @@ static void backend_ready(tg_conn_t *c);
 
 static void handshake_done(tg_conn_t *c, tg_side_t *s) {
   char desc[600];
+  /* Pins, ACL, revocation: on every handshake, resumed ones included,
+   * before the side counts as connected. */
+  char why[700];
+  if (tg_tls_check_session(s->ssl, s->note, why, sizeof(why)) != 0) {
+    if (s == &c->client) {
+      count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
+                         : strstr(why, "not in allow_clients")      ? TG_HS_ACL
+                                                                    : TG_HS_VERIFY);
+      fail(c, "handshake failed: %s", why);
+    } else {
+      char reason[800];
+      snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
+      backend_attempt_failed(c, reason);
+    }
+    return;
+  }
   if (!s->note->peer[0] && SSL_session_reused(s->ssl)) {
     /* No verification ran: the identity comes with the resumed session. */
     X509 *peer = tg_get_peer_certificate(s->ssl);
