@@ -257,7 +257,27 @@ static int check_identity(const identity_t *id, const char *what, char *err,
   return 0;
 }
 
-static int use_identity(SSL_CTX *ctx, identity_t *id, char *err,
+/* Adds the identity's chain certificates to ctx.  With skip_roots, a
+ * self-signed certificate (a trust anchor, which the peer must hold anyway,
+ * RFC 8446 4.4.2) is not sent: on DTLS it would cost a server that has not
+ * yet seen its peer receive (the 3x rule) a whole round of retransmission. */
+static int add_chain(SSL_CTX *ctx, identity_t *id, int skip_roots, char *err,
+                     size_t errsize) {
+  char tlserr[300];
+  for (int i = 0; id->chain && i < (int)sk_X509_num(id->chain); i++) {
+    X509 *c = sk_X509_value(id->chain, i);
+    if (X509_cmp(c, id->cert) == 0) continue;
+    if (skip_roots && X509_check_issued(c, c) == X509_V_OK) continue;
+    if (!SSL_CTX_add1_chain_cert(ctx, c)) {
+      snprintf(err, errsize, "cannot add chain certificate (%s)",
+               tg_tls_errors(tlserr, sizeof(tlserr)));
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int use_identity(SSL_CTX *ctx, identity_t *id, int skip_roots, char *err,
                         size_t errsize) {
   char tlserr[300];
   if (!SSL_CTX_use_certificate(ctx, id->cert) ||
@@ -266,16 +286,7 @@ static int use_identity(SSL_CTX *ctx, identity_t *id, char *err,
              tg_tls_errors(tlserr, sizeof(tlserr)));
     return -1;
   }
-  for (int i = 0; id->chain && i < (int)sk_X509_num(id->chain); i++) {
-    X509 *c = sk_X509_value(id->chain, i);
-    if (X509_cmp(c, id->cert) == 0) continue;
-    if (!SSL_CTX_add1_chain_cert(ctx, c)) {
-      snprintf(err, errsize, "cannot add chain certificate (%s)",
-               tg_tls_errors(tlserr, sizeof(tlserr)));
-      return -1;
-    }
-  }
-  return 0;
+  return add_chain(ctx, id, skip_roots, err, errsize);
 }
 
 /* A key on a PKCS#11 token (key = pkcs11:...): the certificate comes from a
@@ -309,6 +320,7 @@ static int load_identity(SSL_CTX *ctx, const tg_listener_conf_t *l,
   char err[900], where[400];
   const char *errkey = pfx_key;
   tg_p11_key_t *p11 = NULL;
+  int skip_roots = l->transport == TG_TRANSPORT_UDP;
   int rc;
   if (pfx && *pfx) {
     rc = load_pfx(pfx, pfx_pw, &id, err, sizeof(err));
@@ -326,18 +338,11 @@ static int load_identity(SSL_CTX *ctx, const tg_listener_conf_t *l,
   if (rc == 0 && p11) {
     errkey = names[1];
     rc = tg_p11_use_key(ctx, p11, id.cert, min13, err, sizeof(err));
-    for (int i = 0; rc == 0 && id.chain && i < (int)sk_X509_num(id.chain); i++)
-      if (X509_cmp(sk_X509_value(id.chain, i), id.cert) != 0 &&
-          !SSL_CTX_add1_chain_cert(ctx, sk_X509_value(id.chain, i))) {
-        char tlserr[300];
-        snprintf(err, sizeof(err), "cannot add chain certificate (%s)",
-                 tg_tls_errors(tlserr, sizeof(tlserr)));
-        rc = -1;
-      }
+    if (rc == 0) rc = add_chain(ctx, &id, skip_roots, err, sizeof(err));
     size_t n = strlen(desc);
     if (rc == 0) snprintf(desc + n, descsize - n, ", %s", tg_p11_key_describe(p11));
   } else if (rc == 0) {
-    rc = use_identity(ctx, &id, err, sizeof(err));
+    rc = use_identity(ctx, &id, skip_roots, err, sizeof(err));
   }
   identity_free(&id);
   if (rc != 0)
