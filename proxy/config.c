@@ -286,8 +286,8 @@ static const key_spec_t listener_keys[] = {
     {"pkcs11_module", T_STR, L(pkcs11_module), "", 0, 0, NULL, F_NOT_YET},
     {"pkcs11_pin", T_SECRET, L(pkcs11_pin), "", 0, 0, NULL, F_NOT_YET},
     {"backend_pkcs11_pin", T_SECRET, L(backend_pkcs11_pin), "", 0, 0, NULL, F_NOT_YET},
-    {"backend_check", T_ENUM, L(backend_check), "off", 0, 0, check_modes, F_NOT_YET},
-    {"backend_check_interval", T_DURATION, L(backend_check_interval_ms), "5s", 0, 0, NULL, F_NOT_YET},
+    {"backend_check", T_ENUM, L(backend_check), "off", 0, 0, check_modes, 0},
+    {"backend_check_interval", T_DURATION, L(backend_check_interval_ms), "5s", 0, 0, NULL, 0},
     {"keylog_file", T_STR, L(keylog_file), "", 0, 0, NULL, F_NOT_YET},
     {"unix_mode", T_OCTAL, L(unix_mode), "0660", 0, 07777, NULL, F_NOT_YET},
 };
@@ -750,6 +750,16 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
   if (l->backend_pin[0] && strncmp(l->backend_pin, "sha256:", 7) &&
       strncmp(l->backend_pin, "spki-sha256:", 12))
     LERR(l, "backend_pin", "want sha256:HEX or spki-sha256:BASE64");
+  if (l->backend_check != TG_CHECK_OFF && l->transport == TG_TRANSPORT_UDP)
+    LERR(l, "backend_check", "must be off with transport = udp (UDP backends "
+         "cannot be checked in this version of tlsgate)");
+  else if (l->backend_check == TG_CHECK_TLS && !l->backend_secure)
+    LERR(l, "backend_check", "tls needs backend_secure = on (use connect for "
+         "plaintext backends)");
+  if (l->backend_check_interval_ms < 100)
+    LERR(l, "backend_check_interval", "must be at least 100ms");
+  if (is_set(l, "backend_check_interval") && l->backend_check == TG_CHECK_OFF)
+    LWARN(l, "backend_check_interval", "has no effect with backend_check = off");
   if (l->connect_timeout_ms == 0) LERR(l, "connect_timeout", "must be > 0");
   if (l->handshake_timeout_ms == 0) LERR(l, "handshake_timeout", "must be > 0");
 }

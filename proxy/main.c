@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "process.h"
@@ -67,6 +68,7 @@ static void on_stop_signal(uv_signal_t *h, int signum) {
   tg_runtime_release_sockets(app->rt);
   for (int i = 0; i < app->nworkers; i++) tg_worker_stop(&app->workers[i]);
   tg_metrics_stop();
+  tg_health_set_runtime(app->loop, NULL);
   tg_sd_notify("STOPPING=1");
   uv_close((uv_handle_t *)&app->sigterm, NULL);
   uv_close((uv_handle_t *)&app->sigint, NULL);
@@ -117,6 +119,7 @@ static void on_hup(uv_signal_t *h, int signum) {
   tg_runtime_t *old = app->rt;
   app->rt = rt;
   tg_runtime_publish_stats(rt);
+  tg_health_set_runtime(app->loop, rt);
   tg_stats_reload(1, rt->generation);
   if (strcmp(rt->cfg->metrics, old->cfg->metrics) != 0)
     tg_log(TG_LOG_WARN, "reload: metrics = %s takes effect at the next restart",
@@ -244,6 +247,7 @@ int main(int argc, char **argv) {
   }
   for (size_t i = 0; i < rt->nservices; i++)
     tg_log(TG_LOG_INFO, "%s", rt->services[i]->summary);
+  tg_health_set_runtime(app.loop, rt);
   rt = NULL; /* app.rt from here on */
   tg_sd_notify("READY=1");
   tg_log(TG_LOG_INFO, "tlsgate %s (%s, libuv %s) running with %d worker%s, pid %ld",
