@@ -224,7 +224,7 @@ static const key_spec_t global_keys[] = {
     {"pid_file", T_STR, G(pid_file), "", 0, 0, NULL, 0},
     {"drain_timeout", T_DURATION, G(drain_timeout_ms), "30s", 0, 0, NULL, 0},
     {"max_connections", T_INT, G(max_connections), "0", 0, 10000000, NULL, 0},
-    {"watch_files", T_BOOL, G(watch_files), "on", 0, 0, NULL, F_NOT_YET},
+    {"watch_files", T_BOOL, G(watch_files), "on", 0, 0, NULL, 0},
 };
 
 static const key_spec_t listener_keys[] = {
