@@ -288,7 +288,7 @@ static const key_spec_t listener_keys[] = {
     {"backend_pkcs11_pin", T_SECRET, L(backend_pkcs11_pin), "", 0, 0, NULL, F_NOT_YET},
     {"backend_check", T_ENUM, L(backend_check), "off", 0, 0, check_modes, 0},
     {"backend_check_interval", T_DURATION, L(backend_check_interval_ms), "5s", 0, 0, NULL, 0},
-    {"keylog_file", T_STR, L(keylog_file), "", 0, 0, NULL, F_NOT_YET},
+    {"keylog_file", T_STR, L(keylog_file), "", 0, 0, NULL, 0},
     {"unix_mode", T_OCTAL, L(unix_mode), "0660", 0, 07777, NULL, F_NOT_YET},
 };
 
@@ -760,6 +760,10 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     LERR(l, "backend_check_interval", "must be at least 100ms");
   if (is_set(l, "backend_check_interval") && l->backend_check == TG_CHECK_OFF)
     LWARN(l, "backend_check_interval", "has no effect with backend_check = off");
+  if (l->keylog_file[0])
+    LWARN(l, "keylog_file", "%s: TLS session secrets of this listener are written "
+          "there: anyone who can read it can decrypt the traffic (debugging only)",
+          l->keylog_file);
   if (l->connect_timeout_ms == 0) LERR(l, "connect_timeout", "must be > 0");
   if (l->handshake_timeout_ms == 0) LERR(l, "handshake_timeout", "must be > 0");
 }
