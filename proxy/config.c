@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -82,6 +83,25 @@ int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
     return -1;
   }
   snprintf(out->text, sizeof(out->text), "%s", s);
+  if (strncmp(s, "unix:", 5) == 0) {
+    /* A Unix stream socket: bind = unix:/run/tlsgate.sock, backend = unix:... */
+    struct sockaddr_un *u = (struct sockaddr_un *)&out->addr;
+    size_t n = strlen(s + 5);
+    if (n == 0) {
+      *why = "unix: needs a socket path";
+      return -1;
+    }
+    if (n >= sizeof(u->sun_path)) {
+      *why = "unix socket path longer than 107 characters";
+      return -1;
+    }
+    u->sun_family = AF_UNIX;
+    memcpy(u->sun_path, s + 5, n + 1);
+    out->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    out->is_literal = 1;
+    snprintf(out->host, sizeof(out->host), "%s", s + 5);
+    return 0;
+  }
   const char *colon;
   if (s[0] == '[') {
     const char *rb = strchr(s, ']');
@@ -289,7 +309,7 @@ static const key_spec_t listener_keys[] = {
     {"backend_check", T_ENUM, L(backend_check), "off", 0, 0, check_modes, 0},
     {"backend_check_interval", T_DURATION, L(backend_check_interval_ms), "5s", 0, 0, NULL, 0},
     {"keylog_file", T_STR, L(keylog_file), "", 0, 0, NULL, 0},
-    {"unix_mode", T_OCTAL, L(unix_mode), "0660", 0, 07777, NULL, F_NOT_YET},
+    {"unix_mode", T_OCTAL, L(unix_mode), "0660", 0, 07777, NULL, 0},
 };
 
 #define NGLOBAL (sizeof(global_keys) / sizeof(global_keys[0]))
@@ -699,6 +719,20 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     if ((listener_keys[i].flags & F_UDP_ONLY) && l->key_line[i] &&
         l->transport != TG_TRANSPORT_UDP)
       LERR(l, listener_keys[i].name, "only applies to transport = udp");
+  if (l->bind.addr.ss_family == AF_UNIX && l->transport != TG_TRANSPORT_TCP)
+    LERR(l, "bind", "unix sockets are for transport = tcp only");
+  if (is_set(l, "unix_mode") && l->bind.addr.ss_family != AF_UNIX)
+    LWARN(l, "unix_mode", "has no effect unless bind = unix:PATH");
+  for (size_t i = 0; i < l->nbackends; i++) {
+    if (l->backends[i].addr.ss_family != AF_UNIX) continue;
+    if (l->transport != TG_TRANSPORT_TCP)
+      LERR(l, "backend", "%s: unix sockets are for transport = tcp only",
+           l->backends[i].text);
+    else if (l->backend_secure && l->backend_verify && !l->backend_sni[0])
+      LERR(l, "backend", "%s: TLS to a unix socket backend needs backend_sni (the "
+           "name its certificate must carry) or backend_verify = off with backend_pin",
+           l->backends[i].text);
+  }
   if (!l->bind.is_literal && is_set(l, "bind"))
     LERR(l, "bind", "'%s': bind needs an IP address, not a name", l->bind.text);
 

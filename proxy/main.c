@@ -66,6 +66,7 @@ static void on_stop_signal(uv_signal_t *h, int signum) {
    * accepts from. */
   for (int i = 0; i < app->nworkers; i++)
     atomic_store(&app->workers[i].stop_requested, 1); /* no reload applies now */
+  tg_runtime_unlink_unix(app->rt);
   tg_runtime_release_sockets(app->rt);
   for (int i = 0; i < app->nworkers; i++) tg_worker_stop(&app->workers[i]);
   tg_metrics_stop();
@@ -213,12 +214,14 @@ int main(int argc, char **argv) {
   }
 
   tg_log_setup((tg_log_level_t)rt->cfg->log_level, (tg_log_format_t)rt->cfg->log_format);
+  tg_runtime_inherit_sockets();
   if (tg_runtime_bind(rt, rt->cfg->workers, NULL, &errs) != 0) {
     print_errors(&errs);
     tg_errors_free(&errs);
     tg_runtime_unref(rt);
     return 1;
   }
+  tg_runtime_log_unused_sockets();
   /* The pid file is a start-up decision: a reload does not move it. */
   char *pid_file = rt->cfg->pid_file[0] ? strdup(rt->cfg->pid_file) : NULL;
   if (pid_file && tg_write_pid_file(pid_file, err, sizeof(err)) != 0) {
