@@ -287,11 +287,11 @@ static const key_spec_t listener_keys[] = {
     {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, F_NOT_YET},
     {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, F_NOT_YET},
     {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, F_NOT_YET},
-    {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, 0},
     {"backend_cert", T_STR, L(backend_cert), "", 0, 0, NULL, F_NOT_YET},
     {"backend_key", T_STR, L(backend_key), "", 0, 0, NULL, F_NOT_YET},
     {"backend_key_password", T_SECRET, L(backend_key_password), "", 0, 0, NULL, F_NOT_YET},
-    {"dtls_cookie_secret_file", T_STR, L(dtls_cookie_secret_file), "", 0, 0, NULL, F_NOT_YET},
+    {"dtls_cookie_secret_file", T_STR, L(dtls_cookie_secret_file), "", 0, 0, NULL, F_UDP_ONLY},
     {"max_half_open", T_INT, L(max_half_open), "1024", 1, 1000000, NULL, F_NOT_YET},
     {"max_half_open_per_source", T_INT, L(max_half_open_per_source), "32", 1, 1000000, NULL, F_NOT_YET},
     {"max_associations_per_source", T_INT, L(max_associations_per_source), "0", 0, 1000000, NULL, F_NOT_YET},
@@ -711,6 +711,10 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     if (l->session_timeout_ms == 0) LERR(l, "session_timeout", "must be > 0");
     if (!l->secure && is_set(l, "dtls_cookie"))
       LWARN(l, "dtls_cookie", "has no effect with secure = off");
+    if (is_set(l, "dtls_cookie_secret_file") &&
+        (!l->secure || l->dtls_cookie == TG_COOKIE_OFF))
+      LWARN(l, "dtls_cookie_secret_file", "has no effect with %s",
+            l->secure ? "dtls_cookie = off" : "secure = off");
   } else if (l->psk[0]) {
     LERR(l, "psk", "pre-shared keys are supported with transport = udp "
          "(DTLS) only in this version of tlsgate");
@@ -781,6 +785,13 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
       if (is_set(l, tls_only[i]))
         LWARN(l, tls_only[i], "has no effect with backend_secure = off");
   }
+  if (l->backend_psk[0] && l->transport != TG_TRANSPORT_UDP)
+    LERR(l, "backend_psk", "pre-shared keys to backends are supported with "
+         "transport = udp (DTLS) only in this version of tlsgate");
+  else if (l->backend_psk[0] && !l->backend_secure)
+    LWARN(l, "backend_psk", "has no effect with backend_secure = off");
+  else if (l->backend_psk[0] && strncmp(l->backend_psk, "file:", 5) != 0)
+    LERR(l, "backend_psk", "want file:PATH (one identity:hexkey line)");
   if (l->backend_pin[0] && strncmp(l->backend_pin, "sha256:", 7) &&
       strncmp(l->backend_pin, "spki-sha256:", 12))
     LERR(l, "backend_pin", "want sha256:HEX or spki-sha256:BASE64");
