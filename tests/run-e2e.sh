@@ -5,6 +5,8 @@
 #   CERTS=dir                (default certs/; tools/mkcerts runs first)
 #   E2E_FILTER=regex         run only scenarios whose name matches (e.g. E2E_FILTER='0[1-3]|mtls')
 #   E2E_TIMEOUT=seconds      per-scenario limit (default 120)
+#   E2E_JOBS=N               scenarios run at once (default 4); E2E_LONG=1 adds the long
+#                            ones, E2E_LONG=only runs only them (make test-long)
 #   E2E_WORKDIR=dir          where work dirs go (default tests/e2e/.work; set it to run
 #                            two suites at once, e.g. for both TLS builds)
 #
@@ -37,15 +39,43 @@ if [ ! -x "$TLSGATE" ]; then
 fi
 mkdir -p "$WORKDIR"
 
-pass=0 failn=0 skipn=0 failed_names=()
+# Which scenarios run, and how.  A scenario's header may say
+#   # e2e: long    -- heavy (testssl, fuzzing, soak, valgrind, browsers, big
+#                     matrices): only with E2E_LONG=1 (`make test-long`);
+#   # e2e: serial  -- measures time, memory or descriptors of the machine:
+#                     runs alone, after the parallel ones.
+# The others run E2E_JOBS at a time (default 4: scenarios mostly wait on
+# peers and timers, and each picks its own ports and work dir).
+JOBS=${E2E_JOBS:-4}
+LONG=${E2E_LONG:-0}
+par=() ser=()
 for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
     name=$(basename "$f" .sh)
     if [ -n "$FILTER" ] && ! [[ $name =~ $FILTER ]]; then continue; fi
-    out=$WORKDIR/$name.out
-    t0=$(date +%s%N)
-    timeout -k 10 "$TIMEOUT" bash "$f" >"$out" 2>&1 </dev/null
-    rc=$?
-    secs=$(( ($(date +%s%N) - t0) / 1000000 ))
+    tags=$(sed -n '1,40{s/^# e2e: *//p}' "$f")
+    case " $tags " in
+        *" long "*) [ "$LONG" = 0 ] && continue ;;
+        *) [ "$LONG" = only ] && continue ;;
+    esac
+    case " $tags " in *" serial "*) ser+=("$f") ;; *) par+=("$f") ;; esac
+done
+
+pass=0 failn=0 skipn=0 failed_names=()
+declare -A started=()
+
+launch() {  # launch FILE: runs one scenario in the background
+    local f=$1 name
+    name=$(basename "$f" .sh)
+    started[$name]=$(date +%s%N)
+    ( timeout -k 10 "$TIMEOUT" bash "$f" >"$WORKDIR/$name.out" 2>&1 </dev/null
+      echo $? >"$WORKDIR/$name.rc" ) &
+}
+
+report() {  # report NAME: prints the verdict of a finished scenario
+    local name=$1 out=$WORKDIR/$1.out rc secs why
+    rc=$(cat "$WORKDIR/$name.rc" 2>/dev/null || echo 1)
+    rm -f "$WORKDIR/$name.rc"
+    secs=$(( ($(date +%s%N) - started[$name]) / 1000000 ))
     secs=$(printf '%d.%02d' $((secs / 1000)) $(( (secs % 1000) / 10 )))
     case $rc in
         0)  pass=$((pass + 1)); echo "PASS $name (${secs}s)" ;;
@@ -58,7 +88,33 @@ for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
             echo "------ end of $name"
             ;;
     esac
-done
+}
+
+# Runs the given scenarios at most $1 at a time, reporting each as it ends.
+run_pool() {
+    local jobs=$1 f name
+    shift
+    local -a queue=("$@") running=()
+    while [ ${#queue[@]} -gt 0 ] || [ ${#running[@]} -gt 0 ]; do
+        while [ ${#queue[@]} -gt 0 ] && [ ${#running[@]} -lt "$jobs" ]; do
+            f=${queue[0]}; queue=("${queue[@]:1}")
+            rm -f "$WORKDIR/$(basename "$f" .sh).rc"
+            launch "$f"
+            running+=("$(basename "$f" .sh)")
+        done
+        wait -n 2>/dev/null || true
+        local -a still=()
+        for name in "${running[@]}"; do
+            if [ -f "$WORKDIR/$name.rc" ]; then report "$name"; else still+=("$name"); fi
+        done
+        running=("${still[@]}")
+        # wait -n may return for a job whose .rc is not written yet
+        [ ${#running[@]} -gt 0 ] && [ ${#still[@]} -eq ${#running[@]} ] && sleep 0.05
+    done
+}
+
+[ ${#par[@]} -gt 0 ] && run_pool "$JOBS" "${par[@]}"
+[ ${#ser[@]} -gt 0 ] && run_pool 1 "${ser[@]}"
 
 [ "$failn" -gt 0 ] && echo "failed: ${failed_names[*]}"
 summary="$pass passed, $failn failed"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: serial
 # 07-backpressure: a fast side must not make tlsgate buffer without bound.
 #  down: a backend streams 64 KiB chunks forever to a TLS client that never
 #        reads; over ~5 s tlsgate's RSS grows < 30 MiB and the backend is

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: serial
 # 42-slowloris: 300 connections that never complete a handshake -- 200 send
 # nothing, 100 trickle a ClientHello one byte every 300 ms -- on a one-worker
 # listener with handshake_timeout = 2s:

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: serial
 # 43-fd-exhaustion: tlsgate runs out of file descriptors. Its limit is cut to
 # 64 (prlimit on the running process) and 150 clients connect and stay
 # silent (handshake_timeout is long), so accept() fails with EMFILE:

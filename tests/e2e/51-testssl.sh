@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: long
 # 51-testssl: TLS posture of a default listener (secure = on, nothing but
 # bind, pfx and backend set) as testssl.sh (Debian package testssl.sh) sees
 # it on loopback: protocols (-p), every vulnerability check (-U) and every

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: long
 # 52-soak-short: tools/soak for about a minute -- 10,000 connection cycles
 # (5,000 in the ASan/UBSan pass) by 32 parallel clients through a TLS and a
 # plaintext listener whose two echo backends are killed and restarted every

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# e2e: long
 # 55-valgrind: a short run under valgrind's memcheck: TLS handshakes, data
 # both ways, a refused client and a clean SIGTERM leave no invalid access,
 # no use of uninitialised memory and nothing definitely or indirectly lost.

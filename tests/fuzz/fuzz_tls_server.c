@@ -13,10 +13,13 @@
  *
  * Per input: byte 0 picks the listener (bit 0) and how the rest is cut
  * into reads (bits 1-7: 0 = one read, else reads of that many bytes); each
- * read is handled like conn.c's on_read: BIO_write into the read BIO, then
- * SSL_do_handshake until the handshake is done, then SSL_read until
- * WANT_READ, draining the write BIO after every step (flush_tls).  A
- * failure is described with tg_tls_failure(), as the log line would be.
+ * read is handled like conn.c's on_read, over the same stream BIO
+ * (tls_bio.c) that connections use: the input window points at the stash
+ * of unconsumed bytes plus the new read (tls_feed), SSL_do_handshake runs
+ * until the handshake is done, then SSL_read until WANT_READ, the output
+ * block is taken after every step (flush_tls), and what TLS did not
+ * consume is stashed for the next read (tls_unfeed).  A failure is
+ * described with tg_tls_failure(), as the log line would be.
  * If a handshake ever completes, a reply is written and shut down cleanly.
  *
  * Seeds (tests/fuzz/corpus/tls_server/) are client flights recorded from
@@ -31,8 +34,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bufpool.h"
 #include "config.h"
 #include "tls.h"
+#include "tls_bio.h"
 
 static const char cert_pem[] =
     "-----BEGIN CERTIFICATE-----\n"
@@ -115,18 +120,69 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
-/* flush_tls: everything TLS wants to send is taken out of the write BIO. */
+static tg_tls_io_t io;  /* the connection side's stream BIO state */
+static uint8_t *stash; /* conn.c's tg_side_t stash */
+static size_t stashlen;
+
+/* flush_tls: the output block is handed over (to uv_write, here freed). */
 static void drain(SSL *ssl) {
-  BIO *w = SSL_get_wbio(ssl);
-  char buf[16384];
-  while (BIO_ctrl_pending(w) > 0)
-    if (BIO_read(w, buf, sizeof(buf)) <= 0) break;
+  (void)ssl;
+  size_t n = 0, cap = 0;
+  uint8_t *blk = tg_tls_io_take(&io, &n, &cap);
+  if (blk) tg_buf_put(blk, cap);
 }
+
+/* tls_feed: the input window is the stash followed by the new bytes. */
+static int feed(const uint8_t *p, size_t n) {
+  if (stashlen) {
+    uint8_t *q = realloc(stash, stashlen + n);
+    if (!q) return -1;
+    memcpy(q + stashlen, p, n);
+    stash = q;
+    stashlen += n;
+    io.in = stash;
+    io.inlen = stashlen;
+  } else {
+    io.in = p;
+    io.inlen = n;
+  }
+  return 0;
+}
+
+/* tls_unfeed: what TLS left unread moves into the stash. */
+static void unfeed(void) {
+  size_t left = io.inlen;
+  if (left == 0) {
+    free(stash);
+    stash = NULL;
+    stashlen = 0;
+  } else if (stashlen && io.in >= stash && io.in < stash + stashlen) {
+    memmove(stash, io.in, left);
+    stashlen = left;
+  } else {
+    uint8_t *q = malloc(left);
+    if (q) memcpy(q, io.in, left);
+    free(stash);
+    stash = q;
+    stashlen = q ? left : 0;
+  }
+  io.in = NULL;
+  io.inlen = 0;
+}
+
+static int on_bytes_fed(SSL *ssl, tg_tls_note_t *note);
 
 /* Returns 0 to go on reading, -1 when the connection would be closed. */
 static int on_bytes(SSL *ssl, tg_tls_note_t *note, const uint8_t *p, size_t n) {
+  if (feed(p, n) != 0) return -1;
+  int r = on_bytes_fed(ssl, note);
+  unfeed();
+  return r;
+}
+
+static int on_bytes_fed(SSL *ssl, tg_tls_note_t *note) {
   char why[700];
-  if (BIO_write(SSL_get_rbio(ssl), p, (int)n) != (int)n) return -1;
+  if (io.oom) return -1;
   if (!SSL_is_init_finished(ssl)) {
     ERR_clear_error();
     int r = SSL_do_handshake(ssl);
@@ -178,7 +234,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   tg_tls_note_t note;
   memset(&note, 0, sizeof(note));
   note.conf = cfg->listeners[which];
-  SSL *ssl = tg_tls_new(ctxs[which], &note, NULL);
+  memset(&io, 0, sizeof(io));
+  io.headroom = 64; /* conn.c reserves room for its write request */
+  SSL *ssl = tg_tls_new_stream(ctxs[which], &note, NULL, &io);
   if (!ssl) abort();
   if (chunk == 0) chunk = size ? size : 1;
   for (size_t off = 0; off < size; off += chunk) {
@@ -188,6 +246,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (debug) fprintf(stderr, "end: %s, peer '%s', reason '%s'\n", SSL_state_string_long(ssl),
                      note.peer, note.reason);
   SSL_free(ssl);
+  tg_tls_io_free(&io);
+  free(stash);
+  stash = NULL;
+  stashlen = 0;
   ERR_clear_error();
   return 0;
 }

@@ -9,7 +9,8 @@
 #   FUZZ_ARGS="..."         extra libFuzzer flags (e.g. -jobs=4 -workers=4)
 #
 # Harnesses (tests/fuzz/fuzz_NAME.c, seeds in tests/fuzz/corpus/NAME/,
-# optional dictionary tests/fuzz/NAME.dict): config, tls_server, acl and
+# optional dictionary tests/fuzz/NAME.dict): config, tls_server, acl, dgram (the DTLS
+# datagram classifier) and
 # proxy_parse (built only when proxy/proxyproto.h declares tg_proxy_parse).
 # New inputs go to BUILD/fuzz[/openssl]/corpus/NAME/ (kept between runs;
 # the committed seeds are never modified), crashes to .../artifacts/.
