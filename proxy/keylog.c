@@ -55,7 +55,7 @@ int tg_keylog_attach(SSL_CTX *ctx, const tg_listener_conf_t *l, tg_errors_t *err
   const char *why = NULL;
   if (fstat(fd, &st) != 0) why = strerror(errno);
   else if (!S_ISREG(st.st_mode)) why = "not a regular file";
-  else if (st.st_uid != geteuid()) why = "owned by another user";
+  else if (st.st_uid != geteuid() && st.st_uid != 0) why = "owned by another user";
   if (!why && (st.st_mode & 077)) {
     snprintf(msg, sizeof(msg), "%s: %s: mode %04o gives group/other access to TLS "
              "secrets; chmod 600 it or remove it", where, path,

@@ -86,6 +86,7 @@ static void on_files_changed(void *arg, const char *what);
  * nothing changes. */
 static void reload(app_t *app) {
   if (app->stopping) return;
+  tg_watch_refresh();
   tg_sd_notify("RELOADING=1");
   tg_errors_t errs = {0};
   tg_config_t *cfg = tg_config_load(app->path, &errs);

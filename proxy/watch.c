@@ -243,6 +243,10 @@ void tg_watch_set(uv_loop_t *loop, const tg_config_t *cfg, tg_watch_cb cb, void 
   }
 }
 
+void tg_watch_refresh(void) {
+  for (size_t i = 0; i < W.nfiles; i++) take_sig(W.files[i].path, &W.files[i].sig);
+}
+
 void tg_watch_stop(void) {
   tg_watch_set(W.loop, NULL, NULL, NULL);
   if (W.timer_open) {

@@ -30,6 +30,10 @@ typedef void (*tg_watch_cb)(void *arg, const char *what);
  * what was watched before.  The signatures are taken now. */
 void tg_watch_set(uv_loop_t *loop, const tg_config_t *cfg, tg_watch_cb cb, void *arg);
 
+/* A reload is about to read the files: what they are now counts as seen,
+ * so a SIGHUP after a renewal is not followed by a second reload. */
+void tg_watch_refresh(void);
+
 /* Stops every watch (shutdown). */
 void tg_watch_stop(void);
 
