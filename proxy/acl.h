@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TG_ACL_MAX 32
+#define TG_ACL_MAX 256 /* allow_clients may be repeated: long lists fit */
 
 typedef enum {
   TG_ACL_CN = 1,

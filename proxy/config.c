@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -152,44 +153,6 @@ int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
     }
   }
   return 0;
-}
-
-int tg_secret_read(const char *spec, char *buf, size_t size, char *err,
-                   size_t errsize) {
-  if (strncmp(spec, "pass:", 5) == 0) {
-    if (strlen(spec + 5) >= size) {
-      snprintf(err, errsize, "pass: secret too long");
-      return -1;
-    }
-    snprintf(buf, size, "%s", spec + 5);
-    return 0;
-  }
-  if (strncmp(spec, "env:", 4) == 0) {
-    const char *v = getenv(spec + 4);
-    if (!v) {
-      snprintf(err, errsize, "environment variable %s is not set", spec + 4);
-      return -1;
-    }
-    if (strlen(v) >= size) {
-      snprintf(err, errsize, "environment variable %s is too long", spec + 4);
-      return -1;
-    }
-    snprintf(buf, size, "%s", v);
-    return 0;
-  }
-  if (strncmp(spec, "file:", 5) == 0) {
-    FILE *f = fopen(spec + 5, "r");
-    if (!f) {
-      snprintf(err, errsize, "%s: %s", spec + 5, strerror(errno));
-      return -1;
-    }
-    if (!fgets(buf, (int)size, f)) buf[0] = '\0';
-    fclose(f);
-    buf[strcspn(buf, "\r\n")] = '\0';
-    return 0;
-  }
-  snprintf(err, errsize, "want env:NAME, file:PATH or pass:TEXT");
-  return -1;
 }
 
 /* ---- schema ------------------------------------------------------------ */
@@ -434,9 +397,9 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
     if (tg_parse_hostport(value, (tg_hostport_t *)field, &reason) == 0) return 0;
     snprintf(why, whysize, "'%s': %s", value, reason);
     return -1;
-  case T_BACKENDS: {
+  case T_BACKENDS: { /* appends: the key may be repeated */
     tg_listener_conf_t *l = base;
-    l->nbackends = 0;
+    size_t before = l->nbackends;
     const char *p = value;
     while (*p) {
       while (*p == ',' || isspace((unsigned char)*p)) p++;
@@ -456,18 +419,32 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
       l->nbackends++;
       p += strcspn(p, ",");
     }
-    if (l->nbackends == 0) {
+    if (l->nbackends == before) {
       snprintf(why, whysize, "no backend address given");
       return -1;
     }
     return 0;
   }
-  case T_ACL: {
+  case T_ACL: { /* appends: the key may be repeated */
     char bad[300];
-    if (tg_acl_parse(value, (tg_acl_t *)field, &reason, bad, sizeof(bad)) == 0)
-      return 0;
-    snprintf(why, whysize, "'%s': %s", bad, reason);
-    return -1;
+    if (!value[strspn(value, ", \t")]) return 0; /* no entries: nothing to add */
+    tg_acl_t *acl = (tg_acl_t *)field, *more = malloc(sizeof(*more));
+    if (!more) {
+      snprintf(why, whysize, "out of memory");
+      return -1;
+    }
+    int rc = -1;
+    if (tg_acl_parse(value, more, &reason, bad, sizeof(bad)) != 0) {
+      snprintf(why, whysize, "'%s': %s", bad, reason);
+    } else if (acl->n + more->n > TG_ACL_MAX) {
+      snprintf(why, whysize, "more than %d entries in all", TG_ACL_MAX);
+    } else {
+      memcpy(&acl->entries[acl->n], more->entries, more->n * sizeof(more->entries[0]));
+      acl->n += more->n;
+      rc = 0;
+    }
+    free(more);
+    return rc;
   }
   }
   return -1;
@@ -487,7 +464,20 @@ typedef struct {
   int bad_section;    /* keys of an unknown section are not reported again */
   int global_seen;
   tg_errors_t *errs;
+  int key_before;     /* the line before was a key line or its continuation */
+  int is_cont;        /* the line handed to inih continues the previous value */
+  int errline;        /* when set, errors name this line instead of lineno */
+  /* The key being read: continuation lines append to its value; it is
+   * stored when the next key, a section header or the end comes. */
+  struct {
+    int active, line;
+    char section[LINE_MAX_CHARS + 1], name[LINE_MAX_CHARS + 1];
+    char *value;
+    size_t len, cap;
+  } pend;
 } parse_state_t;
+
+static void flush_pending(parse_state_t *st);
 
 static void perr(parse_state_t *st, const char *section, const char *key,
                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -499,11 +489,11 @@ static void perr(parse_state_t *st, const char *section, const char *key,
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
+  int line = st->errline ? st->errline : st->lineno;
   if (key)
-    tg_errors_add(st->errs, "%s:%d: [%s] %s: %s", st->path, st->lineno, section,
-                  key, msg);
+    tg_errors_add(st->errs, "%s:%d: [%s] %s: %s", st->path, line, section, key, msg);
   else
-    tg_errors_add(st->errs, "%s:%d: %s", st->path, st->lineno, msg);
+    tg_errors_add(st->errs, "%s:%d: %s", st->path, line, msg);
 }
 
 static int valid_name(const char *s) {
@@ -524,6 +514,7 @@ static void listener_defaults(tg_listener_conf_t *l) {
 /* Called by the reader for each [section] header, so that sections without
  * keys are still known and carry the line of their header. */
 static void begin_section(parse_state_t *st, const char *name) {
+  flush_pending(st);
   st->cur = NULL;
   st->in_global = 0;
   st->bad_section = 0;
@@ -578,9 +569,11 @@ static void begin_section(parse_state_t *st, const char *name) {
   st->cur = l;
 }
 
-/* Hands inih one line at a time, numbering them, stripping leading blanks
- * (inih would otherwise read indented lines as continuations), rejecting
- * over-long lines and lines inih could not parse, and spotting sections. */
+/* Hands inih one line at a time, numbering them, rejecting over-long lines
+ * and lines inih could not parse, and spotting sections.  An indented line
+ * right after a key line (or after its continuation) continues that key's
+ * value: it goes to inih with one leading blank, which makes inih call the
+ * handler again for the same key.  Other indented lines lose their blanks. */
 static char *reader(char *str, int num, void *stream) {
   parse_state_t *st = stream;
   if (st->pos >= st->len) return NULL;
@@ -590,18 +583,37 @@ static char *reader(char *str, int num, void *stream) {
   st->pos += len + (nl ? 1 : 0);
   st->lineno++;
   if (len && line[len - 1] == '\r') len--;
+  int indented = len && (*line == ' ' || *line == '\t');
   while (len && (*line == ' ' || *line == '\t')) {
     line++;
     len--;
   }
+  int cont = indented && st->key_before && len && *line != ';' && *line != '#';
+  st->is_cont = cont;
+  st->key_before = 0;
   str[0] = '\0';
-  if (len > LINE_MAX_CHARS || (int)len >= num) {
+  if (len + (size_t)cont > LINE_MAX_CHARS || (int)(len + (size_t)cont) >= num) {
     perr(st, NULL, NULL, "line too long (%zu characters, at most %d)", len,
-         LINE_MAX_CHARS);
+         LINE_MAX_CHARS - cont);
     return str;
   }
   if (memchr(line, '\0', len)) {
     perr(st, NULL, NULL, "NUL byte in line");
+    return str;
+  }
+  if (cont) {
+    /* inih keeps ';' comments in continuations: cut them here, as it does
+     * on key lines (a ';' after a blank starts a comment). */
+    for (size_t i = 1; i < len; i++)
+      if (line[i] == ';' && (line[i - 1] == ' ' || line[i - 1] == '\t')) {
+        len = i;
+        break;
+      }
+    while (len && (line[len - 1] == ' ' || line[len - 1] == '\t')) len--;
+    str[0] = ' ';
+    memcpy(str + 1, line, len);
+    str[len + 1] = '\0';
+    st->key_before = 1;
     return str;
   }
   memcpy(str, line, len);
@@ -622,42 +634,162 @@ static char *reader(char *str, int num, void *stream) {
   if (!strchr(str, '=')) {
     perr(st, NULL, NULL, "expected 'key = value', '[section]' or a comment");
     str[0] = '\0';
+    return str;
   }
+  st->key_before = 1;
   return str;
 }
 
-static int handler(void *user, const char *section, const char *name,
-                   const char *value) {
-  parse_state_t *st = user;
-  if (st->bad_section) return 1;
+/* Keys that hold lists: each line of such a key appends its items. */
+static const char *const list_keys[] = {
+    "backend", "pfx", "allow_clients", "allow_origins", "allow_hosts",
+    "server_name", "backend_pin", "accept_proxy_from", NULL};
+
+static int is_list_key(const char *name) {
+  for (int i = 0; list_keys[i]; i++)
+    if (strcmp(list_keys[i], name) == 0) return 1;
+  return 0;
+}
+
+/* Comma-separated items in s (empty ones not counted). */
+static size_t count_items(const char *s) {
+  size_t n = 0;
+  while (*s) {
+    while (*s == ',' || isspace((unsigned char)*s)) s++;
+    if (!*s) break;
+    n++;
+    s += strcspn(s, ",");
+  }
+  return n;
+}
+
+static size_t list_len(const key_spec_t *spec, const void *base) {
+  const char *field = (const char *)base + spec->offset;
+  switch (spec->type) {
+  case T_BACKENDS: return ((const tg_listener_conf_t *)base)->nbackends;
+  case T_ACL: return ((const tg_acl_t *)field)->n;
+  default: return count_items(*(char *const *)field ? *(char *const *)field : "");
+  }
+}
+
+static void note_item_line(tg_listener_conf_t *l, int key, size_t first, int line) {
+  struct tg_item_line *n = realloc(l->item_lines, (l->nitem_lines + 1) * sizeof(*n));
+  if (!n) return;
+  l->item_lines = n;
+  n[l->nitem_lines++] = (struct tg_item_line){key, (int)first, line};
+}
+
+/* Stores one key's whole value (all its continuation lines joined). */
+static void store_key(parse_state_t *st, const char *section, const char *name,
+                      const char *value) {
+  if (st->bad_section) return;
   if (!st->in_global && !st->cur) {
     perr(st, NULL, NULL, "key '%s' outside any section", name);
-    return 1;
+    return;
   }
   const key_spec_t *keys = st->in_global ? global_keys : listener_keys;
   size_t nkeys = st->in_global ? NGLOBAL : NLISTENER;
   int *lines = st->in_global ? st->cfg->global_key_line : st->cur->key_line;
   void *base = st->in_global ? (void *)st->cfg : (void *)st->cur;
+  int line = st->errline ? st->errline : st->lineno;
 
   int idx = find_key(keys, nkeys, name);
   if (idx < 0) {
     perr(st, section, name, "unknown key");
-    return 1;
+    return;
   }
   const key_spec_t *spec = &keys[idx];
-  if (lines[idx]) {
+  int list = !st->in_global && is_list_key(name);
+  if (lines[idx] && !list) {
     perr(st, section, name, "set twice (first at line %d)", lines[idx]);
-    return 1;
+    return;
   }
-  lines[idx] = st->lineno;
+  int again = lines[idx] != 0;
+  if (!again) lines[idx] = line;
   if (spec->flags & F_NOT_YET) {
     if (*value && strcmp(value, "off") != 0)
       perr(st, section, name, "not supported by this version of tlsgate yet");
-    return 1;
+    return;
   }
   char why[600];
-  if (set_value(spec, base, value, why, sizeof(why)) != 0)
-    perr(st, section, name, "%s", why);
+  size_t first = list ? list_len(spec, base) : 0;
+  int rc;
+  if (list && again && spec->type == T_STR) {
+    /* A repeated string list: old, new */
+    char **field = (char **)((char *)base + spec->offset);
+    size_t ol = strlen(*field), vl = strlen(value);
+    char *joined = malloc(ol + vl + 3);
+    rc = joined ? 0 : -1;
+    if (joined) {
+      snprintf(joined, ol + vl + 3, "%s%s%s", *field, ol && vl ? ", " : "", value);
+      free(*field);
+      *field = joined;
+    } else {
+      snprintf(why, sizeof(why), "out of memory");
+    }
+  } else {
+    rc = set_value(spec, base, value, why, sizeof(why));
+  }
+  if (rc != 0) perr(st, section, name, "%s", why);
+  else if (list) note_item_line(st->cur, idx, first, line);
+}
+
+static void drop_pending(parse_state_t *st) {
+  tg_secret_free(st->pend.value, st->pend.cap);
+  memset(&st->pend, 0, sizeof(st->pend));
+}
+
+static void flush_pending(parse_state_t *st) {
+  if (!st->pend.active) return;
+  st->errline = st->pend.line;
+  store_key(st, st->pend.section, st->pend.name, st->pend.value);
+  st->errline = 0;
+  drop_pending(st);
+}
+
+/* Values are limited so that a runaway continuation cannot eat memory. */
+#define VALUE_MAX (64 * 1024)
+
+static int pend_append(parse_state_t *st, const char *v) {
+  size_t vl = strlen(v);
+  if (st->pend.len + vl >= VALUE_MAX) return -1;
+  if (st->pend.len + vl + 1 > st->pend.cap) {
+    size_t cap = st->pend.cap ? st->pend.cap : 256;
+    while (cap < st->pend.len + vl + 1) cap *= 2;
+    char *n = malloc(cap);
+    if (!n) return -1;
+    /* Not realloc: the old copy may hold a secret and must be wiped. */
+    if (st->pend.value) memcpy(n, st->pend.value, st->pend.len);
+    tg_secret_free(st->pend.value, st->pend.cap);
+    st->pend.value = n;
+    st->pend.cap = cap;
+  }
+  memcpy(st->pend.value + st->pend.len, v, vl + 1);
+  st->pend.len += vl;
+  return 0;
+}
+
+static int handler(void *user, const char *section, const char *name,
+                   const char *value) {
+  parse_state_t *st = user;
+  if (st->is_cont) {
+    /* A continuation: joined to the value without a separator. */
+    if (st->pend.active && pend_append(st, value) != 0) {
+      perr(st, section, name, "value longer than %d characters", VALUE_MAX);
+      drop_pending(st);
+    }
+    return 1;
+  }
+  flush_pending(st);
+  if (st->bad_section) return 1;
+  st->pend.active = 1;
+  st->pend.line = st->lineno;
+  snprintf(st->pend.section, sizeof(st->pend.section), "%s", section);
+  snprintf(st->pend.name, sizeof(st->pend.name), "%s", name);
+  if (pend_append(st, value) != 0) {
+    perr(st, section, name, "out of memory");
+    drop_pending(st);
+  }
   return 1;
 }
 
@@ -669,6 +801,36 @@ const char *tg_config_where(const tg_listener_conf_t *l, const char *key,
   int line = (idx >= 0 && l->key_line[idx]) ? l->key_line[idx] : l->line;
   snprintf(buf, size, "%s:%d: [listener:%s] %s", l->file, line, l->name, key);
   return buf;
+}
+
+const char *tg_config_item_where(const tg_listener_conf_t *l, const char *key,
+                                 size_t item, char *buf, size_t size) {
+  int idx = find_key(listener_keys, NLISTENER, key);
+  int line = (idx >= 0 && l->key_line[idx]) ? l->key_line[idx] : l->line;
+  for (size_t i = 0; i < l->nitem_lines; i++)
+    if (l->item_lines[i].key == idx && (size_t)l->item_lines[i].first_item <= item)
+      line = l->item_lines[i].line;
+  snprintf(buf, size, "%s:%d: [listener:%s] %s", l->file, line, l->name, key);
+  return buf;
+}
+
+void tg_config_errors_for_item(const tg_listener_conf_t *l, const char *key,
+                               size_t item, tg_errors_t *errs, size_t from) {
+  char first[400], mine[400];
+  tg_config_where(l, key, first, sizeof(first));
+  tg_config_item_where(l, key, item, mine, sizeof(mine));
+  if (strcmp(first, mine) == 0) return;
+  size_t fl = strlen(first);
+  for (size_t i = from; i < errs->n; i++) {
+    if (strncmp(errs->msgs[i], first, fl) != 0) continue;
+    size_t ml = strlen(mine), rest = strlen(errs->msgs[i] + fl);
+    char *m = malloc(ml + rest + 1);
+    if (!m) continue;
+    memcpy(m, mine, ml);
+    memcpy(m + ml, errs->msgs[i] + fl, rest + 1);
+    free(errs->msgs[i]);
+    errs->msgs[i] = m;
+  }
 }
 
 static int is_set(const tg_listener_conf_t *l, const char *key) {
@@ -813,44 +975,179 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
   if (l->handshake_timeout_ms == 0) LERR(l, "handshake_timeout", "must be > 0");
 }
 
-static int read_file(const char *path, char **out, size_t *len,
-                     tg_errors_t *errs) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    tg_errors_add(errs, "%s: cannot open: %s", path, strerror(errno));
-    return -1;
-  }
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap);
-  while (buf) {
-    size_t r = fread(buf + n, 1, cap - n, f);
-    n += r;
-    if (n < cap) break;
-    if (cap >= (1u << 24)) {
-      tg_errors_add(errs, "%s: larger than 16 MiB", path);
-      free(buf);
-      fclose(f);
-      return -1;
-    }
-    char *nb = realloc(buf, cap * 2);
-    if (!nb) {
-      free(buf);
-      buf = NULL;
+/* ---- relative paths ---------------------------------------------------- */
+
+/* Keys whose value names a file (or a directory).  Secrets given as
+ * file:PATH are paths too. */
+static const char *const path_keys[] = {
+    "pfx", "cert", "key", "client_ca", "crl", "ocsp", "ticket_key_file",
+    "backend_pfx", "backend_ca", "backend_cert", "backend_key",
+    "dtls_cookie_secret_file", "keylog_file", "pkcs11_module", NULL};
+
+static int is_path_key(const char *name) {
+  for (int i = 0; path_keys[i]; i++)
+    if (strcmp(path_keys[i], name) == 0) return 1;
+  return 0;
+}
+
+/* dir + "/" + rel, with rel's leading "./" and "../" taken off dir (which is
+ * absolute and has no symlinks, so this is what the kernel would do).  Any
+ * further ".." is left to the kernel.  Returns a new string or NULL. */
+static char *join_path(const char *dir, const char *rel, size_t rlen) {
+  char base[PATH_MAX];
+  snprintf(base, sizeof(base), "%s", dir);
+  for (;;) {
+    if (rlen >= 2 && rel[0] == '.' && rel[1] == '/') {
+      rel += 2, rlen -= 2;
+    } else if (rlen == 1 && rel[0] == '.') {
+      rel += 1, rlen -= 1;
+    } else if (rlen >= 2 && rel[0] == '.' && rel[1] == '.' && (rlen == 2 || rel[2] == '/')) {
+      char *slash = strrchr(base, '/');
+      if (slash && slash != base) *slash = '\0';
+      else snprintf(base, sizeof(base), "/");
+      rel += rlen == 2 ? 2 : 3, rlen -= rlen == 2 ? 2 : 3;
+    } else {
       break;
     }
-    buf = nb;
-    cap *= 2;
+    while (rlen && *rel == '/') rel++, rlen--;
   }
-  int ioerr = ferror(f);
-  fclose(f);
-  if (!buf || ioerr) {
-    free(buf);
-    tg_errors_add(errs, "%s: cannot read", path);
+  size_t bl = strlen(base);
+  int slash = bl && base[bl - 1] == '/';
+  char *out = malloc(bl + rlen + 2);
+  if (!out) return NULL;
+  snprintf(out, bl + rlen + 2, "%s%s%.*s", base, (slash || !rlen) ? "" : "/", (int)rlen, rel);
+  return out;
+}
+
+/* Rewrites one value in place: prefix ("file:" or "") then one path, or a
+ * comma-separated list of paths.  Values that are not paths (pkcs11: URIs, a
+ * module name without '/') stay as written. */
+static int resolve_value(char **field, const char *dir, const char *prefix, int list,
+                         const char *name) {
+  const char *v = *field;
+  if (!v || !*v) return 0;
+  size_t pl = strlen(prefix);
+  if (strncmp(v, prefix, pl) != 0) return 0;
+  v += pl;
+  if (strncmp(v, "pkcs11:", 7) == 0) return 0;
+  if (strcmp(name, "pkcs11_module") == 0 && !strchr(v, '/')) return 0;
+  size_t cap = strlen(*field) + 1, n = 0;
+  char *out = malloc(cap);
+  if (!out) return -1;
+  memcpy(out, prefix, pl);
+  n = pl;
+  out[n] = '\0';
+  while (*v) {
+    while (list && (*v == ',' || isspace((unsigned char)*v))) v++;
+    if (!*v) break;
+    size_t len = list ? strcspn(v, ",") : strlen(v);
+    size_t next = len;
+    while (list && len && isspace((unsigned char)v[len - 1])) len--;
+    char *item = v[0] == '/' ? strndup(v, len) : join_path(dir, v, len);
+    if (!item) {
+      free(out);
+      return -1;
+    }
+    size_t il = strlen(item);
+    char *bigger = realloc(out, n + il + 3 + cap);
+    if (!bigger) {
+      free(item);
+      free(out);
+      return -1;
+    }
+    out = bigger;
+    n += (size_t)sprintf(out + n, "%s%s", n > pl ? ", " : "", item);
+    free(item);
+    v += next;
+  }
+  free(*field);
+  *field = out;
+  return 0;
+}
+
+static void resolve_keys(const key_spec_t *keys, size_t nkeys, void *base,
+                         const char *dir, int global) {
+  for (size_t i = 0; i < nkeys; i++) {
+    if (keys[i].flags & F_NOT_YET) continue;
+    char **field = (char **)((char *)base + keys[i].offset);
+    if (keys[i].type == T_SECRET)
+      resolve_value(field, dir, "file:", 0, keys[i].name);
+    else if (keys[i].type == T_STR &&
+             (global ? strcmp(keys[i].name, "pid_file") == 0 : is_path_key(keys[i].name)))
+      resolve_value(field, dir, "", strcmp(keys[i].name, "pfx") == 0, keys[i].name);
+  }
+}
+
+/* The directory of path, absolute and without symlinks (the file itself
+ * may be a symlink; its own directory is what the user sees). */
+static char *config_dir(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char dir[PATH_MAX], real[PATH_MAX];
+  if (!slash) snprintf(dir, sizeof(dir), ".");
+  else if (slash == path) snprintf(dir, sizeof(dir), "/");
+  else snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+  if (realpath(dir, real)) return strdup(real);
+  return NULL;
+}
+
+void tg_config_print_paths(const tg_config_t *cfg, FILE *f) {
+  fprintf(f, "  relative paths resolve against %s\n", cfg->dir ? cfg->dir : "?");
+  if (cfg->pid_file[0]) fprintf(f, "  [global] pid_file = %s\n", cfg->pid_file);
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    const tg_listener_conf_t *l = cfg->listeners[i];
+    for (size_t k = 0; k < NLISTENER; k++) {
+      if ((listener_keys[k].flags & F_NOT_YET) ||
+          (listener_keys[k].type != T_SECRET && listener_keys[k].type != T_STR))
+        continue;
+      const char *v = *(char *const *)((const char *)l + listener_keys[k].offset);
+      if (listener_keys[k].type == T_SECRET && v && strncmp(v, "file:", 5) == 0)
+        fprintf(f, "  [listener:%s] %s = %s\n", l->name, listener_keys[k].name, v);
+      else if (listener_keys[k].type == T_STR && is_path_key(listener_keys[k].name) && v &&
+               v[0])
+        fprintf(f, "  [listener:%s] %s = %s\n", l->name, listener_keys[k].name, v);
+    }
+  }
+}
+
+/* pass: puts a secret in the config file itself: worth a warning when the
+ * file is readable by more than its owner. */
+static void warn_pass_secrets(tg_config_t *cfg, unsigned mode) {
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    tg_listener_conf_t *l = cfg->listeners[i];
+    for (size_t k = 0; k < NLISTENER; k++) {
+      if (listener_keys[k].type != T_SECRET || (listener_keys[k].flags & F_NOT_YET)) continue;
+      const char *v = *(char **)((char *)l + listener_keys[k].offset);
+      char msg[600];
+      if (v && strncmp(v, "pass:", 5) == 0 &&
+          tg_secret_mode_warning(cfg->path, mode, "a pass: secret", msg, sizeof(msg))) {
+        char w[400];
+        tg_errors_add(&cfg->warnings, "%s: %s; prefer file: or env:",
+                      tg_config_where(l, listener_keys[k].name, w, sizeof(w)), msg);
+      }
+    }
+  }
+}
+
+/* The config text may hold pass: secrets: read without a stdio buffer,
+ * wiped by the caller (tg_secret_free). */
+static int read_file(const char *path, char **out, size_t *len,
+                     tg_errors_t *errs) {
+  char err[600];
+  *out = tg_secret_file_read(path, 1u << 24, NULL, len, err, sizeof(err));
+  if (!*out) {
+    if (strstr(err, "longer than")) tg_errors_add(errs, "%s: larger than 16 MiB", path);
+    else tg_errors_add(errs, "cannot open %s", err);
     return -1;
   }
-  *out = buf;
-  *len = n;
   return 0;
+}
+
+/* inih reads each line into a buffer on its stack; the lines may hold
+ * pass: secrets.  Overwrite that stretch of stack once parsing is done. */
+static void __attribute__((noinline)) scrub_stack(void) {
+  char pad[4096];
+  explicit_bzero(pad, sizeof(pad));
+  __asm__ __volatile__("" : : "r"(pad) : "memory");
 }
 
 tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
@@ -869,13 +1166,27 @@ tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
   }
   /* Until the first header, keys belong to no section. */
   int rc = ini_parse_stream(reader, &st, handler, &st);
-  free(st.text);
+  scrub_stack();
+  flush_pending(&st);
+  tg_secret_free(st.text, st.len);
   if (rc < 0) tg_errors_add(errs, "%s: cannot parse (error %d)", path, rc);
   else if (rc > 0 && errs->n == before)
     tg_errors_add(errs, "%s:%d: syntax error", path, rc);
 
   if (cfg->nlisteners == 0)
     tg_errors_add(errs, "%s: no [listener:NAME] section", path);
+  /* Relative paths name files next to the config, wherever tlsgate was
+   * started from; every consumer sees absolute paths. */
+  cfg->dir = config_dir(path);
+  if (!cfg->dir) {
+    tg_errors_add(errs, "%s: cannot resolve its directory: %s", path, strerror(errno));
+  } else {
+    resolve_keys(global_keys, NGLOBAL, cfg, cfg->dir, 1);
+    for (size_t i = 0; i < cfg->nlisteners; i++)
+      resolve_keys(listener_keys, NLISTENER, cfg->listeners[i], cfg->dir, 0);
+  }
+  struct stat cst;
+  if (stat(path, &cst) == 0) warn_pass_secrets(cfg, cst.st_mode);
   for (size_t i = 0; i < cfg->nlisteners; i++)
     validate_listener(cfg->listeners[i], errs, &cfg->warnings);
   for (size_t i = 0; i < cfg->nlisteners; i++)
@@ -898,19 +1209,23 @@ tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
 }
 
 static void free_strings(const key_spec_t *keys, size_t n, void *base) {
-  for (size_t i = 0; i < n; i++)
-    if (keys[i].type == T_STR || keys[i].type == T_SECRET || keys[i].type == T_HOSTPORT_STR)
-      free(*(char **)((char *)base + keys[i].offset));
+  for (size_t i = 0; i < n; i++) {
+    char **v = (char **)((char *)base + keys[i].offset);
+    if (keys[i].type == T_SECRET) tg_secret_free_str(*v); /* pass: values */
+    else if (keys[i].type == T_STR || keys[i].type == T_HOSTPORT_STR) free(*v);
+  }
 }
 
 void tg_config_free(tg_config_t *cfg) {
   if (!cfg) return;
   for (size_t i = 0; i < cfg->nlisteners; i++) {
     free_strings(listener_keys, NLISTENER, cfg->listeners[i]);
+    free(cfg->listeners[i]->item_lines);
     free(cfg->listeners[i]);
   }
   free_strings(global_keys, NGLOBAL, cfg);
   tg_errors_free(&cfg->warnings);
   free(cfg->path);
+  free(cfg->dir);
   free(cfg);
 }

@@ -8,10 +8,12 @@
 #define TG_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 #include "acl.h"
+#include "secret.h" /* tg_secret_read(), used with the config's secret keys */
 
 #define TG_MAX_BACKENDS 64
 #define TG_MAX_LISTENERS 64
@@ -124,6 +126,13 @@ typedef struct {
   uint64_t backend_check_interval_ms;
   char *keylog_file;
   int unix_mode;
+
+  /* List keys given on several lines: items from first_item on come from
+   * line (see tg_config_item_where). */
+  struct tg_item_line {
+    int key, first_item, line;
+  } *item_lines;
+  size_t nitem_lines;
 } tg_listener_conf_t;
 
 typedef enum { TG_PROTOCOL_TCP = 0, TG_PROTOCOL_HTTP } tg_protocol_t;
@@ -131,6 +140,7 @@ typedef enum { TG_CHECK_OFF = 0, TG_CHECK_CONNECT, TG_CHECK_TLS } tg_check_t;
 
 typedef struct {
   char *path;
+  char *dir;   /* absolute directory of path: relative paths resolve here */
   int workers; /* resolved: never "auto" */
   int log_level;
   int log_format;
@@ -156,14 +166,24 @@ void tg_config_free(tg_config_t *cfg);
 const char *tg_config_where(const tg_listener_conf_t *l, const char *key,
                             char *buf, size_t size);
 
+/* Like tg_config_where for item number item (from 0) of a list key, naming
+ * the line that item was written on. */
+const char *tg_config_item_where(const tg_listener_conf_t *l, const char *key,
+                                 size_t item, char *buf, size_t size);
+
+/* Errors errs->msgs[from..] that name key's first line are made to name the
+ * line of item instead (for code that reports through tg_config_where). */
+void tg_config_errors_for_item(const tg_listener_conf_t *l, const char *key,
+                               size_t item, tg_errors_t *errs, size_t from);
+
+/* Prints every file the config names, as resolved (absolute), one per line
+ * with its [section] key, for `tlsgate -t`.  Secrets are shown as file:PATH
+ * only; pass: and env: values are never printed. */
+void tg_config_print_paths(const tg_config_t *cfg, FILE *f);
+
 /* Value parsers, exposed for the unit tests and for other modules. */
 int tg_parse_duration_ms(const char *s, uint64_t *out);
 int tg_parse_bool(const char *s, int *out);
 int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why);
-
-/* Resolves a secret reference (env:NAME, file:PATH, pass:TEXT) into buf.
- * Returns 0, or -1 with a reason in err that never contains the secret. */
-int tg_secret_read(const char *spec, char *buf, size_t size, char *err,
-                   size_t errsize);
 
 #endif

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "secret.h"
+
 /* ---- secrets -------------------------------------------------------------- */
 
 int tg_cookie_keys_init(tg_cookie_keys_t *k, uint64_t period_ms, uint64_t now_ms) {
@@ -47,20 +49,13 @@ static int hexdig(int c) {
 int tg_cookie_keys_load_shared(tg_cookie_keys_t *k, const char *path, char *err,
                                size_t errsize) {
   uint8_t buf[80], secret[TG_COOKIE_SECRET_LEN];
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errsize, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  struct stat st;
-  int world = fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH);
-  size_t n = fread(buf, 1, sizeof(buf), f);
-  int ioerr = ferror(f);
-  fclose(f);
-  if (ioerr) {
-    snprintf(err, errsize, "%s: cannot read", path);
-    return -1;
-  }
+  size_t n = 0;
+  /* secret.c: read without stdio copies, warns when group/others may read. */
+  char *text = tg_secret_file_read(path, sizeof(buf), "the DTLS cookie secret", &n,
+                                   err, errsize);
+  if (!text) return -1;
+  memcpy(buf, text, n);
+  tg_secret_free(text, n);
   while (n > TG_COOKIE_SECRET_LEN && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
   if (n == TG_COOKIE_SECRET_LEN) {
     memcpy(secret, buf, n);
@@ -82,11 +77,7 @@ int tg_cookie_keys_load_shared(tg_cookie_keys_t *k, const char *path, char *err,
     return -1;
   }
   OPENSSL_cleanse(buf, sizeof(buf));
-  if (world)
-    snprintf(err, errsize, "%s is readable by everyone (chmod o-r): anyone can "
-             "forge cookies", path);
-  else if (errsize)
-    err[0] = '\0';
+  if (errsize) err[0] = '\0';
   size_t i;
   for (i = 0; i < nshared; i++)
     if (strcmp(shared[i].path, path) == 0) break;

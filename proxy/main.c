@@ -210,6 +210,7 @@ int main(int argc, char **argv) {
     printf("%s: ok, %zu listener%s, %d worker%s\n", path, rt->nservices,
            rt->nservices == 1 ? "" : "s", rt->cfg->workers, rt->cfg->workers == 1 ? "" : "s");
     for (size_t i = 0; i < rt->nservices; i++) printf("  %s\n", rt->services[i]->summary);
+    tg_config_print_paths(rt->cfg, stdout);
     tg_runtime_unref(rt);
     return 0;
   }

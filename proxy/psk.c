@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "secret.h"
 #include "tls.h"
 #include "tls_compat.h"
 
@@ -192,48 +193,17 @@ static unsigned psk_server_cb(SSL *ssl, const char *identity, uint8_t *psk,
   return (unsigned)n;
 }
 
-static char *read_small_file(const char *path, size_t *len, char *err,
-                             size_t errsize) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errsize, "%s: %s", path, strerror(errno));
-    return NULL;
-  }
-  struct stat st;
-  if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
-    tg_log(TG_LOG_WARN, "%s holds pre-shared keys and is readable by everyone "
-           "(chmod o-r)", path);
-  size_t cap = 1 << 20;
-  char *buf = malloc(cap + 1);
-  if (!buf) {
-    fclose(f);
-    snprintf(err, errsize, "%s: out of memory", path);
-    return NULL;
-  }
-  size_t n = fread(buf, 1, cap + 1, f);
-  int ioerr = ferror(f);
-  fclose(f);
-  if (ioerr || n > cap) {
-    OPENSSL_cleanse(buf, n);
-    free(buf);
-    snprintf(err, errsize, "%s: %s", path, ioerr ? "cannot read" : "larger than 1 MiB");
-    return NULL;
-  }
-  *len = n;
-  return buf;
-}
-
 int tg_psk_server_setup(SSL_CTX *ctx, const tg_listener_conf_t *l,
                         tg_errors_t *errs, char *desc, size_t descsize) {
   char err[600], where[400];
   tg_psk_table_t *t = NULL;
   if (strncmp(l->psk, "file:", 5) == 0) {
     size_t len = 0;
-    char *text = read_small_file(l->psk + 5, &len, err, sizeof(err));
+    char *text = tg_secret_file_read(l->psk + 5, 1 << 20, "pre-shared keys", &len,
+                                     err, sizeof(err));
     if (text) {
       t = tg_psk_parse(text, len, '\n', l->psk + 5, err, sizeof(err));
-      OPENSSL_cleanse(text, len);
-      free(text);
+      tg_secret_free(text, len);
     }
   } else {
     char *value = malloc(8192);
@@ -302,11 +272,11 @@ int tg_psk_client_setup(SSL_CTX *ctx, const tg_listener_conf_t *l,
   }
   tg_psk_table_t *t = NULL;
   size_t len = 0;
-  char *text = read_small_file(l->backend_psk + 5, &len, err, sizeof(err));
+  char *text = tg_secret_file_read(l->backend_psk + 5, 1 << 20, "a pre-shared key",
+                                   &len, err, sizeof(err));
   if (text) {
     t = tg_psk_parse(text, len, '\n', l->backend_psk + 5, err, sizeof(err));
-    OPENSSL_cleanse(text, len);
-    free(text);
+    tg_secret_free(text, len);
   }
   if (t && t->n != 1) {
     snprintf(err, sizeof(err), "%s: %zu identity:hexkey lines, want exactly one",

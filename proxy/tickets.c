@@ -15,6 +15,7 @@
 #endif
 
 #include "log.h"
+#include "secret.h"
 
 typedef struct {
   uint8_t name[16];
@@ -87,19 +88,12 @@ static int ticket_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
 #endif
 
 int tg_tickets_load(SSL_CTX *ctx, const char *path, char *err, size_t errsize) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errsize, "%s: %s", path, strerror(errno));
-    return -1;
-  }
-  struct stat st;
-  if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
-    tg_log(TG_LOG_WARN, "%s holds session-ticket keys and is readable by everyone "
-           "(chmod o-r)", path);
+  size_t n = 0;
+  /* One byte more than the most keys, to tell a file that is too long. */
+  uint8_t *buf = (uint8_t *)tg_secret_file_read(path, TG_TICKET_KEY_LEN * TG_TICKET_KEYS_MAX + 1,
+                                                "session-ticket keys", &n, err, errsize);
+  if (!buf) return -1;
   ticket_keys_t *k = calloc(1, sizeof(*k));
-  uint8_t buf[TG_TICKET_KEY_LEN * TG_TICKET_KEYS_MAX + 1];
-  size_t n = k ? fread(buf, 1, sizeof(buf), f) : 0;
-  fclose(f);
   int rc = -1;
   if (!k) {
     snprintf(err, errsize, "%s: out of memory", path);
@@ -120,7 +114,7 @@ int tg_tickets_load(SSL_CTX *ctx, const char *path, char *err, size_t errsize) {
       k = NULL; /* owned by ctx now */
     }
   }
-  OPENSSL_cleanse(buf, sizeof(buf));
+  tg_secret_free(buf, n);
   if (k) free_keys(NULL, k, NULL, 0, 0, NULL);
   return rc;
 }

@@ -684,7 +684,7 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
     return server_ctx_one(l, l->pfx, 1, errs, summary, sumsize);
   sni_t *t = calloc(1, sizeof(*t));
   if (!t) return NULL;
-  size_t before = errs->n, n = 0;
+  size_t before = errs->n, n = 0, item = 0;
   const char *p = l->pfx;
   while (*p) {
     while (*p == ',' || *p == ' ') p++;
@@ -699,7 +699,9 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
                     tg_config_where(l, "pfx", where, sizeof(where)), TG_MAX_IDENTITIES);
       break;
     }
+    size_t mark = errs->n;
     SSL_CTX *ctx = server_ctx_one(l, path, t->n == 0, errs, sum, sizeof(sum));
+    tg_config_errors_for_item(l, "pfx", item++, errs, mark); /* its own line */
     if (!ctx) continue;
     t->ctx[t->n++] = ctx;
     n += (size_t)snprintf(summary + n, n < sumsize ? sumsize - n : 0, "%s%s",

@@ -56,17 +56,28 @@ ensure_chromium() {
 
 # use_case_config SRC DEST [FROM=TO ...] -- copy config/SRC to WORK/DEST with every FROM
 # replaced by TO (literal strings; used to move the example's fixed ports to free ones),
-# and make the example's relative certs/ paths work: WORK/certs -> $CERTS.
+# and make the example's relative ../certs/ paths work from WORK: they become certs/
+# (relative to the copy's directory, WORK), and WORK/certs -> $CERTS.
 use_case_config() {
     local src=$ROOT/config/$1 dest=$WORK/$2 pair from to; shift 2
     [ -f "$src" ] || fail "missing example config $src"
     [ -e "$WORK/certs" ] || ln -s "$CERTS" "$WORK/certs"
-    cp "$src" "$dest"
+    sed 's#\([= :]\)\.\./certs/#\1certs/#g' "$src" >"$dest"
     for pair in "$@"; do
         from=${pair%%=*}; to=${pair#*=}
         grep -qF -- "$from" "$dest" || fail "test bug: $from not found in config/$(basename "$src")"
         FROM=$from TO=$to perl -pi -e 's/\Q$ENV{FROM}\E/$ENV{TO}/g' "$dest"
     done
+}
+
+# check_shipped_config NAME -- tlsgate -t on config/NAME exactly as shipped, in a copy
+# of the tree's layout (WORK/shipped/config/NAME, WORK/shipped/certs -> $CERTS), run
+# from another directory: its ../certs/ paths resolve against the config's directory.
+check_shipped_config() {
+    mkdir -p "$WORK/shipped/config"
+    [ -e "$WORK/shipped/certs" ] || ln -s "$CERTS" "$WORK/shipped/certs"
+    cp "$ROOT/config/$1" "$WORK/shipped/config/$1"
+    check_config "$WORK/shipped/config/$1"
 }
 
 # flip KEY SECTION FILE -- in [listener:SECTION] of FILE, set KEY (secure | backend_secure)

@@ -17,8 +17,8 @@ LPORT=$(free_port)
 start_node_echo "$BPORT"
 
 use_case_config wss-front.ini wss.ini "127.0.0.1:8443=127.0.0.1:$LPORT" "127.0.0.1:8080=127.0.0.1:$BPORT"
-check_config "$ROOT/config/wss-front.ini"
-[ "$CHECK_RC" = 0 ] || fail "tlsgate -t config/wss-front.ini (certs/ -> $CERTS): $CHECK_OUT"
+check_shipped_config wss-front.ini
+[ "$CHECK_RC" = 0 ] || fail "tlsgate -t config/wss-front.ini (as shipped): $CHECK_OUT"
 check_config "$WORK/wss.ini"
 [ "$CHECK_RC" = 0 ] || fail "tlsgate -t wss.ini: $CHECK_OUT"
 start_tlsgate "$WORK/wss.ini"

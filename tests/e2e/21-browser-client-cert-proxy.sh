@@ -37,8 +37,8 @@ use_case_config client-cert-proxy.ini local.ini "127.0.0.1:8081=127.0.0.1:$LPORT
 log "local proxy config (config/client-cert-proxy.ini, ports moved):"
 grep -vE '^[[:space:]]*(;|$)' "$WORK/local.ini" | sed 's/^/    | /'
 
-check_config "$ROOT/config/client-cert-proxy.ini"
-[ "$CHECK_RC" = 0 ] || fail "tlsgate -t config/client-cert-proxy.ini (certs/ -> $CERTS): $CHECK_OUT"
+check_shipped_config client-cert-proxy.ini
+[ "$CHECK_RC" = 0 ] || fail "tlsgate -t config/client-cert-proxy.ini (as shipped): $CHECK_OUT"
 for f in remote.ini local.ini site.ini; do
     check_config "$WORK/$f"; [ "$CHECK_RC" = 0 ] || fail "tlsgate -t $f: $CHECK_OUT"
 done

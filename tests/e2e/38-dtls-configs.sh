@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # 38-dtls-configs: the example configs config/dtls-*.ini pass `tlsgate -t`
-# as shipped (run from the repository root, as their comments say), and
-# config/dtls-coap.ini and config/dtls-udp-relay.ini work as written with
-# only their ports (and the certs directory) changed.
+# as shipped (in a copy of the tree's layout, checked from another
+# directory: their ../certs/ paths resolve against the config's directory),
+# and config/dtls-coap.ini and config/dtls-udp-relay.ini work as written
+# with only their ports (and the certs directory) changed.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/dtls-helpers.sh"
 require_cmd openssl
 
 n=0
+mkdir -p "$WORK/shipped/config" && ln -s "$CERTS" "$WORK/shipped/certs"
 for f in "$ROOT"/config/dtls-*.ini; do
     n=$((n + 1))
-    # certs/ -> the test certificates, so that the check does not depend on $ROOT/certs
-    sed "s#certs/#$CERTS/#g" "$f" >"$WORK/$(basename "$f")"
-    check_config "$WORK/$(basename "$f")"
+    # unchanged, next to a certs link to the test certificates (not $ROOT/certs)
+    cp "$f" "$WORK/shipped/config/"
+    check_config "$WORK/shipped/config/$(basename "$f")"
     [ "$CHECK_RC" = 0 ] || fail "$(basename "$f"): tlsgate -t failed: $CHECK_OUT"
     log "$(basename "$f"): $(printf '%s' "$CHECK_OUT" | tail -n1 | cut -c1-160)"
 done
@@ -21,7 +23,7 @@ done
 # dtls-coap.ini with free ports
 EPORT=$(free_port udp); CPORT=$(free_port udp)
 start_udp_echo "$EPORT"
-sed -e "s#certs/#$CERTS/#g" -e "s#^bind = 127.0.0.1:5684#bind = 127.0.0.1:$CPORT#" \
+sed -e "s#\.\./certs/#$CERTS/#g" -e "s#^bind = 127.0.0.1:5684#bind = 127.0.0.1:$CPORT#" \
     -e "s#^backend = 127.0.0.1:5683#backend = 127.0.0.1:$EPORT#" -e "s#^workers = auto#workers = 1#" \
     "$ROOT/config/dtls-coap.ini" >"$WORK/coap-live.ini"
 grep -q "127.0.0.1:$CPORT" "$WORK/coap-live.ini" || fail "could not rewrite the bind of dtls-coap.ini"

@@ -1,6 +1,7 @@
 /* Config parsing: values, defaults and every error path, each error checked
  * for the file:line: [section] key it names. */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -47,6 +48,14 @@ static int fails_with(const char *text, int line, const char *want) {
   tg_config_free(cfg);
   tg_errors_free(&errs);
   return found;
+}
+
+/* Writes text to path (truncating).  0 on success. */
+static int write_file(const char *p, const char *text) {
+  FILE *f = fopen(p, "w");
+  if (!f) return -1;
+  int rc = fputs(text, f) < 0 ? -1 : 0;
+  return fclose(f) == 0 ? rc : -1;
 }
 
 #define PLAIN_LISTENER                                                        \
@@ -336,17 +345,247 @@ TEST(secrets) {
   char fpath[] = "/tmp/tg-secret-XXXXXX";
   int fd = mkstemp(fpath);
   ASSERT(fd >= 0);
-  ASSERT_EQ(write(fd, "s3cret\nsecond line\n", 19), 19);
+  ASSERT_EQ(write(fd, "s3cret\n", 7), 7);
   close(fd);
   char spec[80];
   snprintf(spec, sizeof(spec), "file:%s", fpath);
   ASSERT_EQ(tg_secret_read(spec, buf, sizeof(buf), err, sizeof(err)), 0);
   ASSERT_STREQ(buf, "s3cret");
+  /* A second line is refused rather than silently dropped. */
+  ASSERT(write_file(fpath, "s3cret\nsecond line\n") == 0);
+  ASSERT_EQ(tg_secret_read(spec, buf, sizeof(buf), err, sizeof(err)), -1);
+  ASSERT_CONTAINS(err, "more than one line");
+  ASSERT(strstr(err, "s3cret") == NULL);
   unlink(fpath);
   ASSERT_EQ(tg_secret_read(spec, buf, sizeof(buf), err, sizeof(err)), -1);
   ASSERT_EQ(tg_secret_read("plain", buf, sizeof(buf), err, sizeof(err)), -1);
   /* The reason never echoes the secret itself. */
   ASSERT(strstr(err, "plain") == NULL);
+}
+
+/* Secrets are never cut: a file, pass: or env: value that does not fit is
+ * refused, and exactly size - 1 bytes (with or without a newline) fit. */
+TEST(secrets_over_long_refused) {
+  char buf[16], err[200];
+  char fpath[] = "/tmp/tg-secret-XXXXXX";
+  int fd = mkstemp(fpath);
+  ASSERT(fd >= 0);
+  close(fd);
+  char spec[80];
+  snprintf(spec, sizeof(spec), "file:%s", fpath);
+  ASSERT(write_file(fpath, "123456789012345\n") == 0); /* 15 + newline */
+  ASSERT_EQ(tg_secret_read(spec, buf, sizeof(buf), err, sizeof(err)), 0);
+  ASSERT_STREQ(buf, "123456789012345");
+  ASSERT(write_file(fpath, "123456789012345\r\n") == 0);
+  ASSERT_EQ(tg_secret_read(spec, buf, sizeof(buf), err, sizeof(err)), 0);
+  ASSERT_STREQ(buf, "123456789012345");
+  ASSERT(write_file(fpath, "123456789012345") == 0);
+  ASSERT_EQ(tg_secret_read(spec, buf, sizeof(buf), err, sizeof(err)), 0);
+  ASSERT(write_file(fpath, "1234567890123456\n") == 0); /* 16: one too many */
+  ASSERT_EQ(tg_secret_read(spec, buf, sizeof(buf), err, sizeof(err)), -1);
+  ASSERT_CONTAINS(err, "longer than 15 bytes");
+  /* A long file (far beyond the buffer) is refused the same way. */
+  char big[3000];
+  memset(big, 'x', sizeof(big) - 1);
+  big[sizeof(big) - 1] = '\0';
+  ASSERT(write_file(fpath, big) == 0);
+  ASSERT_EQ(tg_secret_read(spec, buf, sizeof(buf), err, sizeof(err)), -1);
+  ASSERT_CONTAINS(err, "longer than 15 bytes");
+  ASSERT(strstr(err, "xxxx") == NULL);
+  unlink(fpath);
+  ASSERT_EQ(tg_secret_read("pass:1234567890123456", buf, sizeof(buf), err, sizeof(err)), -1);
+  ASSERT_CONTAINS(err, "longer than 15 bytes");
+  ASSERT(strstr(err, "123456") == NULL);
+  setenv("TG_UNIT_LONG", "1234567890123456", 1);
+  ASSERT_EQ(tg_secret_read("env:TG_UNIT_LONG", buf, sizeof(buf), err, sizeof(err)), -1);
+  ASSERT_CONTAINS(err, "longer than 15 bytes");
+  /* tg_secret_file_read: whole files, bounded. */
+  size_t len = 0;
+  char fp2[] = "/tmp/tg-secret-XXXXXX";
+  fd = mkstemp(fp2);
+  ASSERT(fd >= 0);
+  close(fd);
+  ASSERT(write_file(fp2, "a:0102\nb:0304\n") == 0);
+  char *t = tg_secret_file_read(fp2, 14, "keys", &len, err, sizeof(err));
+  ASSERT(t != NULL);
+  ASSERT_EQ(len, 14);
+  if (t) ASSERT_STREQ(t, "a:0102\nb:0304\n");
+  tg_secret_free(t, len);
+  t = tg_secret_file_read(fp2, 13, "keys", &len, err, sizeof(err));
+  ASSERT(t == NULL);
+  ASSERT_CONTAINS(err, "longer than 13 bytes");
+  unlink(fp2);
+}
+
+TEST(secret_mode_warnings) {
+  char msg[300];
+  ASSERT_EQ(tg_secret_mode_warning("/x/pw", 0100600, "a password", msg, sizeof(msg)), 0);
+  ASSERT_EQ(tg_secret_mode_warning("/x/pw", 0100400, "a password", msg, sizeof(msg)), 0);
+  ASSERT_EQ(tg_secret_mode_warning("/x/pw", 0100640, "a password", msg, sizeof(msg)), 1);
+  ASSERT_CONTAINS(msg, "/x/pw holds a password and is readable by its group (mode 0640)");
+  ASSERT_EQ(tg_secret_mode_warning("/x/pw", 0100644, "a password", msg, sizeof(msg)), 1);
+  ASSERT_CONTAINS(msg, "readable by everyone (mode 0644)");
+  ASSERT_EQ(tg_secret_mode_warning("/x/pw", 0100602, "a password", msg, sizeof(msg)), 1);
+  ASSERT_CONTAINS(msg, "accessible by everyone");
+}
+
+/* pass: in a config that others may read draws a warning naming the key. */
+TEST(pass_secret_in_readable_config_warns) {
+  static const char text[] =
+      "[listener:a]\nbind = 127.0.0.1:9000\nsecure = off\nbackend = 127.0.0.1:1\n"
+      "backend_secure = on\nbackend_ca = /x/ca.pem\nbackend_pfx = /x/c.pfx\n"
+      "backend_pfx_password = pass:hunter2\n";
+  for (int loose = 0; loose < 2; loose++) {
+    char p[] = "/tmp/tg-unit-XXXXXX";
+    int fd = mkstemp(p);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+    close(fd);
+    chmod(p, loose ? 0644 : 0600);
+    tg_errors_t errs = {0};
+    tg_config_t *cfg = tg_config_load(p, &errs);
+    unlink(p);
+    ASSERT(cfg != NULL);
+    if (!cfg) continue;
+    int found = 0;
+    for (size_t i = 0; i < cfg->warnings.n; i++) {
+      if (strstr(cfg->warnings.msgs[i], ":8: [listener:a] backend_pfx_password: ") &&
+          strstr(cfg->warnings.msgs[i], "readable by everyone"))
+        found = 1;
+      ASSERT(strstr(cfg->warnings.msgs[i], "hunter2") == NULL);
+    }
+    ASSERT_EQ(found, loose);
+    tg_config_free(cfg);
+  }
+}
+
+/* Relative paths resolve against the config file's directory (/tmp here). */
+TEST(relative_paths_resolve_against_config_dir) {
+  tg_errors_t errs = {0};
+  tg_config_t *cfg = load("[global]\npid_file = run/tg.pid\n"
+                          "[listener:a]\n"
+                          "bind = 127.0.0.1:9000\n"
+                          "transport = udp\n"
+                          "pfx = a.pfx, ./sub/b.pfx ,/abs/c.pfx\n"
+                          "pfx_password = file:../etc/pw\n"
+                          "client_ca = ca-dir\n"
+                          "verify_client = require\n"
+                          "crl = /abs/crl.pem\n"
+                          "ticket_key_file = t/keys\n"
+                          "ocsp = ocsp.der\n"
+                          "psk = file:psk.txt\n"
+                          "backend = 127.0.0.1:1\n"
+                          "backend_secure = on\n"
+                          "backend_ca = ../../ca.pem\n"
+                          "backend_pfx = c.pfx\n"
+                          "backend_pfx_password = pass:rel/not-a-path\n",
+                          &errs);
+  ASSERT(cfg != NULL);
+  for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.msgs[i]);
+  if (!cfg) return;
+  tg_listener_conf_t *l = cfg->listeners[0];
+  ASSERT_STREQ(cfg->dir, "/tmp");
+  ASSERT_STREQ(cfg->pid_file, "/tmp/run/tg.pid");
+  ASSERT_STREQ(l->pfx, "/tmp/a.pfx, /tmp/sub/b.pfx, /abs/c.pfx");
+  ASSERT_STREQ(l->pfx_password, "file:/etc/pw");
+  ASSERT_STREQ(l->client_ca, "/tmp/ca-dir");
+  ASSERT_STREQ(l->crl, "/abs/crl.pem");
+  ASSERT_STREQ(l->ticket_key_file, "/tmp/t/keys");
+  ASSERT_STREQ(l->ocsp, "/tmp/ocsp.der");
+  ASSERT_STREQ(l->psk, "file:/tmp/psk.txt");
+  ASSERT_STREQ(l->backend_ca, "/ca.pem");
+  ASSERT_STREQ(l->backend_pfx, "/tmp/c.pfx");
+  ASSERT_STREQ(l->backend_pfx_password, "pass:rel/not-a-path");
+  tg_config_free(cfg);
+  tg_errors_free(&errs);
+}
+
+/* List keys may be repeated (each line appends) and every item keeps the
+ * line it was written on; other keys set twice stay an error. */
+TEST(list_keys_repeat_and_keep_their_lines) {
+  char text[8192];
+  size_t n = (size_t)snprintf(text, sizeof(text),
+                              "[listener:a]\nbind = 127.0.0.1:9000\nsecure = off\n"
+                              "backend = 127.0.0.1:1, 127.0.0.1:2\n"
+                              "backend = 127.0.0.1:3\n");
+  /* 50 fingerprints, one per line: lines 6..55 */
+  for (int i = 0; i < 50; i++)
+    n += (size_t)snprintf(text + n, sizeof(text) - n,
+                          "allow_clients = sha256:%064x\n", i + 1);
+  tg_errors_t errs = {0};
+  tg_config_t *cfg = load(text, &errs);
+  ASSERT(cfg != NULL);
+  for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.msgs[i]);
+  if (!cfg) return;
+  tg_listener_conf_t *l = cfg->listeners[0];
+  ASSERT_EQ(l->nbackends, 3);
+  ASSERT_EQ(l->backends[2].port, 3);
+  ASSERT_EQ(l->allow_clients.n, 50);
+  ASSERT_EQ(l->allow_clients.entries[49].kind, TG_ACL_SHA256);
+  ASSERT_EQ(l->allow_clients.entries[49].bin[31], 50);
+  char w[300];
+  ASSERT_CONTAINS(tg_config_item_where(l, "backend", 1, w, sizeof(w)), ":4: [listener:a] backend");
+  ASSERT_CONTAINS(tg_config_item_where(l, "backend", 2, w, sizeof(w)), ":5: [listener:a] backend");
+  ASSERT_CONTAINS(tg_config_item_where(l, "allow_clients", 49, w, sizeof(w)), ":55: [listener:a] allow_clients");
+  /* errors reported under the first line move to the item's own line */
+  tg_errors_t e2 = {0};
+  tg_errors_add(&e2, "%s: cannot load", tg_config_where(l, "backend", w, sizeof(w)));
+  tg_config_errors_for_item(l, "backend", 2, &e2, 0);
+  ASSERT_CONTAINS(e2.msgs[0], ":5: [listener:a] backend: cannot load");
+  tg_errors_free(&e2);
+  tg_config_free(cfg);
+
+  /* A bad item names its own line, not the key's first. */
+  ASSERT(fails_with("[listener:a]\nbind = 127.0.0.1:9000\nsecure = off\n"
+                    "allow_clients = cn:a\nbackend = 127.0.0.1:1\n"
+                    "allow_clients = cn:b, sha256:zz\n", 6, "allow_clients: 'sha256:zz'"));
+  ASSERT(fails_with("[listener:a]\nbind = 127.0.0.1:9000\nsecure = off\n"
+                    "backend = 127.0.0.1:1\nbackend = nohost\n", 5, "backend: 'nohost'"));
+  /* Not a list: still an error. */
+  ASSERT(fails_with(PLAIN_LISTENER "secure = on\n", 5, "secure: set twice (first at line 3)"));
+  ASSERT(fails_with("[global]\nworkers = 1\nworkers = 2\n" PLAIN_LISTENER, 3,
+                    "workers: set twice (first at line 2)"));
+}
+
+/* An indented line right after a key continues its value, joined without a
+ * separator (a 230-character value on three lines here). */
+TEST(continuation_lines) {
+  char value[231];
+  for (int i = 0; i < 230; i++) value[i] = (char)('a' + i % 26);
+  value[230] = '\0';
+  char text[2048];
+  snprintf(text, sizeof(text),
+           "[listener:a]\nbind = 127.0.0.1:9000\n"
+           "psk_identity_hint = x\n"
+           "ciphers = %.100s\n"
+           "    %.100s   ; a comment\n"
+           "\t%.30s\n"
+           "; a comment ends the value\n"
+           "  secure = off\n"
+           "backend = 127.0.0.1:1,\n"
+           "   127.0.0.1:2\n"
+           "\n"
+           "   backend = 127.0.0.1:3\n",
+           value, value + 100, value + 200);
+  tg_errors_t errs = {0};
+  tg_config_t *cfg = load(text, &errs);
+  ASSERT(cfg != NULL);
+  for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.msgs[i]);
+  if (!cfg) return;
+  tg_listener_conf_t *l = cfg->listeners[0];
+  ASSERT_EQ(strlen(l->ciphers), 230);
+  ASSERT_STREQ(l->ciphers, value);
+  ASSERT_EQ(l->secure, 0); /* indented after a comment: an ordinary key */
+  ASSERT_EQ(l->nbackends, 3);
+  char w[300];
+  ASSERT_CONTAINS(tg_config_where(l, "ciphers", w, sizeof(w)), ":4: [listener:a] ciphers");
+  tg_config_free(cfg);
+  /* A bad continued value is reported at the key's line. */
+  ASSERT(fails_with(PLAIN_LISTENER "idle_timeout = 5\n  x\n", 5,
+                    "idle_timeout: '5x' is not a duration"));
+  /* Non-list keys cannot be continued into a second value either. */
+  ASSERT(fails_with(PLAIN_LISTENER "connect_timeout = 5s\n  5s\n", 5,
+                    "connect_timeout: '5s5s' is not a duration"));
 }
 
 int main(void) {
@@ -384,5 +623,11 @@ int main(void) {
   RUN(error_udp_key_on_tcp_listener);
   RUN(error_reports_every_error);
   RUN(secrets);
+  RUN(secrets_over_long_refused);
+  RUN(secret_mode_warnings);
+  RUN(pass_secret_in_readable_config_warns);
+  RUN(relative_paths_resolve_against_config_dir);
+  RUN(list_keys_repeat_and_keep_their_lines);
+  RUN(continuation_lines);
   return UNIT_DONE();
 }
