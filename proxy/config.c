@@ -1065,6 +1065,26 @@ static int resolve_value(char **field, const char *dir, const char *prefix, int 
   return 0;
 }
 
+/* bind = unix:PATH and backend = unix:PATH: a relative socket path names a
+ * socket next to the config too. */
+static void resolve_unix(tg_hostport_t *hp, const char *dir, const tg_listener_conf_t *l,
+                         const char *key, tg_errors_t *errs) {
+  if (hp->addr.ss_family != AF_UNIX || hp->host[0] == '/') return;
+  char *abs = join_path(dir, hp->host, strlen(hp->host));
+  if (!abs) return;
+  char text[PATH_MAX + 8];
+  const char *why = NULL;
+  snprintf(text, sizeof(text), "unix:%s", abs);
+  free(abs);
+  tg_hostport_t r;
+  if (tg_parse_hostport(text, &r, &why) == 0) {
+    *hp = r;
+  } else {
+    char w[400];
+    tg_errors_add(errs, "%s: %s: %s", tg_config_where(l, key, w, sizeof(w)), text, why);
+  }
+}
+
 static void resolve_keys(const key_spec_t *keys, size_t nkeys, void *base,
                          const char *dir, int global) {
   for (size_t i = 0; i < nkeys; i++) {
@@ -1182,8 +1202,13 @@ tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
     tg_errors_add(errs, "%s: cannot resolve its directory: %s", path, strerror(errno));
   } else {
     resolve_keys(global_keys, NGLOBAL, cfg, cfg->dir, 1);
-    for (size_t i = 0; i < cfg->nlisteners; i++)
-      resolve_keys(listener_keys, NLISTENER, cfg->listeners[i], cfg->dir, 0);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+      tg_listener_conf_t *l = cfg->listeners[i];
+      resolve_keys(listener_keys, NLISTENER, l, cfg->dir, 0);
+      resolve_unix(&l->bind, cfg->dir, l, "bind", errs);
+      for (size_t k = 0; k < l->nbackends; k++)
+        resolve_unix(&l->backends[k], cfg->dir, l, "backend", errs);
+    }
   }
   struct stat cst;
   if (stat(path, &cst) == 0) warn_pass_secrets(cfg, cst.st_mode);

@@ -173,4 +173,15 @@ check_config "$CONFIG"
 sed -i '/^transport = udp/d' "$CONFIG"
 check_config "$CONFIG"
 [ "$CHECK_RC" = 0 ] || error "control: a unix bind with transport = tcp refused: $CHECK_OUT"
+# relative socket paths resolve against the config's directory, as files do
+mkdir -p "$WORK/etc"
+write_config etc/relative.ini <<EOF
+[listener:r]
+bind = unix:run/web.sock
+secure = off
+backend = unix:../app.sock
+EOF
+cd / && check_config "$CONFIG"; cd "$WORK" || fail "cd"
+echo "$CHECK_OUT" | grep -qF "listener r: tcp unix:$WORK/etc/run/web.sock [plaintext] -> unix:$WORK/app.sock" \
+    || error "relative unix: paths not resolved against the config directory: $CHECK_OUT"
 finish
