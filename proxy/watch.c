@@ -1,6 +1,8 @@
 #include "watch.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,10 @@ static struct {
   void *arg;
 } W;
 
+static int ts_after(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
 static void take_sig(const char *path, fsig_t *s) {
   struct stat st;
   memset(s, 0, sizeof(*s));
@@ -50,6 +56,25 @@ static void take_sig(const char *path, fsig_t *s) {
   s->size = st.st_size;
   s->mtime = st.st_mtim;
   s->ctime = st.st_ctim;
+  if (!S_ISDIR(st.st_mode)) return;
+  /* A hashed CA directory: a certificate rewritten in place changes no
+   * directory time, so its entries count too (sizes summed, inodes mixed,
+   * latest times). */
+  DIR *d = opendir(path);
+  if (!d) return;
+  struct dirent *e;
+  char p[PATH_MAX];
+  int n = 0;
+  while ((e = readdir(d)) != NULL && n++ < 4096) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+    if (stat(p, &st) != 0) continue;
+    s->size += st.st_size;
+    s->ino ^= st.st_ino * 2654435761u;
+    if (ts_after(&st.st_mtim, &s->mtime)) s->mtime = st.st_mtim;
+    if (ts_after(&st.st_ctim, &s->ctime)) s->ctime = st.st_ctim;
+  }
+  closedir(d);
 }
 
 static int sig_eq(const fsig_t *a, const fsig_t *b) {

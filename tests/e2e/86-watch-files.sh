@@ -7,7 +7,8 @@
 #   3. a broken renewal (garbage) is rejected, logged, and the previous
 #      certificate keeps being served; fixing the file reloads again
 #   4. a PEM cert/key pair swapped through symlinks in a second directory
-#      (certbot's live/ -> archive/ layout) is picked up as well
+#      (certbot's live/ -> archive/ layout) is picked up as well, and so is
+#      a CA rewritten in place inside a hashed client_ca directory
 #   5. control: with watch_files = off the same in-place renewal is not
 #      picked up (so 1. can fail)
 # Throughout 1-4 two client threads handshake (verifying the chain) and
@@ -50,6 +51,10 @@ cp "$WORK/p1.pem" "$WORK/le/archive/cert1.pem"; cp "$WORK/p1.key" "$WORK/le/arch
 cp "$WORK/p2.pem" "$WORK/le/archive/cert2.pem"; cp "$WORK/p2.key" "$WORK/le/archive/key2.pem"
 ln -s ../archive/cert1.pem "$WORK/le/live/cert.pem"; ln -s ../archive/key1.pem "$WORK/le/live/key.pem"
 
+# a hashed CA directory whose file is first the wrong CA, later rewritten in place
+HASH=$(openssl x509 -hash -noout -in "$CERTS/ca.pem")
+mkdir -p "$WORK/cadir"; cp "$CERTS/foreign-ca.pem" "$WORK/cadir/$HASH.0"
+PORT3=$(free_port)
 write_config watch.ini <<EOF
 [global]
 workers = 2
@@ -66,8 +71,16 @@ bind = 127.0.0.1:$PORT2
 cert = $WORK/le/live/cert.pem
 key = $WORK/le/live/key.pem
 backend = 127.0.0.1:$BPORT
+
+[listener:mtls]
+bind = 127.0.0.1:$PORT3
+pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password
+verify_client = require
+client_ca = $WORK/cadir
+backend = 127.0.0.1:$BPORT
 EOF
-start_tlsgate "$CONFIG" "$PORT" "$PORT2"
+start_tlsgate "$CONFIG" "$PORT" "$PORT2" "$PORT3"
 [ "$(serial "$PORT")" = "$(openssl x509 -noout -serial -in "$CERTS/server.pem")" ] || fail "not serving server.pem at start"
 
 # light load: 2 threads, handshake with verification + one echo, until the stop file (max 60 s)
@@ -126,6 +139,21 @@ ln -s ../archive/key2.pem "$WORK/le/live/.key.new" && mv -T "$WORK/le/live/.key.
 ln -s ../archive/cert2.pem "$WORK/le/live/.cert.new" && mv -T "$WORK/le/live/.cert.new" "$WORK/le/live/cert.pem"
 wait_serial "$PORT2" "$(serial_of p2)" "symlink swap (certbot layout)"
 
+# 4b. a CA file inside a hashed client_ca directory rewritten in place
+mtls_ok() {
+    "$PY" - "$PORT3" <<'EOF' >/dev/null 2>&1
+import sys, e2elib
+s = e2elib.tls_connect(int(sys.argv[1]), certfile="client.pem", keyfile="client.key")
+s.sendall(b"ca\n")
+assert e2elib.recv_exact(s, 3) == b"ca\n"
+EOF
+}
+mtls_ok && error "client certificate accepted while the CA directory holds the wrong CA"
+cat "$CERTS/ca.pem" > "$WORK/cadir/$HASH.0"
+for _ in $(seq 50); do mtls_ok && break; sleep 0.2; done
+mtls_ok && log "CA directory rewritten in place: client certificate now accepted" \
+    || error "a CA rewritten in place inside the client_ca directory was not picked up"
+
 touch "$WORK/stop"
 wait_exit "$LOAD_PID" 70 || fail "load client did not finish"
 log "load: $(head -n 6 "$WORK/load.log" | tr '\n' ' ')"
@@ -138,7 +166,7 @@ stop_tlsgate
 # 5. control: watch_files = off
 cp "$CERTS/server.pfx" "$WORK/live/site.pfx"
 sed -i 's/^workers = 2/workers = 1\nwatch_files = off/' "$CONFIG"
-start_tlsgate "$CONFIG" "$PORT" "$PORT2"
+start_tlsgate "$CONFIG" "$PORT" "$PORT2" "$PORT3"
 cat "$WORK/r4.pfx" > "$WORK/live/site.pfx"
 sleep 1.5   # three settle periods: a watcher would have reloaded by now (bounded, single wait)
 [ "$(serial "$PORT")" = "$(openssl x509 -noout -serial -in "$CERTS/server.pem")" ] \
