@@ -7,6 +7,7 @@
 #define TG_BACKEND_H
 
 #include <stdint.h>
+#include <uv.h>
 
 #include "runtime.h"
 
@@ -22,5 +23,13 @@ uint64_t tg_backend_failed(tg_service_t *svc, int idx, uint64_t now_ms);
 
 /* Records a success; returns 1 when the backend was resting before. */
 int tg_backend_ok(tg_service_t *svc, int idx);
+
+/* UV_EMFILE, UV_ENFILE, UV_ENOMEM, UV_ENOBUFS: this process is short of a
+ * resource, which is not the backend's fault: such a failure never rests a
+ * backend. */
+static inline int tg_local_resource_error(int uverr) {
+  return uverr == UV_EMFILE || uverr == UV_ENFILE || uverr == UV_ENOMEM ||
+         uverr == UV_ENOBUFS;
+}
 
 #endif

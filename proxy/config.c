@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "pkcs11.h"
 
 /* Debian's inih is built with INI_MAX_LINE=200: the reader hands it at most
  * this many characters of a line, so longer lines are rejected here instead
@@ -249,15 +250,15 @@ static const key_spec_t listener_keys[] = {
     /* Second round.  F_NOT_YET keys are refused when set until built. */
     {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, F_NOT_YET},
     {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, F_NOT_YET},
-    {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, F_NOT_YET},
+    {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, 0},
     {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, 0},
-    {"backend_cert", T_STR, L(backend_cert), "", 0, 0, NULL, F_NOT_YET},
-    {"backend_key", T_STR, L(backend_key), "", 0, 0, NULL, F_NOT_YET},
-    {"backend_key_password", T_SECRET, L(backend_key_password), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_cert", T_STR, L(backend_cert), "", 0, 0, NULL, 0},
+    {"backend_key", T_STR, L(backend_key), "", 0, 0, NULL, 0},
+    {"backend_key_password", T_SECRET, L(backend_key_password), "", 0, 0, NULL, 0},
     {"dtls_cookie_secret_file", T_STR, L(dtls_cookie_secret_file), "", 0, 0, NULL, F_UDP_ONLY},
-    {"max_half_open", T_INT, L(max_half_open), "1024", 1, 1000000, NULL, F_NOT_YET},
-    {"max_half_open_per_source", T_INT, L(max_half_open_per_source), "32", 1, 1000000, NULL, F_NOT_YET},
-    {"max_associations_per_source", T_INT, L(max_associations_per_source), "0", 0, 1000000, NULL, F_NOT_YET},
+    {"max_half_open", T_INT, L(max_half_open), "1024", 1, 1000000, NULL, F_UDP_ONLY},
+    {"max_half_open_per_source", T_INT, L(max_half_open_per_source), "32", 1, 1000000, NULL, F_UDP_ONLY},
+    {"max_associations_per_source", T_INT, L(max_associations_per_source), "0", 0, 1000000, NULL, F_UDP_ONLY},
     {"protocol", T_ENUM, L(protocol), "tcp", 0, 0, protocols, F_NOT_YET},
     {"allow_origins", T_STR, L(allow_origins), "", 0, 0, NULL, F_NOT_YET},
     {"allow_hosts", T_STR, L(allow_hosts), "", 0, 0, NULL, F_NOT_YET},
@@ -266,9 +267,9 @@ static const key_spec_t listener_keys[] = {
     {"unsafe_listen", T_BOOL, L(unsafe_listen), "off", 0, 0, NULL, F_NOT_YET},
     {"server_name", T_STR, L(server_name), "", 0, 0, NULL, F_NOT_YET},
     {"strict_sni", T_BOOL, L(strict_sni), "off", 0, 0, NULL, F_NOT_YET},
-    {"pkcs11_module", T_STR, L(pkcs11_module), "", 0, 0, NULL, F_NOT_YET},
-    {"pkcs11_pin", T_SECRET, L(pkcs11_pin), "", 0, 0, NULL, F_NOT_YET},
-    {"backend_pkcs11_pin", T_SECRET, L(backend_pkcs11_pin), "", 0, 0, NULL, F_NOT_YET},
+    {"pkcs11_module", T_STR, L(pkcs11_module), "", 0, 0, NULL, 0},
+    {"pkcs11_pin", T_SECRET, L(pkcs11_pin), "", 0, 0, NULL, 0},
+    {"backend_pkcs11_pin", T_SECRET, L(backend_pkcs11_pin), "", 0, 0, NULL, 0},
     {"backend_check", T_ENUM, L(backend_check), "off", 0, 0, check_modes, 0},
     {"backend_check_interval", T_DURATION, L(backend_check_interval_ms), "5s", 0, 0, NULL, 0},
     {"keylog_file", T_STR, L(keylog_file), "", 0, 0, NULL, 0},
@@ -854,8 +855,37 @@ static int is_set(const tg_listener_conf_t *l, const char *key) {
     tg_errors_add(warns, "%s: %s", tg_config_where(l, key, w_, sizeof(w_)), m_); \
   } while (0)
 
+/* accept_proxy_from: the peers that must send a PROXY header; anyone else
+ * is refused.  Setting it turns accept_proxy on. */
+static void validate_accept_proxy(tg_listener_conf_t *l, tg_errors_t *errs,
+                                  tg_errors_t *warns) {
+  if (l->accept_proxy_from[0] && l->transport == TG_TRANSPORT_UDP) {
+    LERR(l, "accept_proxy_from", "not supported with transport = udp");
+  } else if (l->accept_proxy_from[0]) {
+    const char *why = NULL;
+    char bad[200];
+    if (tg_cidr_parse_list(l->accept_proxy_from, &l->accept_proxy_nets, &why, bad,
+                           sizeof(bad)) != 0) {
+      /* the entries before the bad one parsed: its index names its line */
+      char w[400];
+      tg_errors_add(errs, "%s: '%s': %s",
+                    tg_config_item_where(l, "accept_proxy_from", l->accept_proxy_nets.n,
+                                         w, sizeof(w)),
+                    bad, why);
+    }
+    if (is_set(l, "accept_proxy") && !l->accept_proxy)
+      LERR(l, "accept_proxy", "off contradicts accept_proxy_from (which turns it on)");
+    l->accept_proxy = 1;
+  } else if (l->accept_proxy && l->transport != TG_TRANSPORT_UDP) {
+    LWARN(l, "accept_proxy", "on without accept_proxy_from: any peer may send a "
+          "PROXY header and so claim any client address; list the load balancers "
+          "in accept_proxy_from");
+  }
+}
+
 static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
                               tg_errors_t *warns) {
+  validate_accept_proxy(l, errs, warns);
   for (size_t i = 0; i < NLISTENER; i++)
     if ((listener_keys[i].flags & F_REQUIRED) && !l->key_line[i])
       LERR(l, listener_keys[i].name, "required key missing");
@@ -918,6 +948,18 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
       LERR(l, "pfx", "give either pfx or cert/key, not both");
     if (has_pem && (!l->cert[0] || !l->key[0]))
       LERR(l, l->cert[0] ? "key" : "cert", "cert and key go together");
+    if (tg_p11_is_uri(l->key)) {
+      char why[300];
+      if (tg_p11_uri_check(l->key, why, sizeof(why)) != 0) LERR(l, "key", "%s", why);
+      if (tg_p11_is_uri(l->cert) && tg_p11_uri_check(l->cert, why, sizeof(why)) != 0)
+        LERR(l, "cert", "%s", why);
+      if (l->transport == TG_TRANSPORT_UDP)
+        LERR(l, "key", "pkcs11: keys are supported with transport = tcp only");
+      if (l->key_password[0])
+        LWARN(l, "key_password", "has no effect with a pkcs11: key (use pkcs11_pin)");
+    } else if (l->pkcs11_pin[0]) {
+      LWARN(l, "pkcs11_pin", "has no effect: key is not a pkcs11: URI");
+    }
     if (l->verify_client != TG_VERIFY_NONE && !l->client_ca[0])
       LERR(l, "verify_client", "verify_client = %s needs client_ca",
            l->verify_client == TG_VERIFY_REQUIRE ? "require" : "optional");
@@ -939,10 +981,32 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     if (!l->backend_verify && !l->backend_pin[0])
       LERR(l, "backend_verify",
            "off is only allowed together with backend_pin");
+    int has_bpem = l->backend_cert[0] || l->backend_key[0];
+    if (has_bpem && l->backend_pfx[0])
+      LERR(l, "backend_pfx", "give either backend_pfx or backend_cert/backend_key, not both");
+    else if (has_bpem && (!l->backend_cert[0] || !l->backend_key[0]))
+      LERR(l, l->backend_cert[0] ? "backend_key" : "backend_cert",
+           "backend_cert and backend_key go together");
+    if (tg_p11_is_uri(l->backend_key)) {
+      char why[300];
+      if (tg_p11_uri_check(l->backend_key, why, sizeof(why)) != 0)
+        LERR(l, "backend_key", "%s", why);
+      if (tg_p11_is_uri(l->backend_cert) &&
+          tg_p11_uri_check(l->backend_cert, why, sizeof(why)) != 0)
+        LERR(l, "backend_cert", "%s", why);
+      if (l->transport == TG_TRANSPORT_UDP)
+        LERR(l, "backend_key", "pkcs11: keys are supported with transport = tcp only");
+      if (l->backend_key_password[0])
+        LWARN(l, "backend_key_password", "has no effect with a pkcs11: key (use "
+              "backend_pkcs11_pin)");
+    } else if (l->backend_pkcs11_pin[0]) {
+      LWARN(l, "backend_pkcs11_pin", "has no effect: backend_key is not a pkcs11: URI");
+    }
   } else {
     static const char *const tls_only[] = {
         "backend_pfx", "backend_pfx_password", "backend_ca", "backend_verify",
-        "backend_pin", "backend_sni"};
+        "backend_pin", "backend_sni", "backend_cert", "backend_key",
+        "backend_key_password", "backend_pkcs11_pin"};
     for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++)
       if (is_set(l, tls_only[i]))
         LWARN(l, tls_only[i], "has no effect with backend_secure = off");

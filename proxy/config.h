@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "acl.h"
+#include "cidr.h"
 #include "secret.h" /* tg_secret_read(), used with the config's secret keys */
 
 #define TG_MAX_BACKENDS 64
@@ -103,6 +104,7 @@ typedef struct {
   char *backend_ciphers;
   int backend_min_version; /* 12 or 13 */
   char *accept_proxy_from; /* comma-separated addresses/CIDRs */
+  tg_cidr_list_t accept_proxy_nets; /* accept_proxy_from, parsed by validation */
   char *backend_psk;       /* secret: file:PATH */
   char *backend_cert;
   char *backend_key;

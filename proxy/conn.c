@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cidr.h"
 #include "bufpool.h"
 #include "log.h"
 #include "metrics.h"
@@ -253,6 +254,26 @@ static int flush_tls(tg_conn_t *c, tg_side_t *s) {
   return send_block(c, s, wr, n);
 }
 
+/* The TLS library has ended the connection: sends what it wrote for s
+ * before that (the alert that tells the peer why, and anything queued
+ * before it, such as tickets), best effort and without a write request,
+ * since the connection closes right after.  Bytes the socket does not take
+ * at once, or that would go behind earlier queued writes, are dropped with
+ * the connection. */
+static void send_final(tg_conn_t *c, tg_side_t *s) {
+  size_t n = 0, cap = 0;
+  uint8_t *blk = tg_tls_io_take(&s->io, &n, &cap);
+  if (!blk) return;
+  if (s->open && s->queued == 0) {
+    uv_buf_t b = uv_buf_init((char *)blk + s->io.headroom, (unsigned)n);
+    int r = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+    if (r != (int)n)
+      conn_log(c, TG_LOG_DEBUG, "alert", "%zu of %zu final TLS bytes not sent to %s",
+               n - (r > 0 ? (size_t)r : 0), n, side_name(c, s));
+  }
+  tg_buf_put(blk, cap);
+}
+
 /* Sends plaintext read from one side to the other, encrypting if needed,
  * and stops reading the source while the destination is backed up. */
 static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
@@ -268,8 +289,9 @@ static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
       int n = SSL_write(to->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
       if (n <= 0) {
         char why[500];
-        fail(c, "TLS write to %s failed: %s", side_name(c, to),
-             tg_tls_failure(to->ssl, to->note, why, sizeof(why)));
+        tg_tls_failure(to->ssl, to->note, why, sizeof(why));
+        send_final(c, to);
+        fail(c, "TLS write to %s failed: %s", side_name(c, to), why);
         return -1;
       }
       data += n;
@@ -403,14 +425,16 @@ static void handshake_step(tg_conn_t *c, tg_side_t *s) {
   ERR_clear_error();
   int r = SSL_do_handshake(s->ssl);
   int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(s->ssl, r);
+  /* A token is signing (pkcs11.c): resume_handshake runs when it is done. */
+  int waits = e == SSL_ERROR_WANT_READ || e == TG_SSL_ERROR_WANT_PRIVATE_KEY;
   char why[700] = "";
-  if (r != 1 && e != SSL_ERROR_WANT_READ)
+  if (r != 1 && !waits)
     tg_tls_failure(s->ssl, s->note, why, sizeof(why));
   /* Our flight, or the alert that tells the peer why it failed. */
   if (flush_tls(c, s) != 0) return;
   if (r == 1) {
     handshake_done(c, s);
-  } else if (e == SSL_ERROR_WANT_READ) {
+  } else if (waits) {
     return;
   } else if (s == &c->client) {
     count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
@@ -423,6 +447,25 @@ static void handshake_step(tg_conn_t *c, tg_side_t *s) {
     snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
     backend_attempt_failed(c, reason);
   }
+}
+
+static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len);
+static void tls_unfeed(tg_conn_t *c, tg_side_t *s);
+
+/* The signature a handshake waited for is ready (called on our loop). */
+static void resume_handshake(void *owner, void *note) {
+  tg_conn_t *c = owner;
+  tg_side_t *s = note == c->client.note ? &c->client : &c->backend;
+  if (c->state == TG_CONN_CLOSING || !s->ssl || SSL_is_init_finished(s->ssl)) return;
+  if (tls_feed(c, s, NULL, 0) != 0) return;
+  handshake_step(c, s);
+  tls_unfeed(c, s);
+}
+
+static void set_resume(tg_conn_t *c, tg_tls_note_t *note) {
+  note->resume = resume_handshake;
+  note->owner = c;
+  note->loop = &c->w->loop;
 }
 
 static void describe_tls(SSL *ssl, const tg_tls_note_t *note, char *buf,
@@ -489,8 +532,9 @@ static void pump_tls(tg_conn_t *c, tg_side_t *s) {
       return;
     }
     char why[700];
-    fail(c, "TLS error from %s: %s", side_name(c, s),
-         tg_tls_failure(s->ssl, s->note, why, sizeof(why)));
+    tg_tls_failure(s->ssl, s->note, why, sizeof(why));
+    send_final(c, s);
+    fail(c, "TLS error from %s: %s", side_name(c, s), why);
     return;
   }
   flush_tls(c, s);
@@ -545,6 +589,22 @@ static void tls_unfeed(tg_conn_t *c, tg_side_t *s) {
   }
   s->io.in = NULL;
   s->io.inlen = 0;
+}
+
+/* Decrypts and forwards what a TLS side received before it could be
+ * forwarded.  Called from on_read (the backend's handshake just finished in
+ * this very read), the side's input window is still open on the rest of
+ * that read: TLS goes on from there and on_read closes the window.
+ * Otherwise the leftovers are in the stash. */
+static void pump_pending(tg_conn_t *c, tg_side_t *s) {
+  if (!s->ssl) return;
+  if (s->io.in) {
+    pump_tls(c, s);
+    return;
+  }
+  if (tls_feed(c, s, NULL, 0) != 0) return;
+  pump_tls(c, s);
+  tls_unfeed(c, s);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
@@ -682,6 +742,7 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   c->backend.note->conf = c->svc->conf;
   c->backend.note->backend = 1;
+  set_resume(c, c->backend.note);
   c->backend.io.headroom = offsetof(wreq_t, data);
   c->backend.ssl = tg_tls_new_stream(c->svc->backend_ctx, c->backend.note,
                                      c->svc->conf->backends[c->backend_idx].host,
@@ -757,6 +818,12 @@ static void start_connect(tg_conn_t *c, const struct sockaddr *sa) {
     return;
   }
   rc = uv_tcp_connect(&c->connect_req, &c->backend.tcp, sa, on_connect);
+  if (rc < 0 && tg_local_resource_error(rc)) { /* ours, not the backend's */
+    atomic_fetch_add(&c->svc->stats->backend_local_errors, 1);
+    fail(c, "cannot connect to backend %s: %s (a local limit: the backend "
+         "does not rest)", backend_text(c), uv_strerror(rc));
+    return;
+  }
   if (rc < 0) backend_attempt_failed(c, uv_strerror(rc));
 }
 
@@ -834,6 +901,7 @@ static void backend_ready(tg_conn_t *c) {
                                    : -1)
                             : side_write(c, &c->backend, hdr, n);
     if (rc != 0) {
+      if (c->backend.ssl && c->state != TG_CONN_CLOSING) send_final(c, &c->backend);
       if (c->state != TG_CONN_CLOSING) fail(c, "cannot send the PROXY header");
       return;
     }
@@ -848,17 +916,15 @@ static void backend_ready(tg_conn_t *c) {
   set_state(c, TG_CONN_PROXYING);
   c->last_activity_ms = uv_now(&c->w->loop);
   arm_timer(c, c->svc->conf->idle_timeout_ms);
-  /* Data that arrived with the handshakes waits in the stashes. */
-  if (c->client.ssl && tls_feed(c, &c->client, NULL, 0) == 0) {
-    pump_tls(c, &c->client);
-    tls_unfeed(c, &c->client);
-  }
-  if (c->state != TG_CONN_PROXYING) return;
-  if (c->backend.ssl && tls_feed(c, &c->backend, NULL, 0) == 0) {
-    pump_tls(c, &c->backend);
-    tls_unfeed(c, &c->backend);
-  }
-  if (c->state != TG_CONN_PROXYING) return;
+  /* Data that arrived with the handshakes waits in the stashes, or, for a
+   * backend whose last handshake flight came with its first records, in
+   * the read that finished the handshake. */
+  pump_pending(c, &c->client);
+  if (c->state == TG_CONN_CLOSING) return;
+  pump_pending(c, &c->backend);
+  /* Draining (one side's end came with its first data) still reads the
+   * other side. */
+  if (c->state == TG_CONN_CLOSING) return;
   if (c->client.eof) {
     on_eof(c, &c->client);
     if (c->state == TG_CONN_CLOSING) return;
@@ -890,6 +956,7 @@ static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
   c->client.note = calloc(1, sizeof(*c->client.note));
   if (c->client.note) {
     c->client.note->conf = svc->conf;
+    set_resume(c, c->client.note);
     c->client.io.headroom = offsetof(wreq_t, data);
     c->client.ssl = tg_tls_new_stream(svc->server_ctx, c->client.note, NULL, &c->client.io);
   }
@@ -1015,6 +1082,14 @@ void tg_conn_accept(tg_listener_t *l, int fd, const struct sockaddr_storage *ss)
   if (max > 0 && active > max) {
     atomic_fetch_add(&svc->stats->rejected_max, 1);
     fail(c, "max_connections (%d) reached", max);
+    return;
+  }
+  /* With accept_proxy_from, only the listed load balancers may connect: a
+   * direct client could otherwise claim any address in a PROXY header. */
+  if (svc->conf->accept_proxy_nets.n &&
+      !tg_cidr_match(&svc->conf->accept_proxy_nets, (const struct sockaddr *)ss)) {
+    atomic_fetch_add(&svc->stats->proxy_refused, 1);
+    fail(c, "refused: not in accept_proxy_from");
     return;
   }
   conn_log(c, TG_LOG_INFO, "accept", "new connection (worker %d, %d active)", w->index, active);

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +24,36 @@
 #define MAX_BUCKETS (1u << 20)
 
 /* Rate-limit slots for repeated log lines (one line per second each). */
-enum { RL_RECV_ERROR = 0, RL_DROP, RL_HALF_OPEN, RL_SEND, RL_MAX_CONN };
+enum { RL_RECV_ERROR = 0, RL_DROP, RL_HALF_OPEN, RL_SEND, RL_MAX_CONN, RL_SOURCE,
+       RL_TOTAL, RL_EVICT };
 
+/* A source: an IPv4 address (also when IPv4-mapped) or an IPv6 /64. */
+typedef struct {
+  uint8_t family, len;
+  uint8_t b[8];
+} src_key_t;
+
+/* This worker's half-open handshakes of one source, oldest first. */
 struct addr_count {
   addr_count_t *next;
-  uint8_t family;
-  uint8_t addr[16];
+  src_key_t key;
   unsigned n;
+  tg_udp_assoc_t *head, *tail;
 };
+
+/* One source's counts across the workers of a service (under src_mu). */
+struct src_count {
+  struct src_count *next;
+  src_key_t key;
+  unsigned half_open, assocs;
+};
+
+#define SRC_BUCKETS 1024
+
+/* Associations of every udp listener of the process (each holds, or will
+ * hold, a backend socket), and the cap derived from the fd limit. */
+static atomic_long udp_total;
+static atomic_long udp_total_cap = 1 << 20;
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -183,64 +206,279 @@ void tg_udp_listener_assoc_freed(tg_udp_listener_t *ul) {
   if (ul->draining && ul->nalive == 0) close_socket(ul);
 }
 
-/* ---- half-open caps ---------------------------------------------------------- */
+/* ---- caps: half-open handshakes and associations per source and in total --- */
 
-static addr_count_t **addr_slot(tg_udp_listener_t *ul, const struct sockaddr *sa,
-                                int create) {
-  const uint8_t *a;
-  size_t n = addr_bytes(sa, &a);
-  uint64_t h = hash_bytes(ul->seed ^ 0x5a5a5a5aULL, a, n);
+static void source_key(const struct sockaddr *sa, src_key_t *k) {
+  memset(k, 0, sizeof(*k));
+  if (sa->sa_family == AF_INET) {
+    k->family = AF_INET;
+    k->len = 4;
+    memcpy(k->b, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    return;
+  }
+  const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+  if (IN6_IS_ADDR_V4MAPPED(a6)) {
+    k->family = AF_INET;
+    k->len = 4;
+    memcpy(k->b, a6->s6_addr + 12, 4);
+  } else {
+    k->family = AF_INET6;
+    k->len = 8; /* the /64 */
+    memcpy(k->b, a6->s6_addr, 8);
+  }
+}
+
+static int key_eq(const src_key_t *x, const src_key_t *y) {
+  return x->family == y->family && x->len == y->len && memcmp(x->b, y->b, x->len) == 0;
+}
+
+int tg_udp_same_source(const struct sockaddr *x, const struct sockaddr *y) {
+  src_key_t a, b;
+  source_key(x, &a);
+  source_key(y, &b);
+  return key_eq(&a, &b);
+}
+
+static addr_count_t **local_slot(tg_udp_listener_t *ul, const src_key_t *k,
+                                 int create) {
+  uint64_t h = hash_bytes(ul->seed ^ 0x5a5a5a5aULL ^ k->family, k->b, k->len);
   addr_count_t **pp = &ul->addr_buckets[h % ADDR_BUCKETS];
   for (; *pp; pp = &(*pp)->next)
-    if ((*pp)->family == sa->sa_family && memcmp((*pp)->addr, a, n) == 0)
-      return pp;
+    if (key_eq(&(*pp)->key, k)) return pp;
   if (!create) return NULL;
   addr_count_t *c = calloc(1, sizeof(*c));
   if (!c) return NULL;
-  c->family = (uint8_t)sa->sa_family;
-  memcpy(c->addr, a, n);
+  c->key = *k;
   *pp = c;
   return pp;
 }
 
-/* Admits one more half-open handshake from sa, or says which cap stops it. */
-static const char *half_open_admit(tg_udp_listener_t *ul, const struct sockaddr *sa) {
-  if (atomic_fetch_add(&ul->ds->half_open, 1) >= TG_DTLS_HALF_OPEN_MAX) {
-    atomic_fetch_sub(&ul->ds->half_open, 1);
-    ul->st.drop_half_open_total++;
-    atomic_fetch_add_explicit(&ul->svc->stats->dtls_half_open_refused, 1, memory_order_relaxed);
-    return "total";
-  }
-  addr_count_t **pp = addr_slot(ul, sa, 1);
-  if (!pp || (*pp)->n >= TG_DTLS_HALF_OPEN_PER_ADDR) {
-    atomic_fetch_sub(&ul->ds->half_open, 1);
-    ul->st.drop_half_open_addr++;
-    atomic_fetch_add_explicit(&ul->svc->stats->dtls_half_open_refused, 1, memory_order_relaxed);
-    return pp ? "per address" : "out of memory";
-  }
-  (*pp)->n++;
-  ul->half_open++;
-  if (ul->half_open > ul->st.half_open_peak) ul->st.half_open_peak = ul->half_open;
-  return NULL;
+/* Under ds->src_mu. */
+static struct src_count **shared_slot(struct tg_dtls_svc *ds, const src_key_t *k,
+                                      int create) {
+  uint64_t h = hash_bytes(ds->src_seed ^ k->family, k->b, k->len);
+  struct src_count **pp = &ds->src_buckets[h % SRC_BUCKETS];
+  for (; *pp; pp = &(*pp)->next)
+    if (key_eq(&(*pp)->key, k)) return pp;
+  if (!create) return NULL;
+  struct src_count *c = calloc(1, sizeof(*c));
+  if (!c) return NULL;
+  c->key = *k;
+  *pp = c;
+  return pp;
 }
 
-static void half_open_undo(tg_udp_listener_t *ul, struct tg_dtls_svc *ds,
-                           const struct sockaddr *sa) {
-  atomic_fetch_sub(&ds->half_open, 1);
-  ul->half_open--;
-  addr_count_t **pp = addr_slot(ul, sa, 0);
-  if (pp && --(*pp)->n == 0) {
-    addr_count_t *c = *pp;
+static void shared_put(struct tg_dtls_svc *ds, const src_key_t *k, int half_open,
+                       int assoc) {
+  uv_mutex_lock(&ds->src_mu);
+  struct src_count **pp = shared_slot(ds, k, 0);
+  if (pp) {
+    struct src_count *c = *pp;
+    if (half_open && c->half_open) c->half_open--;
+    if (assoc && c->assocs) c->assocs--;
+    if (!c->half_open && !c->assocs) {
+      *pp = c->next;
+      free(c);
+    }
+  }
+  uv_mutex_unlock(&ds->src_mu);
+}
+
+static void count_refusal(tg_udp_listener_t *ul, const struct sockaddr *from,
+                          uint64_t *counter, atomic_ullong *metric, int slot,
+                          const char *what) {
+  (*counter)++;
+  atomic_fetch_add_explicit(metric, 1, memory_order_relaxed);
+  if (tg_udp_rate_ok(ul, slot)) {
+    char peer[64];
+    tg_format_peer(from, peer, sizeof(peer));
+    tg_log(TG_LOG_WARN, "listener %s: %s: ignoring %s (%llu such so far; at "
+           "most one line a second)", ul->svc->conf->name, what, peer,
+           (unsigned long long)*counter);
+  }
+}
+
+/* The source with the most half-open handshakes on this worker. */
+static addr_count_t *local_busiest(tg_udp_listener_t *ul) {
+  addr_count_t *best = NULL;
+  for (size_t i = 0; i < ADDR_BUCKETS; i++)
+    for (addr_count_t *c = ul->addr_buckets[i]; c; c = c->next)
+      if (c->head && (!best || c->n > best->n)) best = c;
+  return best;
+}
+
+static int total_reserve(tg_udp_listener_t *ul, const struct sockaddr *from) {
+  long cap = atomic_load(&udp_total_cap);
+  if (atomic_fetch_add(&udp_total, 1) < cap) return 0;
+  atomic_fetch_sub(&udp_total, 1);
+  char what[160];
+  snprintf(what, sizeof(what), "udp associations at the process cap (%ld, "
+           "derived from the fd limit)", cap);
+  count_refusal(ul, from, &ul->st.drop_assoc_total,
+                &ul->svc->stats->udp_refused_total, RL_TOTAL, what);
+  return -1;
+}
+
+int tg_udp_total_admit(tg_udp_assoc_t *a) {
+  if (a->total_counted) return 0;
+  if (total_reserve(a->ul, (const struct sockaddr *)&a->peer) != 0) return -1;
+  a->total_counted = 1;
+  return 0;
+}
+
+/* Admits one more association from sa (half_open: a DTLS handshake that
+ * starts now), or says which cap stops it (and counts it).  When the
+ * half-open total is reached, the oldest half-open handshake of this
+ * worker's busiest source makes room, if that source has more of them
+ * than sa's. */
+static const char *admit(tg_udp_listener_t *ul, const struct sockaddr *sa,
+                         int half_open) {
+  struct tg_dtls_svc *ds = ul->ds;
+  tg_lstats_t *stats = ul->svc->stats;
+  src_key_t k;
+  source_key(sa, &k);
+  if (half_open) {
+    if (atomic_load(&ds->half_open) >= ds->max_half_open) {
+      addr_count_t **mine = local_slot(ul, &k, 0);
+      addr_count_t *busy = local_busiest(ul);
+      if (busy && busy->n > (mine ? (*mine)->n : 0)) {
+        ul->st.evicted++;
+        atomic_fetch_add_explicit(&stats->dtls_half_open_evicted, 1,
+                                  memory_order_relaxed);
+        if (tg_udp_rate_ok(ul, RL_EVICT)) {
+          char peer[64], victim[64];
+          tg_format_peer(sa, peer, sizeof(peer));
+          snprintf(victim, sizeof(victim), "%s", busy->head->peername);
+          tg_log(TG_LOG_WARN, "listener %s: max_half_open (%d) reached: the "
+                 "oldest half-open handshake of the busiest source (%s, %u "
+                 "half-open) makes room for %s (%llu evicted so far; at most "
+                 "one line a second)", ul->svc->conf->name, ds->max_half_open,
+                 victim, busy->n, peer, (unsigned long long)ul->st.evicted);
+        }
+        tg_assoc_close(busy->head, TG_LOG_DEBUG, 0, "evicted: max_half_open "
+                       "(%d) reached; the oldest half-open handshake of the "
+                       "busiest source makes room", ds->max_half_open);
+      }
+    }
+    if (atomic_fetch_add(&ds->half_open, 1) >= ds->max_half_open) {
+      atomic_fetch_sub(&ds->half_open, 1);
+      ul->st.drop_half_open_total++;
+      atomic_fetch_add_explicit(&stats->dtls_half_open_refused, 1, memory_order_relaxed);
+      return "total";
+    }
+  }
+  const char *why = NULL;
+  uv_mutex_lock(&ds->src_mu);
+  struct src_count **pp = shared_slot(ds, &k, 1);
+  if (!pp) why = "out of memory";
+  else if (half_open && (int)(*pp)->half_open >= ds->max_half_open_per_source)
+    why = "per source";
+  else if ((int)(*pp)->assocs >= ds->max_assoc_per_source)
+    why = "associations per source";
+  if (!why) {
+    (*pp)->assocs++;
+    if (half_open) (*pp)->half_open++;
+  } else if (pp && !(*pp)->half_open && !(*pp)->assocs) {
+    struct src_count *c = *pp;
     *pp = c->next;
     free(c);
   }
+  uv_mutex_unlock(&ds->src_mu);
+  if (why && half_open) atomic_fetch_sub(&ds->half_open, 1);
+  if (why && strcmp(why, "per source") == 0) {
+    ul->st.drop_half_open_addr++;
+    atomic_fetch_add_explicit(&stats->dtls_half_open_refused, 1, memory_order_relaxed);
+  } else if (why && strcmp(why, "associations per source") == 0) {
+    char what[160];
+    snprintf(what, sizeof(what), "max_associations_per_source (%d) reached",
+             ds->max_assoc_per_source);
+    count_refusal(ul, sa, &ul->st.drop_assoc_source, &stats->udp_refused_source,
+                  RL_SOURCE, what);
+  }
+  return why;
+}
+
+/* Gives back what admit() took, for an association never made. */
+static void admit_undo(tg_udp_listener_t *ul, const struct sockaddr *sa,
+                       int half_open) {
+  src_key_t k;
+  source_key(sa, &k);
+  if (half_open) atomic_fetch_sub(&ul->ds->half_open, 1);
+  shared_put(ul->ds, &k, half_open, 1);
+}
+
+/* a was admitted by admit(): it counts from now on. */
+static void admitted(tg_udp_listener_t *ul, tg_udp_assoc_t *a, int half_open) {
+  a->src_counted = 1;
+  if (!half_open) return;
+  a->half_open = 1;
+  src_key_t k;
+  source_key((const struct sockaddr *)&a->peer, &k);
+  addr_count_t **pp = local_slot(ul, &k, 1);
+  if (!pp) return; /* counted across workers, not evictable */
+  addr_count_t *c = *pp;
+  a->src = c;
+  a->ho_prev = c->tail;
+  a->ho_next = NULL;
+  if (c->tail) c->tail->ho_next = a;
+  else c->head = a;
+  c->tail = a;
+  c->n++;
+  ul->half_open++;
+  if (ul->half_open > ul->st.half_open_peak) ul->st.half_open_peak = ul->half_open;
 }
 
 void tg_udp_half_open_release(tg_udp_listener_t *ul, tg_udp_assoc_t *a) {
   if (!a->half_open) return;
   a->half_open = 0;
   /* The service that admitted it (a reload may have moved ul on). */
-  half_open_undo(ul, a->svc->dtls, (const struct sockaddr *)&a->peer);
+  struct tg_dtls_svc *ds = a->svc->dtls;
+  atomic_fetch_sub(&ds->half_open, 1);
+  src_key_t k;
+  source_key((const struct sockaddr *)&a->peer, &k);
+  shared_put(ds, &k, 1, 0);
+  addr_count_t *c = a->src;
+  if (!c) return;
+  a->src = NULL;
+  if (a->ho_prev) a->ho_prev->ho_next = a->ho_next;
+  else c->head = a->ho_next;
+  if (a->ho_next) a->ho_next->ho_prev = a->ho_prev;
+  else c->tail = a->ho_prev;
+  a->ho_prev = a->ho_next = NULL;
+  ul->half_open--;
+  if (--c->n == 0) {
+    addr_count_t **pp = local_slot(ul, &k, 0);
+    if (pp && *pp == c) *pp = c->next;
+    free(c);
+  }
+}
+
+void tg_udp_assoc_release(tg_udp_assoc_t *a) {
+  if (a->src_counted) {
+    a->src_counted = 0;
+    src_key_t k;
+    source_key((const struct sockaddr *)&a->peer, &k);
+    shared_put(a->svc->dtls, &k, 0, 1);
+  }
+  if (a->total_counted) {
+    a->total_counted = 0;
+    atomic_fetch_sub(&udp_total, 1);
+  }
+}
+
+/* Caps derived from the fd limit: the process keeps an eighth of its
+ * descriptors (at least 64) for everything that is not a UDP association
+ * (TCP clients and backends, listeners, the loop); one source may take a
+ * quarter of the rest. */
+static void fd_caps(long *total, long *per_source) {
+  struct rlimit r;
+  long n = 1 << 20;
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY &&
+      r.rlim_cur < (rlim_t)n)
+    n = (long)r.rlim_cur;
+  long reserve = n / 8 < 64 ? 64 : n / 8;
+  *total = n - reserve < 16 ? 16 : n - reserve;
+  *per_source = *total / 4 < 8 ? 8 : *total / 4;
 }
 
 /* ---- sending ----------------------------------------------------------------- */
@@ -433,6 +671,22 @@ int tg_dtls_service_setup(tg_service_t *s, tg_errors_t *errs, char *front,
     return -1;
   }
   s->dtls = d;
+  d->src_buckets = calloc(SRC_BUCKETS, sizeof(*d->src_buckets));
+  if (!d->src_buckets || uv_mutex_init(&d->src_mu) != 0) {
+    tg_errors_add(errs, "out of memory");
+    return -1;
+  }
+  d->src_mu_ready = 1;
+  if (RAND_bytes((uint8_t *)&d->src_seed, sizeof(d->src_seed)) != 1) ERR_clear_error();
+  long total, per_source;
+  fd_caps(&total, &per_source);
+  atomic_store(&udp_total_cap, total);
+  d->max_half_open = l->max_half_open > 0 ? l->max_half_open : 1024;
+  d->max_half_open_per_source =
+      l->max_half_open_per_source > 0 ? l->max_half_open_per_source : 32;
+  d->max_assoc_per_source = l->max_associations_per_source > 0
+                                ? l->max_associations_per_source
+                                : (int)per_source;
   if (l->secure && l->dtls_cookie == TG_COOKIE_ON && !TG_DTLS_COOKIES)
     tg_errors_add(errs, "%s: on is not possible with %s: it removed server-side "
                   "HelloVerifyRequest (use auto or off here, or build with "
@@ -464,7 +718,8 @@ int tg_dtls_service_setup(tg_service_t *s, tg_errors_t *errs, char *front,
                   TG_TLS_LIBRARY);
   }
 
-  snprintf(front, frontsize, "plaintext");
+  snprintf(front, frontsize, "plaintext, %d associations per source, %ld "
+           "in the process", d->max_assoc_per_source, total);
   if (l->secure) {
     char tls[900], psk[300] = "";
     SSL_CTX *ctx = tg_tls_server_ctx(l, errs, tls, sizeof(tls));
@@ -476,12 +731,14 @@ int tg_dtls_service_setup(tg_service_t *s, tg_errors_t *errs, char *front,
     if (d->cookies) tg_dtls_set_cookie_cbs(ctx, cookie_generate, cookie_verify);
     /* "TLS >= 1.2, identity ..." -> "DTLS 1.2, identity ..." */
     const char *rest = strchr(tls, ',');
-    snprintf(front, frontsize, "DTLS 1.2%s%s%s, cookies %s, mtu %d",
+    snprintf(front, frontsize, "DTLS 1.2%s%s%s, cookies %s, mtu %d, half-open "
+             "at most %d (%d per source), %d associations per source",
              rest ? rest : "", psk[0] ? ", " : "", psk,
              d->cookies                    ? "on"
-             : l->dtls_cookie == TG_COOKIE_OFF ? "off"
-                                           : "off (" TG_TLS_LIBRARY " cannot)",
-             l->dtls_mtu);
+             : l->dtls_cookie == TG_COOKIE_OFF ? "off: 3x rule"
+                                           : "off (" TG_TLS_LIBRARY " cannot): 3x rule",
+             l->dtls_mtu, d->max_half_open, d->max_half_open_per_source,
+             d->max_assoc_per_source);
   }
   if (l->backend_secure) {
     char tls[600];
@@ -503,6 +760,17 @@ void tg_dtls_service_free(tg_service_t *s) {
   struct tg_dtls_svc *d = s->dtls;
   if (!d) return;
   if (d->keys_ready) tg_cookie_keys_destroy(&d->keys);
+  if (d->src_mu_ready) uv_mutex_destroy(&d->src_mu);
+  if (d->src_buckets)
+    for (size_t i = 0; i < SRC_BUCKETS; i++) {
+      struct src_count *c = d->src_buckets[i];
+      while (c) {
+        struct src_count *next = c->next;
+        free(c);
+        c = next;
+      }
+    }
+  free(d->src_buckets);
   free(d);
   s->dtls = NULL;
 }
@@ -535,7 +803,9 @@ static void log_stats(tg_udp_listener_t *ul) {
          "listener %s (worker %d): udp drops: short %llu, not-dtls %llu, "
          "not-hello %llu, truncated %llu, half-open cap %llu total / %llu per "
          "address, max_connections %llu, draining %llu, send queue %llu, held "
-         "queue %llu, too large %llu, send errors %llu",
+         "queue %llu, too large %llu, send errors %llu, evicted %llu, "
+         "amplification-limited %llu, associations per source %llu, process "
+         "cap %llu, local errors %llu",
          name, wi, (unsigned long long)s->drop_short,
          (unsigned long long)s->drop_garbage,
          (unsigned long long)s->drop_not_hello,
@@ -545,7 +815,11 @@ static void log_stats(tg_udp_listener_t *ul) {
          (unsigned long long)s->drop_max_conn,
          (unsigned long long)s->drop_draining, (unsigned long long)s->drop_sendq,
          (unsigned long long)s->drop_queue, (unsigned long long)s->too_large,
-         (unsigned long long)s->send_errors);
+         (unsigned long long)s->send_errors, (unsigned long long)s->evicted,
+         (unsigned long long)s->amp_held,
+         (unsigned long long)s->drop_assoc_source,
+         (unsigned long long)s->drop_assoc_total,
+         (unsigned long long)s->local_errors);
 }
 
 static void on_socket_closed(uv_handle_t *h) {
@@ -627,30 +901,34 @@ static void new_dtls_assoc(tg_udp_listener_t *ul, const struct sockaddr *from,
                            const tg_dgram_info_t *info, int cookie_checked,
                            tg_udp_assoc_t *predecessor) {
   if (tg_udp_over_max_connections(ul, from)) return;
-  const char *cap = half_open_admit(ul, from);
+  /* At most one parallel handshake per peer: a newer one replaces it. */
+  if (predecessor && predecessor->successor)
+    tg_assoc_close(predecessor->successor, TG_LOG_INFO, 0,
+                   "replaced by a newer ClientHello from the same address and port");
+  const char *cap = admit(ul, from, 1);
   if (cap) {
-    if (tg_udp_rate_ok(ul, RL_HALF_OPEN)) {
+    if (strcmp(cap, "associations per source") != 0 &&
+        tg_udp_rate_ok(ul, RL_HALF_OPEN)) {
       char peer[64];
       tg_format_peer(from, peer, sizeof(peer));
       tg_log(TG_LOG_WARN, "listener %s: half-open DTLS handshakes at the %s "
-             "cap (%d total, %d per address): ignoring ClientHello from %s "
-             "(%llu + %llu so far)",
-             ul->svc->conf->name, cap, TG_DTLS_HALF_OPEN_MAX,
-             TG_DTLS_HALF_OPEN_PER_ADDR, peer,
+             "cap (max_half_open = %d, max_half_open_per_source = %d): "
+             "ignoring ClientHello from %s (%llu + %llu so far, %llu evicted)",
+             ul->svc->conf->name, cap, ul->ds->max_half_open,
+             ul->ds->max_half_open_per_source, peer,
              (unsigned long long)ul->st.drop_half_open_total,
-             (unsigned long long)ul->st.drop_half_open_addr);
+             (unsigned long long)ul->st.drop_half_open_addr,
+             (unsigned long long)ul->st.evicted);
     }
     return;
   }
-  if (predecessor && predecessor->successor) /* a third ClientHello */
-    tg_assoc_close(predecessor->successor, TG_LOG_INFO, 0,
-                   "replaced by a newer ClientHello from the same address and port");
+  if (predecessor && predecessor->state == TG_ASSOC_CLOSING) predecessor = NULL;
   tg_udp_assoc_t *a = tg_assoc_new(ul, from, hash, predecessor);
   if (!a) {
-    half_open_undo(ul, ul->ds, from);
+    admit_undo(ul, from, 1);
     return;
   }
-  a->half_open = 1;
+  admitted(ul, a, 1);
   memcpy(a->hello_random, info->random, sizeof(a->hello_random));
   tg_assoc_start_dtls(a, p, n, cookie_checked);
 }
@@ -702,8 +980,20 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
       return;
     }
     if (tg_udp_over_max_connections(ul, from)) return;
+    if (admit(ul, from, 0)) return;
+    if (total_reserve(ul, from) != 0) {
+      admit_undo(ul, from, 0);
+      return;
+    }
     a = tg_assoc_new(ul, from, hash, NULL);
-    if (a) tg_assoc_start_plain(a, p, n);
+    if (!a) {
+      admit_undo(ul, from, 0);
+      atomic_fetch_sub(&udp_total, 1);
+      return;
+    }
+    admitted(ul, a, 0);
+    a->total_counted = 1;
+    tg_assoc_start_plain(a, p, n);
     return;
   }
 
@@ -714,14 +1004,14 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
       route_records(a, p, n, &info, kind);
       return;
     }
-    /* A retransmitted ClientHello: its session decides what to do. */
+    /* A retransmitted ClientHello (see tg_assoc_hello_again). */
     if (memcmp(info.random, a->hello_random, sizeof(a->hello_random)) == 0) {
-      tg_assoc_client_datagram(a, p, n);
+      tg_assoc_hello_again(a, p, n);
       return;
     }
     if (a->successor && memcmp(info.random, a->successor->hello_random,
                                sizeof(a->hello_random)) == 0) {
-      tg_assoc_client_datagram(a->successor, p, n);
+      tg_assoc_hello_again(a->successor, p, n);
       return;
     }
     /* Otherwise the peer starts over (or someone says so in its name). */
@@ -771,12 +1061,16 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     }
     ul->st.cookie_ok++;
     atomic_fetch_add_explicit(&ul->svc->stats->dtls_cookie_ok, 1, memory_order_relaxed);
-    if (a) {
+    if (a && a->state == TG_ASSOC_HANDSHAKE) {
       ul->st.restarted++;
       tg_assoc_close(a, TG_LOG_INFO, 0, "client started a new handshake from "
                      "the same address and port (cookie verified)");
+      a = NULL;
     }
-    new_dtls_assoc(ul, from, hash, p, n, &info, 1, NULL);
+    /* An established association stays until the new handshake completes:
+     * a cookie shows the sender receives at that address, not that it is
+     * the peer. */
+    new_dtls_assoc(ul, from, hash, p, n, &info, 1, a);
     return;
   }
   if (a && a->state == TG_ASSOC_HANDSHAKE) {
@@ -791,20 +1085,40 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 
 static void warn_cookies_off(const tg_service_t *s) {
   const tg_listener_conf_t *c = s->conf;
-  if (!c->secure || s->dtls->cookies) return;
+  const struct tg_dtls_svc *d = s->dtls;
+  tg_log(TG_LOG_INFO, "listener %s: udp caps: %d associations per source%s, "
+         "%ld in the process (derived from the fd limit)%s", c->name,
+         d->max_assoc_per_source,
+         c->max_associations_per_source ? "" : " (derived from the fd limit)",
+         (long)atomic_load(&udp_total_cap),
+         c->secure ? "; see the half-open caps below" : "");
+  if (!c->secure) return;
+  if (d->cookies) {
+    tg_log(TG_LOG_INFO, "listener %s: DTLS cookies on: a ClientHello without a "
+           "valid cookie gets a HelloVerifyRequest no larger than itself; "
+           "half-open handshakes: max_half_open = %d, max_half_open_per_source "
+           "= %d", c->name, d->max_half_open, d->max_half_open_per_source);
+    return;
+  }
   if (c->dtls_cookie == TG_COOKIE_OFF)
     tg_log(TG_LOG_INFO, "listener %s: dtls_cookie = off: no stateless cookie "
-           "check; half-open handshakes are capped (%d total, %d per address "
-           "and worker) and last at most handshake_timeout",
-           c->name, TG_DTLS_HALF_OPEN_MAX, TG_DTLS_HALF_OPEN_PER_ADDR);
+           "check; a peer gets at most %dx the bytes it sent and nothing on a "
+           "timer until its handshake completes; half-open handshakes are "
+           "capped (max_half_open = %d, max_half_open_per_source = %d, the "
+           "busiest source's oldest evicted first) and last at most "
+           "handshake_timeout",
+           c->name, TG_AMP_FACTOR, d->max_half_open, d->max_half_open_per_source);
   else
     tg_log(TG_LOG_WARN, "listener %s: DTLS cookies are off: %s removed "
            "server-side HelloVerifyRequest, so spoofed ClientHellos cannot be "
-           "told apart; damage is bounded by caps on half-open handshakes "
-           "(%d total, %d per address and worker) and handshake_timeout "
+           "told apart; damage is bounded: a peer gets at most %dx the bytes "
+           "it sent and nothing on a timer until its handshake completes, "
+           "half-open handshakes are capped (max_half_open = %d, "
+           "max_half_open_per_source = %d, the busiest source's oldest evicted "
+           "first) and end at handshake_timeout "
            "(build with make TLS=openssl for RFC 6347 cookies)",
-           c->name, TG_TLS_LIBRARY, TG_DTLS_HALF_OPEN_MAX,
-           TG_DTLS_HALF_OPEN_PER_ADDR);
+           c->name, TG_TLS_LIBRARY, TG_AMP_FACTOR, d->max_half_open,
+           d->max_half_open_per_source);
 }
 
 /* Moves a listener to service s of the worker's current runtime. */

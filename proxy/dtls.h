@@ -11,8 +11,12 @@
  * OpenSSL build (dtls_cookie = auto|on) a ClientHello without a valid
  * cookie is answered with a HelloVerifyRequest no larger than itself and
  * forgotten.  On BoringSSL (which cannot do that) and with dtls_cookie =
- * off, half-open handshakes are capped in total and per source address and
- * live at most handshake_timeout. */
+ * off, a peer gets at most 3x the bytes it sent and nothing on a timer
+ * until its handshake completes, and half-open handshakes are capped in
+ * total and per source (IPv4 address, IPv6 /64), the busiest source's
+ * oldest evicted first, and live at most handshake_timeout.  Associations
+ * (DTLS and plain) are capped per source and, derived from the fd limit,
+ * for the whole process. */
 #ifndef TG_DTLS_H
 #define TG_DTLS_H
 
@@ -22,11 +26,10 @@
 #include "runtime.h"
 #include "worker.h"
 
-/* Half-open DTLS handshakes (associations whose client handshake has not
- * completed): at most this many per listener across all workers ... */
-#define TG_DTLS_HALF_OPEN_MAX 1024
-/* ... and this many per client IP address and worker. */
-#define TG_DTLS_HALF_OPEN_PER_ADDR 32
+/* 1 when x and y count as one source for the per-source caps: the same
+ * IPv4 address (an IPv4-mapped IPv6 address counts as IPv4), or IPv6
+ * addresses in the same /64; ports never matter. */
+int tg_udp_same_source(const struct sockaddr *x, const struct sockaddr *y);
 
 /* Builds the UDP parts of a service: the DTLS server context (secure =
  * on: identity, PSK, client verification, cookies), the DTLS backend

@@ -6,6 +6,7 @@
 #define TG_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum {
   TG_LOG_ERROR = 0,
@@ -19,8 +20,17 @@ typedef enum {
   TG_LOG_JSON
 } tg_log_format_t;
 
+/* Safe to call while other threads log (a reload changes both). */
 void tg_log_setup(tg_log_level_t level, tg_log_format_t format);
 int tg_log_enabled(tg_log_level_t level);
+tg_log_format_t tg_log_get_format(void);
+
+/* Escapes s for a field of a log line in the given format into out (always
+ * terminated, cut at size).  Text: printable ASCII kept, '\\' doubled, any
+ * other byte as \xNN.  JSON: a valid string body (quotes, backslashes and
+ * control bytes escaped, well-formed UTF-8 kept, other bytes as \u00NN).
+ * Every log line goes through it; exposed for the unit tests. */
+size_t tg_log_escape(tg_log_format_t format, char *out, size_t size, const char *s);
 
 /* A free-form event not tied to a connection. */
 void tg_log(tg_log_level_t level, const char *fmt, ...)

@@ -19,6 +19,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "pkcs11.h"
 #include "process.h"
 #include "runtime.h"
 #include "tls.h"
@@ -193,6 +194,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "tlsgate: %s\n", err);
     return 1;
   }
+  /* -t finds token keys but never logs in: a check costs no PIN attempt. */
+  tg_p11_set_check_only(check);
   tg_errors_t errs = {0};
   tg_config_t *cfg = tg_config_load(path, &errs);
   tg_runtime_t *rt = cfg ? tg_runtime_new(cfg, &errs) : NULL;

@@ -179,6 +179,11 @@ char *tg_metrics_render(size_t *len) {
   for (size_t i = 0; i < n; i++)
     add(&b, "tlsgate_proxy_header_errors_total{listener=\"%s\"} %llu\n",
         esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->proxy_header_errors));
+  header(&b, "tlsgate_proxy_refused_total", "counter",
+         "Connections refused because the peer is not in accept_proxy_from.");
+  for (size_t i = 0; i < n; i++)
+    add(&b, "tlsgate_proxy_refused_total{listener=\"%s\"} %llu\n",
+        esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->proxy_refused));
   header(&b, "tlsgate_backend_failures_total", "counter",
          "Failed backend attempts (refused, timed out, unresolvable, TLS failure).");
   for (size_t i = 0; i < n; i++) {
@@ -239,6 +244,27 @@ char *tg_metrics_render(size_t *len) {
   for (size_t i = 0; i < n; i++)
     add(&b, "tlsgate_udp_dropped_total{listener=\"%s\"} %llu\n",
         esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->udp_dropped));
+  header(&b, "tlsgate_udp_refused_total", "counter",
+         "New UDP/DTLS peers refused or cut short by a cap, by reason "
+         "(half_open_evicted, amplification_limited: datagrams held back by "
+         "the 3x rule, source_cap, process_cap).");
+  for (size_t i = 0; i < n; i++) {
+    esc(snap[i]->name, l, sizeof(l));
+    add(&b, "tlsgate_udp_refused_total{listener=\"%s\",reason=\"half_open_evicted\"} %llu\n",
+        l, LOAD(snap[i]->dtls_half_open_evicted));
+    add(&b, "tlsgate_udp_refused_total{listener=\"%s\",reason=\"amplification_limited\"} %llu\n",
+        l, LOAD(snap[i]->dtls_amplification_limited));
+    add(&b, "tlsgate_udp_refused_total{listener=\"%s\",reason=\"source_cap\"} %llu\n",
+        l, LOAD(snap[i]->udp_refused_source));
+    add(&b, "tlsgate_udp_refused_total{listener=\"%s\",reason=\"process_cap\"} %llu\n",
+        l, LOAD(snap[i]->udp_refused_total));
+  }
+  header(&b, "tlsgate_backend_local_errors_total", "counter",
+         "Backend attempts that failed for lack of a local resource (EMFILE, "
+         "ENFILE, ENOMEM, ENOBUFS): the client is refused, the backend does not rest.");
+  for (size_t i = 0; i < n; i++)
+    add(&b, "tlsgate_backend_local_errors_total{listener=\"%s\"} %llu\n",
+        esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->backend_local_errors));
   header(&b, "tlsgate_reloads_total", "counter", "SIGHUP reloads by result.");
   add(&b, "tlsgate_reloads_total{result=\"ok\"} %llu\n", LOAD(reloads_ok));
   add(&b, "tlsgate_reloads_total{result=\"failed\"} %llu\n", LOAD(reloads_failed));

@@ -36,6 +36,7 @@ typedef struct tg_lstats {
   atomic_ullong tls12, tls13, resumed;
   atomic_ullong bytes_from_client, bytes_from_backend;
   atomic_ullong proxy_header_errors;
+  atomic_ullong proxy_refused;   /* peers not in accept_proxy_from */
   atomic_ullong backend_failures[TG_MAX_BACKENDS]; /* by backend index */
   atomic_ullong backend_check_failures[TG_MAX_BACKENDS]; /* backend_check */
   char backend_names[TG_MAX_BACKENDS][280];        /* as configured now */
@@ -48,6 +49,11 @@ typedef struct tg_lstats {
   atomic_ullong dtls_cookie_ok, dtls_cookie_bad;
   atomic_ullong dtls_half_open_refused; /* ClientHellos over the half-open caps */
   atomic_ullong udp_dropped;         /* datagrams dropped without reply */
+  atomic_ullong dtls_half_open_evicted; /* half-open handshakes evicted for fairness */
+  atomic_ullong dtls_amplification_limited; /* datagrams held back by the 3x rule */
+  atomic_ullong udp_refused_source;  /* new peers over max_associations_per_source */
+  atomic_ullong udp_refused_total;   /* new peers over the process-wide fd-derived cap */
+  atomic_ullong backend_local_errors; /* EMFILE/ENFILE/ENOMEM/ENOBUFS: backend not rested */
 } tg_lstats_t;
 
 /* The stats of listener name, created on first use.  Thread-safe. */

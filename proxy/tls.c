@@ -20,6 +20,7 @@
 
 #include "keylog.h"
 #include "log.h"
+#include "pkcs11.h"
 #include "tickets.h"
 #include "tls_compat.h"
 
@@ -160,12 +161,10 @@ static int load_pfx(const char *path, const char *pwspec, identity_t *id,
   return 0;
 }
 
-/* which is set to the config key the failure belongs to. */
-static int load_pem(const char *cert_path, const char *key_path,
-                    const char *pwspec, identity_t *id, char *err,
-                    size_t errsize, const char **which) {
-  *which = "cert";
-  char tlserr[300], pw[512];
+/* Reads a PEM certificate and the chain after it. */
+static int load_pem_certs(const char *cert_path, identity_t *id, char *err,
+                          size_t errsize) {
+  char tlserr[300];
   ERR_clear_error();
   BIO *b = BIO_new_file(cert_path, "r");
   if (!b) {
@@ -185,7 +184,17 @@ static int load_pem(const char *cert_path, const char *key_path,
     sk_X509_push(id->chain, x);
   ERR_clear_error(); /* the loop ends on "no start line" */
   BIO_free(b);
+  return 0;
+}
 
+/* which is set to the config key the failure belongs to. */
+static int load_pem(const char *cert_path, const char *key_path,
+                    const char *pwspec, identity_t *id, char *err,
+                    size_t errsize, const char **which) {
+  *which = "cert";
+  char tlserr[300], pw[512];
+  if (load_pem_certs(cert_path, id, err, errsize) != 0) return -1;
+  BIO *b;
   *which = "key_password";
   if (resolve_password(pwspec, pw, sizeof(pw), err, errsize) != 0) return -1;
   *which = "key";
@@ -223,7 +232,7 @@ static int load_pem(const char *cert_path, const char *key_path,
 static int check_identity(const identity_t *id, const char *what, char *err,
                           size_t errsize, char *desc, size_t descsize) {
   char tlserr[300];
-  if (!X509_check_private_key(id->cert, id->key)) {
+  if (id->key && !X509_check_private_key(id->cert, id->key)) {
     snprintf(err, errsize, "%s: private key does not match the certificate (%s)",
              what, tg_tls_errors(tlserr, sizeof(tlserr)));
     return -1;
@@ -269,32 +278,77 @@ static int use_identity(SSL_CTX *ctx, identity_t *id, char *err,
   return 0;
 }
 
+/* A key on a PKCS#11 token (key = pkcs11:...): the certificate comes from a
+ * PEM file (with its chain) or from the token. */
+static int load_p11(const tg_listener_conf_t *l, const char *cert, const char *key,
+                    const char *pin, identity_t *id, tg_p11_key_t **k, char *err,
+                    size_t errsize, int *which) {
+  *which = 0;
+  if (tg_p11_is_uri(cert)) {
+    id->cert = tg_p11_cert_load(l->pkcs11_module, cert, err, errsize);
+    if (!id->cert) return -1;
+  } else if (load_pem_certs(cert, id, err, errsize) != 0) {
+    return -1;
+  }
+  *which = 1;
+  *k = tg_p11_key_open(l->pkcs11_module, key, pin, err, errsize);
+  return *k ? 0 : -1;
+}
+
 /* Loads the identity named by a PFX key (with password key) or by PEM
- * cert/key keys into ctx.  Returns 0 or -1 with an error added. */
+ * cert/key keys (names: the cert, key and key password keys) into ctx;
+ * a key may be a PKCS#11 URI (logged into with the secret pin).  Returns 0
+ * or -1 with an error added. */
 static int load_identity(SSL_CTX *ctx, const tg_listener_conf_t *l,
                          const char *pfx_key, const char *pfx,
                          const char *pfx_pw, const char *cert,
                          const char *key, const char *key_pw,
+                         const char *const names[3], const char *pin, int min13,
                          tg_errors_t *errs, char *desc, size_t descsize) {
   identity_t id = {0};
   char err[900], where[400];
   const char *errkey = pfx_key;
+  tg_p11_key_t *p11 = NULL;
   int rc;
   if (pfx && *pfx) {
     rc = load_pfx(pfx, pfx_pw, &id, err, sizeof(err));
+  } else if (tg_p11_is_uri(key)) {
+    int which = 0;
+    rc = load_p11(l, cert, key, pin, &id, &p11, err, sizeof(err), &which);
+    errkey = names[which];
   } else {
     rc = load_pem(cert, key, key_pw, &id, err, sizeof(err), &errkey);
+    errkey = !strcmp(errkey, "cert") ? names[0] : !strcmp(errkey, "key") ? names[1] : names[2];
   }
   if (rc == 0)
     rc = check_identity(&id, pfx && *pfx ? pfx : cert, err, sizeof(err), desc,
                         descsize);
-  if (rc == 0) rc = use_identity(ctx, &id, err, sizeof(err));
+  if (rc == 0 && p11) {
+    errkey = names[1];
+    rc = tg_p11_use_key(ctx, p11, id.cert, min13, err, sizeof(err));
+    for (int i = 0; rc == 0 && id.chain && i < (int)sk_X509_num(id.chain); i++)
+      if (X509_cmp(sk_X509_value(id.chain, i), id.cert) != 0 &&
+          !SSL_CTX_add1_chain_cert(ctx, sk_X509_value(id.chain, i))) {
+        char tlserr[300];
+        snprintf(err, sizeof(err), "cannot add chain certificate (%s)",
+                 tg_tls_errors(tlserr, sizeof(tlserr)));
+        rc = -1;
+      }
+    size_t n = strlen(desc);
+    if (rc == 0) snprintf(desc + n, descsize - n, ", %s", tg_p11_key_describe(p11));
+  } else if (rc == 0) {
+    rc = use_identity(ctx, &id, err, sizeof(err));
+  }
   identity_free(&id);
   if (rc != 0)
     tg_errors_add(errs, "%s: %s",
                   tg_config_where(l, errkey, where, sizeof(where)), err);
   return rc;
 }
+
+static const char *const server_names[3] = {"cert", "key", "key_password"};
+static const char *const backend_names[3] = {"backend_cert", "backend_key",
+                                             "backend_key_password"};
 
 /* Loads a CA file or hashed directory into ctx's verify store. */
 static int load_ca(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *key,
@@ -741,7 +795,8 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
   char desc[400] = "none (PSK only)";
   if ((pfx && pfx[0]) || l->cert[0])
     load_identity(ctx, l, "pfx", pfx, l->pfx_password, l->cert, l->key,
-                  l->key_password, errs, desc, sizeof(desc));
+                  l->key_password, server_names, l->pkcs11_pin, l->min_version == 13,
+                  errs, desc, sizeof(desc));
   size_t ocsp_len = 0;
   if (first && l->ocsp[0]) load_ocsp(ctx, l, l->ocsp, errs, &ocsp_len);
   if (l->verify_client != TG_VERIFY_NONE) {
@@ -803,9 +858,10 @@ SSL_CTX *tg_tls_backend_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
   SSL_CTX *ctx = new_ctx(l, "backend_secure", errs);
   if (!ctx) return NULL;
   char desc[400] = "none";
-  if (l->backend_pfx[0])
+  if (l->backend_pfx[0] || l->backend_cert[0])
     load_identity(ctx, l, "backend_pfx", l->backend_pfx, l->backend_pfx_password,
-                  NULL, NULL, NULL, errs, desc, sizeof(desc));
+                  l->backend_cert, l->backend_key, l->backend_key_password,
+                  backend_names, l->backend_pkcs11_pin, 0, errs, desc, sizeof(desc));
   if (l->backend_ca[0]) {
     load_ca(ctx, l, "backend_ca", l->backend_ca, 0, errs);
   } else if (l->backend_verify) {
@@ -896,6 +952,13 @@ const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
     snprintf(buf, size, "certificate required (no client certificate presented)");
     return buf;
   }
+#ifndef OPENSSL_IS_BORINGSSL
+  char p11[300];
+  if (tg_p11_take_failure(p11, sizeof(p11))) {
+    snprintf(buf, size, "PKCS#11 signature failed: %s (%s)", p11, tlserr);
+    return buf;
+  }
+#endif
   if (note && note->reason[0]) {
     snprintf(buf, size, "%s (%s)", note->reason, tlserr);
     return buf;

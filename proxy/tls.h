@@ -19,6 +19,12 @@ typedef struct {
   int backend;        /* 1: we are the client of a backend */
   char reason[300];   /* first verification failure, for the log */
   char peer[300];     /* identity of the verified peer, for the log */
+  /* Set by the SSL's owner when it can wait for a private-key operation
+   * (PKCS#11 keys, pkcs11.c): resume(owner, note) runs on loop once the
+   * signature the handshake waits for is ready. */
+  void (*resume)(void *owner, void *note);
+  void *owner;
+  struct uv_loop_s *loop;
 } tg_tls_note_t;
 
 int tg_tls_init(char *err, size_t errsize);

@@ -11,11 +11,14 @@
 #define tg_get_peer_certificate(ssl) SSL_get_peer_certificate(ssl)
 /* A BoringSSL server never renegotiates; nothing to switch off. */
 #define TG_SSL_OP_NO_RENEGOTIATION 0
+/* An asynchronous private key (pkcs11.c) has not signed yet. */
+#define TG_SSL_ERROR_WANT_PRIVATE_KEY SSL_ERROR_WANT_PRIVATE_KEY_OPERATION
 #else
 #define TG_TLS_LIBRARY "OpenSSL"
 #define tg_ctx_set_cipher_list(ctx, list) SSL_CTX_set_cipher_list(ctx, list)
 #define tg_get_peer_certificate(ssl) SSL_get1_peer_certificate(ssl)
 #define TG_SSL_OP_NO_RENEGOTIATION SSL_OP_NO_RENEGOTIATION
+#define TG_SSL_ERROR_WANT_PRIVATE_KEY (-1) /* OpenSSL signs synchronously */
 #endif
 
 /* ---- DTLS ------------------------------------------------------------------

@@ -70,6 +70,72 @@ static const char *backend_text(const tg_udp_assoc_t *a) {
   return a->backend_idx >= 0 ? conf_of(a)->backends[a->backend_idx].text : "-";
 }
 
+/* ---- anti-amplification ------------------------------------------------------
+ * Until a peer without a verified cookie has completed its handshake, every
+ * datagram its session writes is kept in a->fhead.. (the current flight) and
+ * sent only while the bytes sent stay within TG_AMP_FACTOR times the bytes
+ * received from that address and port.  What does not fit waits for the
+ * peer's next datagram (its retransmitted ClientHello, which brings more
+ * allowance); the session's own retransmission timer is not used. */
+
+static void flight_free(tg_udp_assoc_t *a) {
+  while (a->fhead) {
+    qdgram_t *q = a->fhead;
+    a->fhead = q->next;
+    free(q);
+  }
+  a->ftail = a->fnext = NULL;
+  a->fbytes = 0;
+}
+
+/* Sends the flight's unsent datagrams in order while the allowance lasts
+ * (all of them once the peer is validated). */
+static void flight_send(tg_udp_assoc_t *a) {
+  if (a->hold_all && !a->validated) return;
+  while (a->fnext) {
+    qdgram_t *q = a->fnext;
+    if (!a->validated && a->amp_out + q->len > TG_AMP_FACTOR * a->amp_in) break;
+    if (tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, q->data,
+                           q->len) == 0)
+      a->amp_out += q->len;
+    a->fnext = q->next;
+  }
+}
+
+static void flight_add(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
+  if (a->new_burst) { /* the session wrote anew: the old flight is over */
+    a->new_burst = 0;
+    flight_free(a);
+  }
+  qdgram_t *q = a->fbytes + n <= TG_AMP_HOLD_MAX ? malloc(sizeof(*q) + n) : NULL;
+  if (!q) {
+    a->ul->st.drop_queue++;
+    return;
+  }
+  q->next = NULL;
+  q->len = n;
+  memcpy(q->data, p, n);
+  if (a->ftail) a->ftail->next = q;
+  else a->fhead = q;
+  a->ftail = q;
+  a->fbytes += n;
+  if (!a->fnext) a->fnext = q;
+  flight_send(a);
+  if (a->fnext) { /* held back by the allowance */
+    a->ul->st.amp_held++;
+    atomic_fetch_add_explicit(&a->svc->stats->dtls_amplification_limited, 1,
+                              memory_order_relaxed);
+  }
+}
+
+/* The peer has shown that it receives: what is held goes out now. */
+static void validated(tg_udp_assoc_t *a) {
+  if (a->validated) return;
+  a->validated = 1;
+  flight_send(a);
+  flight_free(a);
+}
+
 /* ---- lifetime ---------------------------------------------------------------- */
 
 static void unref(tg_udp_assoc_t *a) {
@@ -82,6 +148,7 @@ static void unref(tg_udp_assoc_t *a) {
     a->qhead = q->next;
     free(q);
   }
+  flight_free(a);
   tg_udp_listener_t *ul = a->ul;
   tg_worker_t *w = ul->w;
   tg_runtime_t *rt = a->rt;
@@ -134,6 +201,7 @@ void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
   atomic_fetch_add_explicit(&st->bytes_from_backend, a->bytes_from_backend,
                             memory_order_relaxed);
   tg_udp_half_open_release(ul, a);
+  tg_udp_assoc_release(a);
   tg_udp_listener_forget(ul, a);
   if (a->predecessor) { /* a new handshake that did not complete */
     a->predecessor->successor = NULL;
@@ -179,6 +247,7 @@ tg_udp_assoc_t *tg_assoc_new(tg_udp_listener_t *ul, const struct sockaddr *peer,
   a->timer.data = a;
   a->refs = 1;
   a->state = a->svc->server_ctx ? TG_ASSOC_HANDSHAKE : TG_ASSOC_CONNECTING;
+  a->validated = !a->svc->server_ctx; /* the amplification rule is for DTLS */
   tg_udp_listener_add(ul, a, predecessor == NULL);
   if (predecessor) {
     predecessor->successor = a;
@@ -209,7 +278,9 @@ static void schedule(tg_udp_assoc_t *a) {
   uint64_t now = uv_now(loop_of(a)), due = UINT64_MAX;
   struct timeval tv;
   if (a->deadline_ms) due = a->deadline_ms;
-  if (a->ssl && DTLSv1_get_timeout(a->ssl, &tv) == 1 && now + tv_ms(&tv) < due)
+  /* Nothing on a timer towards a peer that has not shown it receives. */
+  if (a->ssl && a->validated && DTLSv1_get_timeout(a->ssl, &tv) == 1 &&
+      now + tv_ms(&tv) < due)
     due = now + tv_ms(&tv);
   if (a->bssl && DTLSv1_get_timeout(a->bssl, &tv) == 1 && now + tv_ms(&tv) < due)
     due = now + tv_ms(&tv);
@@ -251,7 +322,7 @@ static void on_timer(uv_timer_t *t) {
     }
     return;
   }
-  if (a->ssl && dtls_timer_expired(a->ssl)) {
+  if (a->ssl && a->validated && dtls_timer_expired(a->ssl)) {
     ERR_clear_error();
     if (DTLSv1_handle_timeout(a->ssl) < 0) {
       a->ul->st.hs_failed++;
@@ -286,6 +357,8 @@ void tg_assoc_dgram_out(tg_udp_assoc_t *a, int backend, const uint8_t *p,
                         size_t n) {
   if (backend) {
     if (a->bsock_open) tg_udp_send_backend(a->ul, &a->bsock, p, n);
+  } else if (!a->validated) {
+    flight_add(a, p, n);
   } else {
     tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, p, n);
   }
@@ -398,6 +471,12 @@ static void pump(tg_udp_assoc_t *a, int backend) {
   for (;;) {
     ERR_clear_error();
     int r = SSL_read(ssl, buf, (int)sizeof(a->ul->plainbuf));
+    if (r > 0 && !backend && a->successor)
+      /* The peer is alive in this session: the new ClientHello from its
+       * address was not its own. */
+      tg_assoc_close(a->successor, TG_LOG_INFO, 0, "ended: the peer is alive "
+                     "in its established session, so this ClientHello in "
+                     "its name was not its own");
     if (r > 0) {
       if (backend) to_client(a, buf, (size_t)r);
       else to_backend(a, buf, (size_t)r);
@@ -423,6 +502,9 @@ static void pump(tg_udp_assoc_t *a, int backend) {
 static void connect_next(tg_udp_assoc_t *a);
 
 static void client_handshake_done(tg_udp_assoc_t *a) {
+  /* The peer answered our flight with a Finished that verified: it is
+   * really at this address.  (Its flight arrived before this returned.) */
+  validated(a);
   tg_udp_half_open_release(a->ul, a);
   a->ul->st.hs_ok++;
   tg_lstats_t *st = a->svc->stats;
@@ -449,6 +531,11 @@ static void client_handshake_done(tg_udp_assoc_t *a) {
        id[0] ? ", psk identity " : "", id);
   a->deadline_ms = 0;
   set_state(a, TG_ASSOC_CONNECTING);
+  if (tg_udp_total_admit(a) != 0) {
+    tg_assoc_close(a, TG_LOG_WARN, 1, "udp associations at the process cap "
+                   "(derived from the fd limit): no backend socket for it");
+    return;
+  }
   connect_next(a);
   /* Records that came with the client's last flight wait in the session. */
   if (a->state != TG_ASSOC_CLOSING) pump(a, 0);
@@ -485,6 +572,11 @@ void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
   a->deadline_ms = uv_now(loop_of(a)) + svc->conf->handshake_timeout_ms;
   a->cio.rdata = p;
   a->cio.rlen = n;
+  a->validated = cookie_checked; /* a verified cookie shows it receives */
+  a->amp_in = n;
+  a->hold_all = a->predecessor && !cookie_checked;
+  a->hello_ms = uv_now(loop_of(a));
+  a->new_burst = 1;
   if (cookie_checked) {
     /* The cookie is verified already; DTLSv1_listen sets the session up
      * to continue after the HelloVerifyRequest we sent statelessly. */
@@ -513,10 +605,47 @@ void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
   }
   a->cio.rdata = p;
   a->cio.rlen = n;
+  if (!a->validated) {
+    a->amp_in += n;
+    a->new_burst = 1;
+  }
   if (!SSL_is_init_finished(a->ssl)) client_handshake_step(a);
   else pump(a, 0);
   a->cio.rdata = NULL; /* what the session did not take is gone */
   schedule(a);
+}
+
+void tg_assoc_hello_again(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
+  if (a->state == TG_ASSOC_CLOSING) return;
+  if (a->state != TG_ASSOC_HANDSHAKE) {
+    /* Its handshake is over: a copy of its first ClientHello (a late
+     * duplicate, or a replay in its name) has nothing to say. */
+    a->ul->st.drop_not_hello++;
+    return;
+  }
+  if (a->validated || !a->fhead) {
+    tg_assoc_client_datagram(a, p, n); /* the session retransmits itself */
+    return;
+  }
+  /* The peer did not get all of our flight: what was held back goes out
+   * first; when everything was sent already, the whole flight again, as
+   * far as the allowance reaches.  The session is not asked (it would
+   * retransmit on top). */
+  uint64_t now = uv_now(loop_of(a));
+  a->last_activity_ms = now;
+  a->amp_in += n;
+  if (a->hold_all) {
+    /* A copy right behind the first is no client's retransmission timer. */
+    if (now - a->hello_ms < TG_SUCCESSOR_WAIT_MS) return;
+    a->hold_all = 0;
+  }
+  if (!a->fnext) a->fnext = a->fhead;
+  flight_send(a);
+  if (a->fnext) {
+    a->ul->st.amp_held++;
+    atomic_fetch_add_explicit(&a->svc->stats->dtls_amplification_limited, 1,
+                              memory_order_relaxed);
+  }
 }
 
 void tg_assoc_start_plain(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
@@ -612,12 +741,25 @@ static void on_backend_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   schedule(a);
 }
 
+/* EMFILE and the like are this process's shortage, not the backend's:
+ * the association ends and the backend does not rest. */
+static int local_failure(tg_udp_assoc_t *a, int rc) {
+  if (!tg_local_resource_error(rc)) return 0;
+  a->ul->st.local_errors++;
+  atomic_fetch_add_explicit(&a->svc->stats->backend_local_errors, 1,
+                            memory_order_relaxed);
+  tg_assoc_close(a, TG_LOG_WARN, 1, "cannot open a socket to backend %s: %s "
+                 "(a local limit: the backend does not rest)", backend_text(a),
+                 uv_strerror(rc));
+  return 1;
+}
+
 static void open_backend(tg_udp_assoc_t *a, const struct sockaddr *addr) {
   tg_service_t *svc = a->svc;
   char why[700];
   int rc = uv_udp_init_ex(loop_of(a), &a->bsock, addr->sa_family);
   if (rc < 0) {
-    backend_failed(a, uv_strerror(rc));
+    if (!local_failure(a, rc)) backend_failed(a, uv_strerror(rc));
     return;
   }
   a->bsock.data = a;
@@ -626,7 +768,7 @@ static void open_backend(tg_udp_assoc_t *a, const struct sockaddr *addr) {
   rc = uv_udp_connect(&a->bsock, addr);
   if (rc == 0) rc = uv_udp_recv_start(&a->bsock, on_backend_alloc, on_backend_recv);
   if (rc < 0) {
-    backend_failed(a, uv_strerror(rc));
+    if (!local_failure(a, rc)) backend_failed(a, uv_strerror(rc));
     return;
   }
   if (!svc->backend_ctx) {

@@ -15,12 +15,16 @@
  *
  * A new ClientHello from the address and port of an association that is
  * past its handshake (RFC 6347 4.2.8) replaces it only once the client has
- * shown it is really there: with cookies, the ClientHello must carry a
- * valid one (otherwise it gets a HelloVerifyRequest and the association
- * stays); without cookies, the new handshake runs as the old association's
- * successor (not findable in the table; epoch-0 records go to it, later
- * epochs to both, each session drops what it cannot decrypt) and replaces
- * it when it completes.  A half-open association is simply replaced.
+ * shown it is really there: the new handshake runs as the old
+ * association's successor (not findable in the table; epoch-0 records go
+ * to it, later epochs to both, each session drops what it cannot decrypt)
+ * and replaces it when it completes.  With cookies the ClientHello must
+ * carry a valid one first (otherwise it gets a HelloVerifyRequest, at most
+ * one a second).  Without cookies the successor sends nothing until the
+ * same ClientHello comes again TG_SUCCESSOR_WAIT_MS or more later, then
+ * obeys the 3x rule, and ends as soon as the old session authenticates a
+ * record from the peer.  At most one successor per peer; a half-open
+ * association is simply replaced.
  *
  * Ownership: the listener owns its associations (hash table + list) until
  * tg_assoc_close(); the memory lives until the last handle's close
@@ -47,13 +51,29 @@
 #define TG_UDP_SENDQ_MAX (4u << 20) /* bytes queued on one socket before dropping */
 #define TG_ASSOC_QUEUE_MAX 32     /* client datagrams held while connecting */
 #define TG_ASSOC_QUEUE_BYTES (128 * 1024)
+/* Anti-amplification (RFC 9000 section 8's rule, for DTLS without a
+ * verified cookie): until a peer has shown that it receives what we send
+ * (its handshake completed), at most TG_AMP_FACTOR times the bytes it sent
+ * go to it, and nothing is sent on a timer. */
+#define TG_AMP_FACTOR 3
+#define TG_AMP_HOLD_MAX (32 * 1024) /* flight bytes held for such a peer */
+#define TG_SUCCESSOR_WAIT_MS 500    /* below any client's retransmission timer */
 
 /* Service-wide UDP state, shared by every worker. */
 struct tg_dtls_svc {
   int cookies;              /* stateless cookies are in use */
   tg_cookie_keys_t keys;
   int keys_ready;
-  atomic_int half_open;     /* across workers, for TG_DTLS_HALF_OPEN_MAX */
+  atomic_int half_open;     /* across workers, for max_half_open */
+  int max_half_open, max_half_open_per_source;
+  int max_assoc_per_source; /* resolved (the key, or derived from the fd limit) */
+  /* Per source (IPv4 address / IPv6 /64) across workers: half-open
+   * handshakes and associations.  Taken only when an association is
+   * admitted or ends, never per datagram. */
+  uv_mutex_t src_mu;
+  int src_mu_ready;
+  uint64_t src_seed;
+  struct src_count **src_buckets;
 };
 
 /* Counters of one listener on one worker, logged when it closes. */
@@ -66,6 +86,7 @@ typedef struct {
   uint64_t drop_half_open_total, drop_half_open_addr, drop_max_conn;
   uint64_t drop_draining, drop_sendq, send_errors, drop_queue;
   uint64_t too_large;
+  uint64_t amp_held, evicted, drop_assoc_source, drop_assoc_total, local_errors;
   uint64_t assoc_created, assoc_peak, half_open_peak;
   uint64_t hs_ok, hs_failed, hs_timeout, restarted;
 } tg_udp_stats_t;
@@ -102,7 +123,7 @@ struct tg_udp_listener {
   size_t nalive;                    /* not yet freed */
   tg_udp_assoc_t *all;              /* list of the table's associations */
   size_t half_open;                 /* of this worker */
-  addr_count_t **addr_buckets;      /* half-open count per client address */
+  addr_count_t **addr_buckets;      /* this worker's half-open handshakes per source */
   tg_udp_stats_t st;
   uint64_t last_log_ms[8];          /* rate limits, see dtls.c */
   uint8_t recvbuf[TG_UDP_RECV_BUF];
@@ -139,6 +160,25 @@ struct tg_udp_assoc {
   tg_udp_assoc_t *predecessor;      /* set on a successor until it completes */
   int findable;                     /* in the listener's hash table */
   uint64_t last_hvr_ms;             /* HelloVerifyRequests to an established peer */
+  addr_count_t *src;                /* while half-open: its source on this worker */
+  tg_udp_assoc_t *ho_prev, *ho_next;/* that source's half-open list, oldest first */
+  int src_counted;                  /* in the service's per-source association count */
+  int total_counted;                /* in the process-wide association count */
+
+  /* Anti-amplification while !validated (see TG_AMP_FACTOR): the flight
+   * the session wrote last, and the first datagram of it not yet sent. */
+  int validated;
+  uint64_t amp_in, amp_out;
+  qdgram_t *fhead, *ftail, *fnext;
+  size_t fbytes;
+  int new_burst;                    /* the next write starts a new flight */
+  /* A parallel handshake in an established peer's name (no cookie) sends
+   * nothing until the peer sends its ClientHello again, at least
+   * TG_SUCCESSOR_WAIT_MS later, and ends as soon as the established
+   * session authenticates a record from the peer (then the ClientHello
+   * was not the peer's). */
+  int hold_all;
+  uint64_t hello_ms;
 
   SSL *ssl;                         /* client side; NULL when secure = off */
   tg_tls_note_t note;
@@ -182,6 +222,11 @@ void tg_udp_listener_findable(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
 void tg_udp_listener_forget(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
 void tg_udp_listener_assoc_freed(tg_udp_listener_t *ul);
 void tg_udp_half_open_release(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
+/* Ends a's share of the per-source and process-wide association counts. */
+void tg_udp_assoc_release(tg_udp_assoc_t *a);
+/* Counts a in the process-wide association total (it is about to open its
+ * backend socket).  0, or -1 (refused and counted) at the cap. */
+int tg_udp_total_admit(tg_udp_assoc_t *a);
 int tg_udp_over_max_connections(tg_udp_listener_t *ul, const struct sockaddr *from);
 int tg_udp_rate_ok(tg_udp_listener_t *ul, int slot);
 void tg_format_peer(const struct sockaddr *sa, char *buf, size_t size);
@@ -199,6 +244,8 @@ void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
 void tg_assoc_start_plain(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
 /* A datagram from the association's client. */
 void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
+/* The client's ClientHello again (same random): a retransmission. */
+void tg_assoc_hello_again(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
 void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 const char *tg_assoc_state_name(tg_assoc_state_t s);

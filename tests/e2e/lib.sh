@@ -161,19 +161,54 @@ trap 'exit 143' TERM
 trap 'exit 130' INT
 
 # ---- ports ----------------------------------------------------------------------
-declare -A _GIVEN_PORTS=()
-free_port() {  # free_port [tcp|udp]
+# free_port [tcp|udp] -- a port on 127.0.0.1 that is free now and that no
+# other scenario of this run was given.  Scenarios run in parallel and call
+# this in $(subshells), and two suites may run at once (both builds), so the
+# ports handed out are recorded in one file per user (under flock) for half
+# an hour.  Ports come from 20000-32767, below Linux's
+# ephemeral range, so the clients' own outgoing connections cannot take a
+# port between the moment it is chosen and the moment it is bound.
+_PORTS_FILE=${E2E_PORTS_FILE:-${TMPDIR:-/tmp}/tlsgate-e2e-ports-$(id -u)}
+free_port() {
     local p
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        p=$("$PY" -c '
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
-s = socket.socket(socket.AF_INET, kind)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])' "${1:-tcp}") || fail "free_port: python failed"
-        [ -z "${_GIVEN_PORTS[$p]:-}" ] && { _GIVEN_PORTS[$p]=1; echo "$p"; return 0; }
-    done
-    fail "free_port: no fresh port"
+    p=$("$PY" - "${1:-tcp}" "$_PORTS_FILE" <<'PY'
+import fcntl, os, random, socket, sys, time
+kind, path = sys.argv[1], sys.argv[2]
+now = time.time()
+with open(path, "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    recent = []
+    for line in f.read().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and now - float(parts[1]) < 1800:
+            recent.append(line)
+    given = {line.split()[0] for line in recent}
+    for _ in range(500):
+        port = random.randint(20000, 32767)
+        if str(port) in given:
+            continue
+        ok = True
+        for t in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            s = socket.socket(socket.AF_INET, t)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            recent.append("%d %d" % (port, now))
+            f.seek(0)
+            f.truncate()
+            f.write("\n".join(recent) + "\n")
+            f.flush()
+            print(port)
+            sys.exit(0)
+sys.exit(1)
+PY
+) || fail "free_port: no free port found"
+    echo "$p"
 }
 
 # wait_port HOST PORT [TIMEOUT_S=10] [PID] -- until a TCP connect succeeds (bounded);

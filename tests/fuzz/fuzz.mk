@@ -33,7 +33,7 @@ FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all \
                -fno-omit-frame-pointer
 FUZZ_CFLAGS := -O1 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
                -fno-strict-aliasing -D_GNU_SOURCE -DTG_VERSION='"fuzz"' \
-               -Iproxy $(FUZZ_TLS_CFLAGS) $(FUZZ_SAN) -MMD -MP
+               -Iproxy $(FUZZ_TLS_CFLAGS) $(P11_CFLAGS) $(FUZZ_SAN) -MMD -MP
 FUZZ_LIBS   := $(FUZZ_TLS_LIBS) -luv -linih -lpthread
 
 FUZZ_LIB_OBJS := $(patsubst proxy/%.c,$(FUZZ_OUT)/obj/%.o,\

@@ -1,0 +1,84 @@
+/* Keys on PKCS#11 tokens (smart cards, HSMs), named by RFC 7512 URIs.
+ *
+ * A module (pkcs11_module, default p11-kit's proxy, which loads every
+ * module the system has configured) is dlopen()ed once per process.  Every
+ * token gets one session of its own and one signer thread of its own: all
+ * operations on a token run on that thread, one at a time (PKCS#11 allows
+ * one operation per session), and never on an event loop.  Tokens and keys
+ * live until the process exits, so a reload finds the token still logged
+ * in and does not log in again.
+ *
+ * Login rules: at most one login attempt per token and process start; no
+ * attempt when the token reports its final PIN try or a locked PIN; none
+ * in check mode (tlsgate -t), which finds module, token and object only.
+ *
+ * Keys are attached to an SSL_CTX by tg_p11_use_key(): on BoringSSL through
+ * an asynchronous private-key method (the handshake returns
+ * SSL_ERROR_WANT_PRIVATE_KEY_OPERATION and the note's resume callback runs
+ * on the loop when the signature is ready); on OpenSSL 3 through a key whose
+ * RSA/EC method signs synchronously (pkcs11_ossl.c, see README). */
+#ifndef TG_PKCS11_H
+#define TG_PKCS11_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct tg_p11_key tg_p11_key_t;
+
+static inline int tg_p11_is_uri(const char *s) {
+  return s && (s[0] == 'p' || s[0] == 'P') && !strncasecmp(s, "pkcs11:", 7);
+}
+
+/* tlsgate -t: find module, token and objects, never log in. */
+void tg_p11_set_check_only(int on);
+
+/* The module used when pkcs11_module is empty. */
+const char *tg_p11_default_module(void);
+
+/* Checks a URI's syntax (config validation).  0, or -1 with why. */
+int tg_p11_uri_check(const char *uri, char *why, size_t whysize);
+
+/* Finds the private key uri names on a token of module (empty: default),
+ * logging in with the secret pin_spec (env:/file:/pass:) when the token
+ * needs it and is not logged in yet.  Keys are kept until exit: a second
+ * open of the same module and URI returns the same key.  NULL with err. */
+tg_p11_key_t *tg_p11_key_open(const char *module, const char *uri,
+                              const char *pin_spec, char *err, size_t errsize);
+
+/* Reads the certificate uri names (no login needed).  NULL with err. */
+X509 *tg_p11_cert_load(const char *module, const char *uri, char *err,
+                       size_t errsize);
+
+/* "token 'X' object 'Y' (EC P-256)" and what was done about the PIN. */
+const char *tg_p11_key_describe(const tg_p11_key_t *k);
+
+/* Makes ctx sign with k for cert (which must hold k's public key): a
+ * test signature checks that they match (not in check mode).  For RSA keys
+ * without PSS on the token, TLS 1.3 is switched off with a warning, and
+ * min13 (min_version = 1.3) makes it an error.  0, or -1 with err. */
+int tg_p11_use_key(SSL_CTX *ctx, tg_p11_key_t *k, X509 *cert, int min13,
+                   char *err, size_t errsize);
+
+/* ---- shared with pkcs11_ossl.c ------------------------------------------- */
+
+/* Signs in (a digest, DigestInfo or padded block, per the mechanism) with k
+ * on the token's signer thread and waits for the answer.  For ECDSA the
+ * result is r||s.  Returns the signature length, or -1 with why. */
+int tg_p11_sign_wait(tg_p11_key_t *k, unsigned long mech, const void *param,
+                     unsigned long paramlen, const uint8_t *in, size_t inlen,
+                     uint8_t *out, size_t outsize, char *why, size_t whysize);
+
+int tg_p11_key_is_rsa(const tg_p11_key_t *k);
+
+#ifndef OPENSSL_IS_BORINGSSL
+/* An EVP_PKEY holding pub's public half whose private operations go to k
+ * (deprecated RSA_METHOD / EC_KEY_METHOD API, confined to pkcs11_ossl.c). */
+EVP_PKEY *tg_p11_ossl_pkey(tg_p11_key_t *k, EVP_PKEY *pub, char *err,
+                           size_t errsize);
+/* Why the last signature on this thread failed (then forgotten), or NULL. */
+const char *tg_p11_take_failure(char *buf, size_t size);
+#endif
+
+#endif

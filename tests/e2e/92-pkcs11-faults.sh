@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# 92-pkcs11-faults: token faults through a test module (tests/pkcs11-shim)
+# that forwards to SoftHSM2: -t costs no login; a wrong PIN is one clear
+# error, the process exits and exactly one C_Login was made (SoftHSM2 then
+# flags "user PIN count low"); a token at its final PIN try is not logged
+# into; a reload while logged in makes no login; a missing module, token or object names what was looked for; a slow
+# token (200 ms per C_Sign) does not stall other connections of the same
+# worker (BoringSSL: asserted; OpenSSL signs synchronously: reported); a
+# token removed while running fails only the handshakes that need it, and
+# the key is found again when it comes back.
+. "$(dirname "$0")/lib.sh"
+. "$E2E_DIR/pkcs11-helpers.sh"
+require_cmd socat
+
+make_token
+build_shim
+SLOW=$(free_port); ECHO=$(free_port); EPORT=$(free_port)
+start_echo "$EPORT"
+BADPIN=$WORK/badpin; printf '9999\n' >"$BADPIN"; chmod 600 "$BADPIN"
+
+conf() { # FILE KEY_URI MODULE PIN_SPEC
+    write_config "$1" <<EOC
+[global]
+workers = 1
+log_level = info
+
+[listener:slow]
+bind = 127.0.0.1:$SLOW
+secure = on
+cert = $CERTS/server.pem
+key = $2
+pkcs11_module = $3
+pkcs11_pin = $4
+backend = 127.0.0.1:$EPORT
+handshake_timeout = 5s
+
+[listener:echo]
+bind = 127.0.0.1:$ECHO
+secure = off
+backend = 127.0.0.1:$EPORT
+EOC
+}
+token_flags() { pkcs11-tool --module "$SOFTHSM" --token-label tlsgate-dev -T 2>/dev/null | grep -i 'token flags'; }
+# one_line NAME OUTPUT REGEX -- exactly one tlsgate error line, matching REGEX
+one_line() {
+    local n
+    n=$(grep -c '^tlsgate: .*\.ini:[0-9]*: ' <<<"$2")
+    [ "$n" = 1 ] || { error "$1: want one error line, got $n: $2"; return; }
+    grep -qE -- "$3" <<<"$2" || { error "$1: error line does not match /$3/: $2"; return; }
+    log "$1: $(grep '^tlsgate: .*\.ini:' <<<"$2")"
+}
+
+# tls_ok -- 0 when a full TLS handshake with the slow listener verifies
+tls_ok() {
+    "$PY" -c 'import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+    ctx.wrap_socket(s, server_hostname="localhost").close()' "$SLOW" "$CERTS/ca.pem" >"$WORK/tls_ok.out" 2>&1
+}
+
+# -- tlsgate -t finds module, token and object without a login
+conf check.ini "$TOKEN_URI;object=server" "$SHIM" "file:$PINFILE"
+check_config "$CONFIG"
+[ "$CHECK_RC" = 0 ] || fail "tlsgate -t: $CHECK_OUT"
+grep -q "PIN not tried" <<<"$CHECK_OUT" || error "-t does not say the PIN was not tried"
+[ "$(shim_logins)" = 0 ] || error "tlsgate -t called C_Login $(shim_logins) time(s)"
+log "-t: no C_Login, says 'PIN not tried'"
+
+# -- wrong PIN: one line, exit, exactly one login attempt
+before=$(token_flags)
+grep -qi "count low" <<<"$before" && fail "token already has a failed login before the test: $before"
+conf badpin.ini "$TOKEN_URI;object=server" "$SHIM" "file:$BADPIN"
+: >"$TG_SHIM_LOG"
+out=$(timeout 20 "$TLSGATE" -c "$CONFIG" 2>&1 </dev/null); rc=$?
+[ "$rc" != 0 ] || error "tlsgate kept running with a wrong PIN"
+one_line "wrong PIN" "$out" "badpin.ini:[0-9]+: \[listener:slow\] key: token 'tlsgate-dev': wrong PIN"
+[ "$(shim_logins)" = 1 ] || error "wrong PIN: $(shim_logins) C_Login calls, want exactly 1"
+grep -q "login rv=0xa0" "$TG_SHIM_LOG" || error "the one login did not fail with CKR_PIN_INCORRECT: $(cat "$TG_SHIM_LOG")"
+after=$(token_flags)
+grep -qi "count low" <<<"$after" || error "SoftHSM2 does not flag a failed login: $after"
+log "wrong PIN: exit $rc, 1 C_Login (CKR_PIN_INCORRECT), token now: ${after#*: }"
+
+# -- final PIN try: no login at all
+conf final.ini "$TOKEN_URI;object=server" "$SHIM" "file:$PINFILE"
+: >"$TG_SHIM_LOG"
+out=$(TG_SHIM_FINAL_TRY=1 timeout 20 "$TLSGATE" -c "$CONFIG" 2>&1 </dev/null); rc=$?
+[ "$rc" != 0 ] || error "tlsgate logged in at the final PIN try"
+one_line "final try" "$out" "final PIN try"
+[ "$(shim_logins)" = 0 ] || error "final try: $(shim_logins) C_Login calls, want 0"
+
+# -- missing module, token, object
+conf nomod.ini "$TOKEN_URI;object=server" "$WORK/no-such-module.so" "file:$PINFILE"
+check_config "$CONFIG"; [ "$CHECK_RC" != 0 ] || error "missing module accepted"
+one_line "missing module" "$CHECK_OUT" "pkcs11_module $WORK/no-such-module.so: cannot load"
+conf notoken.ini "pkcs11:token=no-such-token;object=server" "$SHIM" "file:$PINFILE"
+check_config "$CONFIG"; [ "$CHECK_RC" != 0 ] || error "missing token accepted"
+one_line "missing token" "$CHECK_OUT" "no token matching token=no-such-token .*tokens present: 'tlsgate-dev'"
+conf noobj.ini "$TOKEN_URI;object=no-such-key" "$SHIM" "file:$PINFILE"
+check_config "$CONFIG"; [ "$CHECK_RC" != 0 ] || error "missing object accepted by -t"
+one_line "missing object (-t)" "$CHECK_OUT" "token 'tlsgate-dev' has no object object=no-such-key"
+out=$(timeout 20 "$TLSGATE" -c "$CONFIG" 2>&1 </dev/null); rc=$?
+[ "$rc" != 0 ] || error "missing object accepted at start"
+one_line "missing object (start)" "$out" "token 'tlsgate-dev' has no private key object=no-such-key"
+
+# -- an RSA key on a token without RSA-PSS: TLS 1.3 off, said at start;
+#    min_version = 1.3 refused (control: the same key does TLS 1.3 in 90)
+conf nopss.ini "$TOKEN_URI;object=server-rsa" "$SHIM" "file:$PINFILE"
+sed -i "s|^cert = .*|cert = $CERTS/server-rsa.pem|" "$CONFIG"
+out=$(TG_SHIM_NO_PSS=1 timeout 20 "$TLSGATE" -t -c "$CONFIG" 2>&1)
+grep -q "cannot sign RSA-PSS, which TLS 1.3 needs: TLS 1.3 is off" <<<"$out" || error "tlsgate -t does not say that TLS 1.3 is off: $out"
+sed -i 's|^handshake_timeout = 5s|handshake_timeout = 5s\nmin_version = 1.3|' "$CONFIG"
+out13=$(TG_SHIM_NO_PSS=1 timeout 20 "$TLSGATE" -c "$CONFIG" 2>&1 </dev/null); rc=$?
+[ "$rc" != 0 ] || error "min_version = 1.3 accepted with an RSA key that cannot do PSS"
+one_line "no PSS, min_version 1.3" "$out13" "key: token 'tlsgate-dev' cannot sign RSA-PSS .*TLS 1.3"
+sed -i '/^min_version = 1.3/d' "$CONFIG"
+TG_SHIM_NO_PSS=1 start_tlsgate "$CONFIG"
+assert_log_contains "token 'tlsgate-dev' cannot sign RSA-PSS, which TLS 1.3 needs: TLS 1.3 is off"
+for v in 1.2 1.3; do
+    o=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$SLOW" -servername localhost \
+        -CAfile "$CERTS/ca.pem" -verify_return_error "-tls${v/./_}" 2>&1)
+    # PKCS#1 v1.5 ("RSA"), never RSA-PSS, which this token cannot sign
+    if grep -q "Peer signature type: RSA$" <<<"$o"; then r=ok; else r=refused; fi
+    want=ok; [ "$v" = 1.3 ] && want=refused
+    [ "$r" = "$want" ] || error "no PSS: TLS $v $r, want $want"
+done
+log "no PSS on the token: TLS 1.2 works, TLS 1.3 refused, min_version = 1.3 is an error"
+stop_tlsgate
+
+# -- a slow token: other connections of the same worker keep flowing
+conf slow.ini "$TOKEN_URI;object=server" "$SHIM" "file:$PINFILE"
+export TG_SHIM_SIGN_DELAY_MS=200 TG_SHIM_REMOVED=$WORK/removed
+start_tlsgate "$CONFIG"
+write_py slowtoken <<'PYEOF'
+import socket, ssl, sys, threading, time
+slow, echo, ca, shimlog = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+res = {}
+def handshake():
+    ctx = ssl.create_default_context(cafile=ca)
+    try:
+        with socket.create_connection(("127.0.0.1", slow), timeout=10) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost"):
+                res["ok"] = True
+    except Exception as e:
+        res["err"] = repr(e)
+e = socket.create_connection(("127.0.0.1", echo), timeout=5)
+def rtt():
+    a = time.time(); e.sendall(b"ping\n"); buf = b""
+    while not buf.endswith(b"\n"):
+        d = e.recv(100)
+        if not d: raise SystemExit("echo connection closed")
+        buf += d
+    return a, time.time()
+rtt()
+trips = []
+th = threading.Thread(target=handshake); th.start()
+while th.is_alive() and len(trips) < 2000:
+    trips.append(rtt()); time.sleep(0.002)
+th.join()
+lines = open(shimlog).read().split()
+starts = [int(lines[i + 1]) / 1000 for i, w in enumerate(lines) if w == "sign-start"]
+ends = [int(lines[i + 1]) / 1000 for i, w in enumerate(lines) if w == "sign-end"]
+s0, s1 = starts[-1], ends[-1]
+inside = [b - a for a, b in trips if a >= s0 and b <= s1]
+print("handshake=%s signature=%dms trips_inside=%d max_rtt_ms=%.1f" % (
+    "ok" if res.get("ok") else res.get("err"), (s1 - s0) * 1000, len(inside),
+    max(inside) * 1000 if inside else -1))
+PYEOF
+r=$("$PY" "$WORK/slowtoken.py" "$SLOW" "$ECHO" "$CERTS/ca.pem" "$TG_SHIM_LOG" 2>&1) || fail "slow token client: $r"
+log "slow token ($TG_LIB): $r"
+grep -q "handshake=ok" <<<"$r" || error "slow token: the handshake failed: $r"
+n=$(sed -n 's/.*trips_inside=\([0-9]*\).*/\1/p' <<<"$r")
+if [ "$TG_LIB" = BoringSSL ]; then
+    [ "${n:-0}" -ge 3 ] || error "slow token: only ${n:-0} echo round trips completed while the signature was pending"
+else
+    log "OpenSSL build: signatures are synchronous (README), so the worker waits for the token"
+fi
+
+# -- a client that leaves while its signature is pending: the signature is
+#    dropped when it arrives, nothing else notices
+log_mark
+"$PY" -c 'import socket, ssl, sys, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+t = ctx.wrap_socket(s, server_hostname="localhost", do_handshake_on_connect=False)
+t.setblocking(False)
+try: t.do_handshake()
+except ssl.SSLWantReadError: pass
+time.sleep(0.05); t.close()' "$SLOW" || error "could not send a ClientHello"
+assert_log_contains "client closed the connection during the TLS handshake" 5 --since-mark
+sleep 0.3 # the pending signature (200 ms) arrives for a connection that is gone
+tls_ok || error "no handshake after a client left with its signature pending: $(tail -n 2 "$WORK/tls_ok.out")"
+is_alive "$TLSGATE_PID" || fail "tlsgate died after a client left with its signature pending"
+log "a client that left during its signature: dropped, next handshake fine"
+
+# -- a reload while the token is logged in does not log in again
+logins=$(shim_logins)
+log_mark
+kill -HUP "$TLSGATE_PID"
+assert_log_contains "reloaded: generation 2" 10 --since-mark
+[ "$(shim_logins)" = "$logins" ] || error "the reload logged in again ($logins -> $(shim_logins) C_Login calls)"
+log "reload: no new C_Login ($logins in all)"
+
+
+# -- token removed while running, and put back
+touch "$TG_SHIM_REMOVED"
+log_mark
+tls_ok && error "a handshake succeeded with the token removed"
+assert_log_contains "handshake failed: .*PKCS#11 signature failed: token 'tlsgate-dev': C_Sign: CKR_DEVICE_REMOVED" 5 --since-mark
+tls_ok && error "a second handshake succeeded with the token removed"
+assert_log_contains "handshake failed: .*PKCS#11 signature failed: token 'tlsgate-dev' is not present" 5 --since-mark
+is_alive "$TLSGATE_PID" || fail "tlsgate died when the token was removed"
+r=$(printf 'still here\n' | timeout 5 socat -t 2 - "TCP:127.0.0.1:$ECHO" 2>&1)
+[ "$r" = "still here" ] || error "the plaintext listener stopped working with the token removed: '$r'"
+log "token removed: handshakes needing it fail with a reason, the echo listener still answers"
+rm -f "$TG_SHIM_REMOVED"
+tls_ok || error "no handshake after the token came back: $(tail -n 2 "$WORK/tls_ok.out")"
+assert_log_contains "token 'tlsgate-dev' is back; key found again" 5 --since-mark
+stop_tlsgate
+[ "$TLSGATE_RC" = 0 ] || error "tlsgate exited with $TLSGATE_RC"
+finish
