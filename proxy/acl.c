@@ -98,18 +98,25 @@ int tg_acl_parse(const char *text, tg_acl_t *acl, const char **why, char *bad,
   return 0;
 }
 
+/* The stored name is the whole name: as long as the certificate says. */
+static int whole(const char *name, size_t fulllen) {
+  return fulllen == 0 || fulllen == strlen(name);
+}
+
 static int entry_matches(const tg_acl_entry_t *e, const tg_peer_id_t *id) {
   size_t i;
+  if (id->bad && e->kind != TG_ACL_SHA256 && e->kind != TG_ACL_IP) return 0;
   switch (e->kind) {
   case TG_ACL_CN:
-    return id->cn[0] && strcmp(e->value, id->cn) == 0;
+    return id->cn[0] && whole(id->cn, id->cnlen) && strcmp(e->value, id->cn) == 0;
   case TG_ACL_DNS:
     for (i = 0; i < id->ndns; i++)
-      if (strcasecmp(e->value, id->dns[i]) == 0) return 1;
+      if (whole(id->dns[i], id->dnslen[i]) && strcasecmp(e->value, id->dns[i]) == 0)
+        return 1;
     return 0;
   case TG_ACL_URI:
     for (i = 0; i < id->nuri; i++)
-      if (strcmp(e->value, id->uri[i]) == 0) return 1;
+      if (whole(id->uri[i], id->urilen[i]) && strcmp(e->value, id->uri[i]) == 0) return 1;
     return 0;
   case TG_ACL_IP:
     for (i = 0; i < id->nip; i++)

@@ -33,16 +33,23 @@ typedef struct {
 
 /* What a client certificate says about its holder, extracted once. */
 #define TG_PEER_MAX_NAMES 16
+/* The *len fields hold a name's full length in the certificate (0: take
+ * the string as it is); a name whose stored text is not its full length
+ * (too long, or holding a NUL) never matches. */
 typedef struct {
   char cn[256];
+  size_t cnlen;
   char dns[TG_PEER_MAX_NAMES][256];
+  size_t dnslen[TG_PEER_MAX_NAMES];
   size_t ndns;
   char uri[TG_PEER_MAX_NAMES][256];
+  size_t urilen[TG_PEER_MAX_NAMES];
   size_t nuri;
   uint8_t ip[TG_PEER_MAX_NAMES][16];
   size_t iplen[TG_PEER_MAX_NAMES];
   size_t nip;
   uint8_t sha256[32];
+  const char *bad; /* NULL, or why a name is refused ("CN contains a NUL byte") */
 } tg_peer_id_t;
 
 /* Parses a comma-separated list.  Returns 0, or -1 with why pointing at a

@@ -14,8 +14,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "http.h"
 #include "log.h"
 #include "pkcs11.h"
+#include "tls.h"
 
 /* Debian's inih is built with INI_MAX_LINE=200: the reader hands it at most
  * this many characters of a line, so longer lines are rejected here instead
@@ -248,8 +250,8 @@ static const key_spec_t listener_keys[] = {
     {"dtls_mtu", T_INT, L(dtls_mtu), "1400", 256, 65535, NULL, F_UDP_ONLY},
     {"session_timeout", T_DURATION, L(session_timeout_ms), "2m", 0, 0, NULL, F_UDP_ONLY},
     /* Second round.  F_NOT_YET keys are refused when set until built. */
-    {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, F_NOT_YET},
-    {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, F_NOT_YET},
+    {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, 0},
+    {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, 0},
     {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, 0},
     {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, 0},
     {"backend_cert", T_STR, L(backend_cert), "", 0, 0, NULL, 0},
@@ -259,12 +261,12 @@ static const key_spec_t listener_keys[] = {
     {"max_half_open", T_INT, L(max_half_open), "1024", 1, 1000000, NULL, F_UDP_ONLY},
     {"max_half_open_per_source", T_INT, L(max_half_open_per_source), "32", 1, 1000000, NULL, F_UDP_ONLY},
     {"max_associations_per_source", T_INT, L(max_associations_per_source), "0", 0, 1000000, NULL, F_UDP_ONLY},
-    {"protocol", T_ENUM, L(protocol), "tcp", 0, 0, protocols, F_NOT_YET},
-    {"allow_origins", T_STR, L(allow_origins), "", 0, 0, NULL, F_NOT_YET},
-    {"allow_hosts", T_STR, L(allow_hosts), "", 0, 0, NULL, F_NOT_YET},
-    {"forward_headers", T_BOOL, L(forward_headers), "off", 0, 0, NULL, F_NOT_YET},
-    {"max_request_head", T_SIZE, L(max_request_head), "16k", 1024, 1048576, NULL, F_NOT_YET},
-    {"unsafe_listen", T_BOOL, L(unsafe_listen), "off", 0, 0, NULL, F_NOT_YET},
+    {"protocol", T_ENUM, L(protocol), "tcp", 0, 0, protocols, 0},
+    {"allow_origins", T_STR, L(allow_origins), "", 0, 0, NULL, 0},
+    {"allow_hosts", T_STR, L(allow_hosts), "", 0, 0, NULL, 0},
+    {"forward_headers", T_BOOL, L(forward_headers), "off", 0, 0, NULL, 0},
+    {"max_request_head", T_SIZE, L(max_request_head), "16k", 1024, 1048576, NULL, 0},
+    {"unsafe_listen", T_BOOL, L(unsafe_listen), "off", 0, 0, NULL, 0},
     {"server_name", T_STR, L(server_name), "", 0, 0, NULL, F_NOT_YET},
     {"strict_sni", T_BOOL, L(strict_sni), "off", 0, 0, NULL, F_NOT_YET},
     {"pkcs11_module", T_STR, L(pkcs11_module), "", 0, 0, NULL, 0},
@@ -855,6 +857,43 @@ static int is_set(const tg_listener_conf_t *l, const char *key) {
     tg_errors_add(warns, "%s: %s", tg_config_where(l, key, w_, sizeof(w_)), m_); \
   } while (0)
 
+/* protocol = http and the guard of a listener that lends the backend
+ * client identity to whoever connects (http.c, README "protocol = http"). */
+static void validate_http(tg_listener_conf_t *l, tg_errors_t *errs, tg_errors_t *warns) {
+  int lends = tg_http_lends_identity(l);
+  if (lends && l->bind.addrlen && !tg_http_loopback(l) && !l->unsafe_listen)
+    LERR(l, "bind", "%s is not a loopback address, and this plaintext listener presents "
+         "the backend client identity: anyone who can reach it would use that identity. "
+         "Bind 127.0.0.1 or [::1], set secure = on with verify_client = require, or set "
+         "unsafe_listen = on", l->bind.text);
+  if (is_set(l, "unsafe_listen") && l->unsafe_listen && !(lends && !tg_http_loopback(l)))
+    LWARN(l, "unsafe_listen", "has no effect: this listener is not a non-loopback "
+          "plaintext listener that presents a backend client identity");
+  if (lends && tg_http_loopback(l) && !is_set(l, "protocol"))
+    l->protocol = TG_PROTOCOL_HTTP; /* safe default: the guard is on */
+  if (l->protocol == TG_PROTOCOL_HTTP && l->transport != TG_TRANSPORT_TCP)
+    LERR(l, "protocol", "http needs transport = tcp");
+  if (l->protocol == TG_PROTOCOL_HTTP && l->alpn[0] && strstr(l->alpn, "h2"))
+    LERR(l, "alpn", "'%s': protocol = http relays HTTP/1.x only; offer http/1.1", l->alpn);
+  if (l->protocol != TG_PROTOCOL_HTTP) {
+    static const char *const http_only[] = {"allow_origins", "allow_hosts",
+                                            "forward_headers", "max_request_head"};
+    for (size_t i = 0; i < sizeof(http_only) / sizeof(http_only[0]); i++)
+      if (is_set(l, http_only[i]))
+        LWARN(l, http_only[i], "has no effect with protocol = tcp");
+    return;
+  }
+  const char *why = NULL;
+  char bad[300];
+  if (tg_http_check_list(l->allow_origins, 1, bad, sizeof(bad), &why) != 0)
+    LERR(l, "allow_origins", "'%s': %s", bad, why);
+  else if (tg_http_list_has_star(l->allow_origins))
+    LWARN(l, "allow_origins", "* lets every web page the user opens use this listener%s",
+          lends ? " and the backend client identity" : "");
+  if (tg_http_check_list(l->allow_hosts, 0, bad, sizeof(bad), &why) != 0)
+    LERR(l, "allow_hosts", "'%s': %s", bad, why);
+}
+
 /* accept_proxy_from: the peers that must send a PROXY header; anyone else
  * is refused.  Setting it turns accept_proxy on. */
 static void validate_accept_proxy(tg_listener_conf_t *l, tg_errors_t *errs,
@@ -1006,7 +1045,8 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     static const char *const tls_only[] = {
         "backend_pfx", "backend_pfx_password", "backend_ca", "backend_verify",
         "backend_pin", "backend_sni", "backend_cert", "backend_key",
-        "backend_key_password", "backend_pkcs11_pin"};
+        "backend_key_password", "backend_pkcs11_pin", "backend_ciphers",
+        "backend_min_version"};
     for (size_t i = 0; i < sizeof(tls_only) / sizeof(tls_only[0]); i++)
       if (is_set(l, tls_only[i]))
         LWARN(l, tls_only[i], "has no effect with backend_secure = off");
@@ -1018,9 +1058,6 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     LWARN(l, "backend_psk", "has no effect with backend_secure = off");
   else if (l->backend_psk[0] && strncmp(l->backend_psk, "file:", 5) != 0)
     LERR(l, "backend_psk", "want file:PATH (one identity:hexkey line)");
-  if (l->backend_pin[0] && strncmp(l->backend_pin, "sha256:", 7) &&
-      strncmp(l->backend_pin, "spki-sha256:", 12))
-    LERR(l, "backend_pin", "want sha256:HEX or spki-sha256:BASE64");
   if (l->backend_check != TG_CHECK_OFF && l->transport == TG_TRANSPORT_UDP)
     LERR(l, "backend_check", "must be off with transport = udp (UDP backends "
          "cannot be checked in this version of tlsgate)");
@@ -1035,8 +1072,15 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     LWARN(l, "keylog_file", "%s: TLS session secrets of this listener are written "
           "there: anyone who can read it can decrypt the traffic (debugging only)",
           l->keylog_file);
+  char pinwhy[300];
+  if (is_set(l, "backend_pin") && tg_tls_pins_check(l->backend_pin, pinwhy, sizeof(pinwhy)) != 0)
+    LERR(l, "backend_pin", "%s", pinwhy);
+  if (l->transport == TG_TRANSPORT_UDP && l->backend_secure && l->backend_min_version == 13)
+    LERR(l, "backend_min_version", "1.3: DTLS 1.3 is not supported; udp backends "
+         "speak DTLS 1.2");
   if (l->connect_timeout_ms == 0) LERR(l, "connect_timeout", "must be > 0");
   if (l->handshake_timeout_ms == 0) LERR(l, "handshake_timeout", "must be > 0");
+  validate_http(l, errs, warns);
 }
 
 /* ---- relative paths ---------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include "backend.h"
 #include "cidr.h"
 #include "bufpool.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxyproto.h"
@@ -41,7 +42,8 @@ static void pump_tls(tg_conn_t *c, tg_side_t *s);
 static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len);
 
 static const char *const state_names[] = {"proxy-header", "handshake", "connecting",
-                                          "proxying", "draining", "closing"};
+                                          "proxying", "draining", "closing",
+                                          "request"};
 
 const char *tg_conn_state_name(tg_conn_state_t s) { return state_names[s]; }
 
@@ -99,6 +101,7 @@ static void unref(tg_conn_t *c) {
   free(c->early);
   free(c->client.note);
   free(c->backend.note);
+  tg_http_free(c->http);
   tg_worker_t *w = c->w;
   tg_runtime_t *rt = c->rt;
   c->magic = 0;
@@ -309,6 +312,133 @@ static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
   return 0;
 }
 
+/* ---- protocol = http (http.c) ------------------------------------------------ */
+
+static void stop_reading(tg_side_t *s);
+static void shut_side(tg_conn_t *c, tg_side_t *s);
+static void arm_timer(tg_conn_t *c, uint64_t ms);
+static void on_eof(tg_conn_t *c, tg_side_t *s);
+
+/* Request bytes for the backend; before it is connected they wait in
+ * c->early, which backend_ready() sends first. */
+static int http_to_backend(void *ctx, const char *data, size_t len) {
+  tg_conn_t *c = ctx;
+  if (c->state == TG_CONN_CLOSING) return -1;
+  if (c->state == TG_CONN_REQUEST || c->state == TG_CONN_CONNECTING) {
+    uint8_t *p = realloc(c->early, c->earlylen + len);
+    if (!p) {
+      fail(c, "out of memory");
+      return -1;
+    }
+    memcpy(p + c->earlylen, data, len);
+    c->early = p;
+    c->earlylen += len;
+    return 0;
+  }
+  return forward(c, &c->client, data, len);
+}
+
+static int http_to_client(void *ctx, const char *data, size_t len) {
+  tg_conn_t *c = ctx;
+  if (c->state == TG_CONN_CLOSING) return -1;
+  return forward(c, &c->backend, data, len);
+}
+
+/* tlsgate's own answer (a refusal) to the client, then a drained close:
+ * the client's further bytes are read and dropped until it closes or two
+ * seconds pass, so that our answer is not lost to a reset. */
+static void http_refuse(tg_conn_t *c, const tg_http_refusal_t *r) {
+  char buf[600];
+  size_t n = tg_http_refusal_answer(r, buf, sizeof(buf));
+  atomic_fetch_add_explicit(&c->svc->stats->http_refused[r->reason], 1, memory_order_relaxed);
+  conn_log(c, r->status == 400 ? TG_LOG_INFO : TG_LOG_WARN, "http-refused", "%d %s: %s",
+           r->status, tg_http_reason_name(r->reason), r->detail);
+  c->http_closing = 1;
+  if (c->backend.open) stop_reading(&c->backend);
+  tg_side_t *s = &c->client;
+  if (s->ssl) {
+    tg_tls_io_reserve(&s->io, n + 64);
+    ERR_clear_error();
+    if (SSL_write(s->ssl, buf, (int)n) != (int)n) {
+      fail(c, "TLS write to client failed");
+      return;
+    }
+    if (flush_tls(c, s) != 0) return;
+  } else if (side_write(c, s, buf, n) != 0) {
+    return;
+  }
+  shut_side(c, s);
+  if (c->state == TG_CONN_CLOSING) return;
+  arm_timer(c, 2000);
+  s->paused = 0;
+  start_reading(c, s);
+}
+
+/* After http.c had bytes: answer a due refusal, connect the backend for
+ * a first accepted request, or pause/resume reading the client. */
+static void http_after(tg_conn_t *c) {
+  for (int round = 0; round < 2; round++) {
+    if (c->state == TG_CONN_CLOSING || c->http_closing) return;
+    const tg_http_refusal_t *r = tg_http_refusal_due(c->http);
+    if (r) {
+      http_refuse(c, r);
+      return;
+    }
+    if (c->state == TG_CONN_REQUEST) {
+      if (!tg_http_wants_backend(c->http)) return;
+      stop_reading(&c->client);
+      set_state(c, TG_CONN_CONNECTING);
+      connect_next(c);
+      return;
+    }
+    if (c->state != TG_CONN_PROXYING && c->state != TG_CONN_DRAINING) return;
+    if (tg_http_blocked(c->http)) {
+      stop_reading(&c->client);
+      return;
+    }
+    if (round == 0 && tg_http_resume(c->http, http_to_backend, c) != 0) {
+      if (c->state != TG_CONN_CLOSING) fail(c, "out of memory");
+      return;
+    }
+  }
+  if (c->state == TG_CONN_CLOSING || c->http_closing) return;
+  if (c->http_eof_held && !tg_http_blocked(c->http)) {
+    c->http_eof_held = 0;
+    on_eof(c, &c->client);
+    return;
+  }
+  start_reading(c, &c->client);
+}
+
+/* Plaintext from one side: relayed as is, or through http.c. */
+static int deliver(tg_conn_t *c, tg_side_t *from, const char *data, size_t len) {
+  if (!c->http) return forward(c, from, data, len);
+  if (c->http_closing) return 0;
+  int rc = from == &c->client
+               ? tg_http_client_input(c->http, data, len, http_to_backend, c)
+               : tg_http_backend_input(c->http, data, len, http_to_client, c);
+  if (rc != 0) {
+    if (c->state != TG_CONN_CLOSING) fail(c, "out of memory");
+    return -1;
+  }
+  http_after(c);
+  return c->state == TG_CONN_CLOSING ? -1 : 0;
+}
+
+/* protocol = http: no backend until the first request head is accepted. */
+static void http_begin(tg_conn_t *c, const uint8_t *data, size_t len) {
+  c->http = tg_http_new(c->svc->http, c->peer, c->client.ssl);
+  if (!c->http) {
+    fail(c, "out of memory");
+    return;
+  }
+  set_state(c, TG_CONN_REQUEST);
+  arm_timer(c, c->svc->conf->handshake_timeout_ms);
+  start_reading(c, &c->client);
+  if (c->client.ssl) pump_tls(c, &c->client); /* what came with the handshake */
+  else if (len) deliver(c, &c->client, (const char *)data, len);
+}
+
 /* ---- reading -------------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -319,6 +449,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void start_reading(tg_conn_t *c, tg_side_t *s) {
   if (s->reading || s->eof || s->paused || !s->open) return;
+  if (s == &c->client && c->http && !c->http_closing && tg_http_blocked(c->http)) return;
   int rc = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
   if (rc < 0) {
     fail(c, "cannot read from %s: %s", side_name(c, s), uv_strerror(rc));
@@ -391,7 +522,14 @@ static void backend_attempt_failed(tg_conn_t *c, const char *reason);
 static void on_eof(tg_conn_t *c, tg_side_t *s) {
   s->eof = 1;
   stop_reading(s);
+  if (c->http_closing) {
+    if (s == &c->client) tg_conn_close(c, "refused request answered");
+    return;
+  }
   switch (c->state) {
+  case TG_CONN_REQUEST:
+    tg_conn_close(c, "client closed the connection before a complete request head");
+    return;
   case TG_CONN_PROXY_HEADER:
     atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
     fail(c, "client closed the connection before a complete PROXY header");
@@ -407,6 +545,11 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
     return;
   case TG_CONN_PROXYING:
   case TG_CONN_DRAINING:
+    if (s == &c->client && c->http && tg_http_blocked(c->http) && !tg_http_refusal_due(c->http)) {
+      /* held requests go out first; http_after() passes the end on */
+      c->http_eof_held = 1;
+      return;
+    }
     conn_log(c, TG_LOG_DEBUG, "eof", "%s finished sending", side_name(c, s));
     set_state(c, TG_CONN_DRAINING);
     shut_side(c, other(c, s));
@@ -484,6 +627,22 @@ static void backend_ready(tg_conn_t *c);
 
 static void handshake_done(tg_conn_t *c, tg_side_t *s) {
   char desc[600];
+  /* Pins, ACL, revocation: on every handshake, resumed ones included,
+   * before the side counts as connected. */
+  char why[700];
+  if (tg_tls_check_session(s->ssl, s->note, why, sizeof(why)) != 0) {
+    if (s == &c->client) {
+      count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
+                         : strstr(why, "not in allow_clients")      ? TG_HS_ACL
+                                                                    : TG_HS_VERIFY);
+      fail(c, "handshake failed: %s", why);
+    } else {
+      char reason[800];
+      snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
+      backend_attempt_failed(c, reason);
+    }
+    return;
+  }
   if (!s->note->peer[0] && SSL_session_reused(s->ssl)) {
     /* No verification ran: the identity comes with the resumed session. */
     X509 *peer = tg_get_peer_certificate(s->ssl);
@@ -504,6 +663,10 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
       atomic_fetch_add_explicit(&st->resumed, 1, memory_order_relaxed);
     tg_stats_cipher(st, SSL_CIPHER_get_name(SSL_get_current_cipher(s->ssl)));
     conn_log(c, TG_LOG_INFO, "handshake", "%s", desc);
+    if (c->svc->http) {
+      http_begin(c, NULL, 0);
+      return;
+    }
     /* Hold the client's data until a backend is ready for it. */
     stop_reading(s);
     set_state(c, TG_CONN_CONNECTING);
@@ -521,7 +684,7 @@ static void pump_tls(tg_conn_t *c, tg_side_t *s) {
     ERR_clear_error();
     int n = SSL_read(s->ssl, buf, TG_PLAIN_BUF_SIZE);
     if (n > 0) {
-      if (forward(c, s, buf, (size_t)n) != 0) return;
+      if (deliver(c, s, buf, (size_t)n) != 0) return;
       continue;
     }
     int e = SSL_get_error(s->ssl, n);
@@ -631,13 +794,15 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     proxy_header_input(c, (const uint8_t *)buf->base, (size_t)nread);
     return;
   }
+  if (c->http_closing && s == &c->client) return; /* drained, not relayed */
   if (!s->ssl) {
-    forward(c, s, buf->base, (size_t)nread);
+    deliver(c, s, buf->base, (size_t)nread);
     return;
   }
   if (tls_feed(c, s, buf->base, (size_t)nread) != 0) return;
   if (!SSL_is_init_finished(s->ssl)) handshake_step(c, s);
-  else if (c->state == TG_CONN_PROXYING || c->state == TG_CONN_DRAINING)
+  else if (c->state == TG_CONN_PROXYING || c->state == TG_CONN_DRAINING ||
+           c->state == TG_CONN_REQUEST)
     pump_tls(c, s);
   tls_unfeed(c, s);
 }
@@ -654,7 +819,15 @@ static void arm_timer(tg_conn_t *c, uint64_t ms) {
 static void on_timer(uv_timer_t *t) {
   tg_conn_t *c = t->data;
   const tg_listener_conf_t *l = c->svc->conf;
+  if (c->http_closing) {
+    tg_conn_close(c, "refused request answered");
+    return;
+  }
   switch (c->state) {
+  case TG_CONN_REQUEST:
+    fail(c, "no complete request head within handshake_timeout (%llu ms)",
+         (unsigned long long)l->handshake_timeout_ms);
+    return;
   case TG_CONN_PROXY_HEADER:
     atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
     fail(c, "no complete PROXY header within handshake_timeout (%llu ms)",
@@ -916,6 +1089,12 @@ static void backend_ready(tg_conn_t *c) {
   set_state(c, TG_CONN_PROXYING);
   c->last_activity_ms = uv_now(&c->w->loop);
   arm_timer(c, c->svc->conf->idle_timeout_ms);
+  if (c->http) {
+    /* Requests that came after the first one wait inside http.c. */
+    tg_http_backend_connected(c->http);
+    http_after(c);
+    if (c->state != TG_CONN_PROXYING || c->http_closing) return;
+  }
   /* Data that arrived with the handshakes waits in the stashes, or, for a
    * backend whose last handshake flight came with its first records, in
    * the read that finished the handshake. */
@@ -938,6 +1117,10 @@ static void backend_ready(tg_conn_t *c) {
  * backend for plaintext.  data is what arrived after a PROXY header. */
 static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
   tg_service_t *svc = c->svc;
+  if (!svc->server_ctx && svc->http) {
+    http_begin(c, data, len);
+    return;
+  }
   if (!svc->server_ctx) {
     if (len) {
       c->early = malloc(len);

@@ -10,6 +10,8 @@
  *               still flows
  *   CLOSING     handles are closing; the memory is freed in the last close
  *               callback
+ *   REQUEST     protocol = http: reading the first request head; no backend
+ *               is connected until it passes the checks (http.h)
  *
  * Ownership: the worker owns the connection from accept until the last
  * close callback (refs == 0).  Every uv_write owns its bytes until its
@@ -35,7 +37,8 @@ typedef enum {
   TG_CONN_CONNECTING,
   TG_CONN_PROXYING,
   TG_CONN_DRAINING,
-  TG_CONN_CLOSING
+  TG_CONN_CLOSING,
+  TG_CONN_REQUEST
 } tg_conn_state_t;
 
 typedef struct {
@@ -79,6 +82,9 @@ struct tg_conn {
   uint64_t started_ms;
   uint64_t last_activity_ms;
   char peer[64];
+  struct tg_http *http;   /* protocol = http: framing and guard (http.h) */
+  int http_closing;       /* tlsgate answered a refusal: draining, then close */
+  int http_eof_held;      /* client EOF waits until held requests are out */
 };
 
 /* Takes over fd, a connection the listener's worker just accepted. */

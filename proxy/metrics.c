@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include "http.h"
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -179,6 +181,13 @@ char *tg_metrics_render(size_t *len) {
   for (size_t i = 0; i < n; i++)
     add(&b, "tlsgate_proxy_header_errors_total{listener=\"%s\"} %llu\n",
         esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->proxy_header_errors));
+  header(&b, "tlsgate_http_refused_total", "counter",
+         "Requests tlsgate answered itself (protocol = http), by status and reason.");
+  for (size_t i = 0; i < n; i++)
+    for (int r = 0; r < TG_HTTP_NREASONS; r++)
+      add(&b, "tlsgate_http_refused_total{listener=\"%s\",status=\"%d\",reason=\"%s\"} %llu\n",
+          esc(snap[i]->name, l, sizeof(l)), tg_http_reason_status((tg_http_reason_t)r),
+          tg_http_reason_name((tg_http_reason_t)r), LOAD(snap[i]->http_refused[r]));
   header(&b, "tlsgate_proxy_refused_total", "counter",
          "Connections refused because the peer is not in accept_proxy_from.");
   for (size_t i = 0; i < n; i++)

@@ -36,6 +36,7 @@ typedef struct tg_lstats {
   atomic_ullong tls12, tls13, resumed;
   atomic_ullong bytes_from_client, bytes_from_backend;
   atomic_ullong proxy_header_errors;
+  atomic_ullong http_refused[16]; /* by tg_http_reason_t (http.h) */
   atomic_ullong proxy_refused;   /* peers not in accept_proxy_from */
   atomic_ullong backend_failures[TG_MAX_BACKENDS]; /* by backend index */
   atomic_ullong backend_check_failures[TG_MAX_BACKENDS]; /* backend_check */

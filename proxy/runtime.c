@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "dtls.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "tls.h"
@@ -64,7 +65,15 @@ static tg_service_t *service_new(const tg_listener_conf_t *l, tg_errors_t *errs)
     n += (size_t)snprintf(s->summary + n, sizeof(s->summary) - n, "%s%s",
                           i ? ", " : "", l->backends[i].text);
   if (n < sizeof(s->summary))
-    snprintf(s->summary + n, sizeof(s->summary) - n, " [%s]", back);
+    n += (size_t)snprintf(s->summary + n, sizeof(s->summary) - n, " [%s]", back);
+  if (l->transport == TG_TRANSPORT_TCP) {
+    char guard[600];
+    s->http = tg_http_guard_new(l, guard, sizeof(guard));
+    if (!s->http && l->protocol == TG_PROTOCOL_HTTP)
+      tg_errors_add(errs, "listener %s: out of memory building the http guard", l->name);
+    if (guard[0] && n < sizeof(s->summary))
+      snprintf(s->summary + n, sizeof(s->summary) - n, "; %s", guard);
+  }
   return s;
 }
 
@@ -73,6 +82,7 @@ static void service_free(tg_service_t *s) {
   SSL_CTX_free(s->server_ctx);
   SSL_CTX_free(s->backend_ctx);
   tg_dtls_service_free(s);
+  tg_http_guard_free(s->http);
   for (int i = 0; i < TG_MAX_WORKERS; i++)
     if (s->fds[i] >= 0) close(s->fds[i]);
   free(s);

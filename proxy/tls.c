@@ -1,6 +1,7 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -378,6 +379,15 @@ static int load_ca(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *key,
   return 0;
 }
 
+/* CRLs of a context, kept for the revocation check of resumed sessions
+ * (the store's own list is not safe to walk while workers verify). */
+static int crls_index = -1;
+
+static void free_crls(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
+                      long argl, void *argp) {
+  if (ptr) sk_X509_CRL_pop_free(ptr, X509_CRL_free);
+}
+
 static int load_crl(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *path,
                     tg_errors_t *errs) {
   char tlserr[300], where[400];
@@ -391,9 +401,12 @@ static int load_crl(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *path,
   X509_STORE *store = SSL_CTX_get_cert_store(ctx);
   X509_CRL *crl;
   int n = 0;
+  if (crls_index < 0) crls_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_crls);
+  STACK_OF(X509_CRL) *kept = crls_index < 0 ? NULL : sk_X509_CRL_new_null();
+  if (kept) SSL_CTX_set_ex_data(ctx, crls_index, kept);
   while ((crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
     X509_STORE_add_crl(store, crl);
-    X509_CRL_free(crl);
+    if (!kept || !sk_X509_CRL_push(kept, crl)) X509_CRL_free(crl);
     n++;
   }
   BIO_free(b);
@@ -410,23 +423,62 @@ static int load_crl(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *path,
 
 /* ---- peer identity and verification ------------------------------------ */
 
+/* Copies a certificate name of len bytes for matching and logs.  A NUL
+ * is kept visible as \0 (and the name is refused by the caller), so the
+ * stored text is never a shorter name than the certificate's. */
+static void copy_name(char *dst, size_t size, const uint8_t *src, size_t len) {
+  size_t o = 0;
+  for (size_t i = 0; i < len && o + 1 < size; i++) {
+    if (src[i] == 0) {
+      if (o + 3 > size) break;
+      dst[o++] = '\\';
+      dst[o++] = '0';
+    } else {
+      dst[o++] = (char)src[i];
+    }
+  }
+  dst[o] = '\0';
+}
+
 void tg_tls_peer_id(X509 *cert, tg_peer_id_t *id) {
   memset(id, 0, sizeof(*id));
-  X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName,
-                            id->cn, sizeof(id->cn));
+  X509_NAME *subj = X509_get_subject_name(cert);
+  int idx = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
+  if (idx >= 0) {
+    ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx));
+    unsigned char *utf8 = NULL;
+    int n = d ? ASN1_STRING_to_UTF8(&utf8, d) : -1;
+    if (n >= 0) {
+      copy_name(id->cn, sizeof(id->cn), utf8, (size_t)n);
+      id->cnlen = (size_t)n;
+      if (memchr(utf8, 0, (size_t)n)) id->bad = "CN contains a NUL byte";
+    } else {
+      id->bad = "CN cannot be decoded";
+      ERR_clear_error();
+    }
+    OPENSSL_free(utf8);
+    /* Which of several CNs is "the" CN differs between tools: none is. */
+    if (X509_NAME_get_index_by_NID(subj, NID_commonName, idx) >= 0) id->cnlen = (size_t)-1;
+  }
   unsigned int mdlen = 0;
   X509_digest(cert, EVP_sha256(), id->sha256, &mdlen);
   GENERAL_NAMES *gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
   for (int i = 0; gens && i < (int)sk_GENERAL_NAME_num(gens); i++) {
     const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
-    if (g->type == GEN_DNS && id->ndns < TG_PEER_MAX_NAMES) {
-      snprintf(id->dns[id->ndns++], sizeof(id->dns[0]), "%.*s",
-               (int)ASN1_STRING_length(g->d.dNSName),
-               (const char *)ASN1_STRING_get0_data(g->d.dNSName));
-    } else if (g->type == GEN_URI && id->nuri < TG_PEER_MAX_NAMES) {
-      snprintf(id->uri[id->nuri++], sizeof(id->uri[0]), "%.*s",
-               (int)ASN1_STRING_length(g->d.uniformResourceIdentifier),
-               (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier));
+    if (g->type == GEN_DNS || g->type == GEN_URI) {
+      const ASN1_STRING *v = g->type == GEN_DNS ? g->d.dNSName : g->d.uniformResourceIdentifier;
+      const uint8_t *data = ASN1_STRING_get0_data(v);
+      size_t len = (size_t)ASN1_STRING_length(v);
+      if (memchr(data, 0, len))
+        id->bad = g->type == GEN_DNS ? "a DNS SAN contains a NUL byte"
+                                     : "a URI SAN contains a NUL byte";
+      if (g->type == GEN_DNS && id->ndns < TG_PEER_MAX_NAMES) {
+        id->dnslen[id->ndns] = len;
+        copy_name(id->dns[id->ndns++], sizeof(id->dns[0]), data, len);
+      } else if (g->type == GEN_URI && id->nuri < TG_PEER_MAX_NAMES) {
+        id->urilen[id->nuri] = len;
+        copy_name(id->uri[id->nuri++], sizeof(id->uri[0]), data, len);
+      }
     } else if (g->type == GEN_IPADD && id->nip < TG_PEER_MAX_NAMES) {
       int len = ASN1_STRING_length(g->d.iPAddress);
       if (len == 4 || len == 16) {
@@ -453,96 +505,252 @@ static void describe_peer(const tg_peer_id_t *id, char *buf, size_t size) {
     n += (size_t)snprintf(buf + n, size - n, "%sURI:%s", i ? "," : " ", id->uri[i]);
 }
 
-static int check_pin(const char *pin, X509 *cert, char *why, size_t whysize) {
-  uint8_t want[32], got[32];
-  if (strncmp(pin, "sha256:", 7) == 0) {
-    unsigned int len = 0;
-    if (tg_parse_hex(pin + 7, want, 32) != 0) {
-      snprintf(why, whysize, "backend_pin is not 64 hex digits");
-      return 0;
-    }
-    X509_digest(cert, EVP_sha256(), got, &len);
-  } else {
-    uint8_t dec[64];
-    const char *b64 = pin + 12;
-    size_t blen = strlen(b64);
-    if (blen != 44 || EVP_DecodeBlock(dec, (const uint8_t *)b64, (int)blen) != 33) {
-      snprintf(why, whysize, "backend_pin is not a base64 SHA-256 (44 characters)");
-      return 0;
-    }
-    memcpy(want, dec, 32);
-    uint8_t *der = NULL;
-    int dlen = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
-    if (dlen <= 0) {
-      snprintf(why, whysize, "cannot encode the backend's public key");
-      return 0;
-    }
-    SHA256(der, (size_t)dlen, got);
-    OPENSSL_free(der);
+/* ---- backend pins -------------------------------------------------------- */
+
+/* One entry of a backend_pin list. */
+static int parse_pin(const char *tok, size_t len, int *spki, uint8_t want[32],
+                     char *why, size_t whysize) {
+  char buf[200];
+  if (len >= sizeof(buf)) {
+    snprintf(why, whysize, "'%.40s...': too long", tok);
+    return -1;
   }
-  if (memcmp(want, got, 32) != 0) {
-    char hex[65];
-    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", got[i]);
-    snprintf(why, whysize, "backend certificate does not match backend_pin "
-             "(its sha256 is %s)", hex);
+  memcpy(buf, tok, len);
+  buf[len] = '\0';
+  if (strncmp(buf, "sha256:", 7) == 0) {
+    *spki = 0;
+    if (tg_parse_hex(buf + 7, want, 32) == 0) return 0;
+    snprintf(why, whysize, "'%s': not 64 hex digits after sha256:", buf);
+    return -1;
+  }
+  if (strncmp(buf, "spki-sha256:", 12) == 0) {
+    uint8_t dec[64];
+    const char *b64 = buf + 12;
+    size_t blen = strlen(b64);
+    *spki = 1;
+    if (blen == 44 && b64[43] == '=' && b64[42] != '=' &&
+        EVP_DecodeBlock(dec, (const uint8_t *)b64, (int)blen) == 33) {
+      memcpy(want, dec, 32);
+      return 0;
+    }
+    snprintf(why, whysize, "'%s': not a base64 SHA-256 (44 characters) after spki-sha256:", buf);
+    return -1;
+  }
+  snprintf(why, whysize, "want sha256:HEX or spki-sha256:BASE64, not '%s'", buf);
+  return -1;
+}
+
+/* Calls fn for each entry of a comma/space separated pin list; stops at
+ * the first that fn answers non-zero for.  -1 on a malformed entry. */
+static int each_pin(const char *list, char *why, size_t whysize,
+                    int (*fn)(int spki, const uint8_t want[32], void *arg), void *arg) {
+  const char *p = list;
+  while (*p) {
+    while (*p == ',' || *p == ' ' || *p == '\t') p++;
+    size_t len = strcspn(p, ", \t");
+    if (len == 0) break;
+    int spki;
+    uint8_t want[32];
+    if (parse_pin(p, len, &spki, want, why, whysize) != 0) return -1;
+    int r = fn ? fn(spki, want, arg) : 0;
+    if (r) return r;
+    p += len;
+  }
+  return 0;
+}
+
+int tg_tls_pins_check(const char *list, char *why, size_t whysize) {
+  int r = each_pin(list, why, whysize, NULL, NULL);
+  if (r == 0 && strspn(list, ", \t") == strlen(list)) {
+    snprintf(why, whysize, "no pin given");
+    return -1;
+  }
+  return r < 0 ? -1 : 0;
+}
+
+typedef struct {
+  uint8_t cert[32], spki[32];
+} leaf_digests_t;
+
+static int pin_matches(int spki, const uint8_t want[32], void *arg) {
+  const leaf_digests_t *d = arg;
+  return CRYPTO_memcmp(want, spki ? d->spki : d->cert, 32) == 0;
+}
+
+static void hex32(const uint8_t *b, char out[65]) {
+  for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* The leaf against every entry of backend_pin: 1 when one matches. */
+static int check_pins(const char *pins, X509 *cert, char *why, size_t whysize) {
+  leaf_digests_t d;
+  unsigned int len = 0;
+  uint8_t *der = NULL;
+  int dlen = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+  if (dlen <= 0 || !X509_digest(cert, EVP_sha256(), d.cert, &len)) {
+    OPENSSL_free(der);
+    snprintf(why, whysize, "certificate verify failed: cannot digest the backend's certificate");
+    return 0;
+  }
+  SHA256(der, (size_t)dlen, d.spki);
+  OPENSSL_free(der);
+  int r = each_pin(pins, why, whysize, pin_matches, &d);
+  if (r == 1) return 1;
+  if (r == 0) {
+    char hex[65], b64[49];
+    hex32(d.cert, hex);
+    EVP_EncodeBlock((uint8_t *)b64, d.spki, 32);
+    snprintf(why, whysize, "certificate verify failed: backend certificate does not match "
+             "backend_pin (its sha256:%s, spki-sha256:%s)", hex, b64);
+  }
+  return 0;
+}
+
+/* ---- peer verification ------------------------------------------------------ */
+
+/* Records why a chain failed; the decisions on the leaf are made in
+ * cert_verify_cb once the library is done with the chain. */
+static int verify_cb(int ok, X509_STORE_CTX *sctx) {
+  SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+  tg_tls_note_t *note = ssl ? SSL_get_ex_data(ssl, note_index) : NULL;
+  if (!note || ok) return ok;
+  const tg_listener_conf_t *l = note->conf;
+  /* backend_verify = off: the chain is not judged; the pin is (in
+   * cert_verify_cb, whatever way the library walks the chain). */
+  if (note->backend && !l->backend_verify) return 1;
+  if (!note->reason[0]) {
+    int e = X509_STORE_CTX_get_error(sctx);
+    int depth = X509_STORE_CTX_get_error_depth(sctx);
+    X509 *cert = X509_STORE_CTX_get_current_cert(sctx);
+    tg_peer_id_t id;
+    char desc[300] = "";
+    if (cert) {
+      tg_tls_peer_id(cert, &id);
+      describe_peer(&id, desc, sizeof(desc));
+    }
+    if (e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+      /* note->peer holds the name we asked for until verification passes. */
+      snprintf(note->reason, sizeof(note->reason),
+               "certificate verify failed: %s mismatch (wanted %s, got %s)",
+               e == X509_V_ERR_HOSTNAME_MISMATCH ? "hostname" : "IP address",
+               note->peer, desc);
+    } else {
+      snprintf(note->reason, sizeof(note->reason),
+               "certificate verify failed: %s (depth %d, %s)",
+               X509_verify_cert_error_string(e), depth, desc);
+    }
+  }
+  return 0;
+}
+
+/* What is decided on the leaf alone, on full and resumed handshakes:
+ * names with a NUL, allow_clients, backend_pin.  0, or -1 with why. */
+static int check_leaf(tg_tls_note_t *note, X509 *leaf, char *why, size_t whysize) {
+  const tg_listener_conf_t *l = note->conf;
+  tg_peer_id_t id;
+  char desc[300];
+  tg_tls_peer_id(leaf, &id);
+  describe_peer(&id, desc, sizeof(desc));
+  if (id.bad) {
+    snprintf(why, whysize, "certificate verify failed: %s certificate refused: %s (%s)",
+             note->backend ? "backend" : "client", id.bad, desc);
+    return -1;
+  }
+  if (note->backend) {
+    if (l->backend_pin[0] && !check_pins(l->backend_pin, leaf, why, whysize)) return -1;
+  } else if (!tg_acl_match(&l->allow_clients, &id)) {
+    snprintf(why, whysize, "client certificate %s is not in allow_clients", desc);
+    return -1;
+  }
+  snprintf(note->peer, sizeof(note->peer), "%s", desc);
+  return 0;
+}
+
+/* Replaces the library's chain verification (same call on both
+ * libraries): the chain as the store and verify_cb judge it, then the
+ * leaf checks, which therefore run however the chain walk ended. */
+static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg) {
+  (void)arg;
+  SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+  tg_tls_note_t *note = ssl ? SSL_get_ex_data(ssl, note_index) : NULL;
+  int ok = X509_verify_cert(sctx);
+  if (!note) return ok;
+  X509 *leaf = X509_STORE_CTX_get0_cert(sctx);
+  if (note->backend && !note->conf->backend_verify) {
+    ok = 1; /* verify_cb let every chain error pass; the pin decides */
+    X509_STORE_CTX_set_error(sctx, X509_V_OK);
+  }
+  if (ok <= 0) return ok;
+  char why[300];
+  if (!leaf || check_leaf(note, leaf, why, sizeof(why)) != 0) {
+    if (!leaf) snprintf(why, sizeof(why), "certificate verify failed: no certificate");
+    snprintf(note->reason, sizeof(note->reason), "%s", why);
+    X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
   }
   return 1;
 }
 
-static int verify_cb(int ok, X509_STORE_CTX *sctx) {
-  SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
-  tg_tls_note_t *note = ssl ? SSL_get_ex_data(ssl, note_index) : NULL;
-  if (!note) return ok;
-  int depth = X509_STORE_CTX_get_error_depth(sctx);
-  X509 *cert = X509_STORE_CTX_get_current_cert(sctx);
+/* 1 when a CRL of ctx from the leaf's issuer lists it.  Only ever refuses,
+ * so the CRL's signature (checked by full handshakes) is not needed. */
+static int leaf_revoked(SSL_CTX *ctx, X509 *leaf) {
+  STACK_OF(X509_CRL) *crls = crls_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, crls_index);
+  for (size_t i = 0; crls && i < (size_t)sk_X509_CRL_num(crls); i++) {
+    X509_CRL *crl = sk_X509_CRL_value(crls, i);
+    X509_REVOKED *rev = NULL;
+    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(leaf)) == 0 &&
+        X509_CRL_get0_by_serial(crl, &rev, (ASN1_INTEGER *)X509_get0_serialNumber(leaf)) == 1)
+      return 1;
+  }
+  return 0;
+}
+
+int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysize) {
   const tg_listener_conf_t *l = note->conf;
-
-  if (!ok) {
-    int e = X509_STORE_CTX_get_error(sctx);
-    /* A pinned backend with backend_verify = off is trusted by its pin alone. */
-    if (note->backend && !l->backend_verify) return 1;
-    if (!note->reason[0]) {
-      tg_peer_id_t id;
-      char desc[300] = "";
-      if (cert) {
-        tg_tls_peer_id(cert, &id);
-        describe_peer(&id, desc, sizeof(desc));
-      }
-      if (e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-        /* note->peer holds the name we asked for until verification passes. */
-        snprintf(note->reason, sizeof(note->reason),
-                 "certificate verify failed: %s mismatch (wanted %s, got %s)",
-                 e == X509_V_ERR_HOSTNAME_MISMATCH ? "hostname" : "IP address",
-                 note->peer, desc);
-      } else {
-        snprintf(note->reason, sizeof(note->reason),
-                 "certificate verify failed: %s (depth %d, %s)",
-                 X509_verify_cert_error_string(e), depth, desc);
-      }
-    }
-    return 0;
-  }
-  if (depth != 0 || !cert) return 1;
-
-  tg_peer_id_t id;
-  tg_tls_peer_id(cert, &id);
-  char desc[300];
-  describe_peer(&id, desc, sizeof(desc));
+  int reused = SSL_session_reused(ssl);
+  X509 *peer = tg_get_peer_certificate(ssl);
+  int rc = 0;
+  why[0] = '\0';
   if (note->backend) {
-    if (l->backend_pin[0] &&
-        !check_pin(l->backend_pin, cert, note->reason, sizeof(note->reason))) {
-      X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
-      return 0;
+    if (l->backend_pin[0] && !peer) {
+      snprintf(why, whysize, "certificate verify failed: the backend presented no "
+               "certificate, and backend_pin needs one");
+      rc = -1;
+    } else if (l->backend_pin[0]) {
+      rc = check_leaf(note, peer, why, whysize);
     }
-  } else if (!tg_acl_match(&l->allow_clients, &id)) {
-    snprintf(note->reason, sizeof(note->reason),
-             "client certificate %s is not in allow_clients", desc);
-    X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
-    return 0;
+  } else if (l->verify_client != TG_VERIFY_NONE && !(l->psk[0] && SSL_get_psk_identity(ssl))) {
+    /* (A client of the listener's psk is authenticated by its key; no
+     * certificate is asked.  Only where psk is configured, so a resumption
+     * PSK can never count as one.) */
+    if (!peer) {
+      if (l->verify_client == TG_VERIFY_REQUIRE || l->allow_clients.n) {
+        snprintf(why, whysize, "certificate required (no client certificate%s%s)",
+                 reused ? " in the resumed session" : " presented",
+                 l->allow_clients.n ? ", and allow_clients admits only certificates" : "");
+        rc = -1;
+      }
+    } else if (check_leaf(note, peer, why, whysize) != 0) {
+      rc = -1;
+    } else if (reused && X509_cmp_current_time(X509_get0_notAfter(peer)) < 0) {
+      snprintf(why, whysize, "certificate verify failed: client certificate %s has "
+               "expired since the session began", note->peer);
+      rc = -1;
+    } else if (reused && l->crl[0] && leaf_revoked(SSL_get_SSL_CTX(ssl), peer)) {
+      snprintf(why, whysize, "certificate verify failed: certificate revoked (client "
+               "certificate %s, in the current crl; resumed session)", note->peer);
+      rc = -1;
+    }
   }
-  snprintf(note->peer, sizeof(note->peer), "%s", desc);
-  return 1;
+  if (rc == 0 && peer && !note->peer[0]) {
+    tg_peer_id_t id;
+    tg_tls_peer_id(peer, &id);
+    describe_peer(&id, note->peer, sizeof(note->peer));
+  }
+  X509_free(peer);
+  /* A refused session is not offered again from the cache. */
+  if (rc != 0 && !note->backend) SSL_CTX_remove_session(SSL_get_SSL_CTX(ssl), SSL_get_session(ssl));
+  return rc;
 }
 
 /* ---- contexts ------------------------------------------------------------ */
@@ -774,6 +982,66 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
   return t->ctx[0];
 }
 
+/* The session id context: a digest of what decides whether a client is
+ * admitted (listener, verify_client, client_ca identity, crl path,
+ * allow_clients).  Not the CRL's content: a CRL refresh does not end all
+ * resumption; revocation is re-checked on each resumption instead.  The
+ * same config gives the same digest on every instance (shared tickets). */
+static void digest_file(EVP_MD_CTX *md, const char *path) {
+  struct stat st;
+  FILE *f = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? fopen(path, "rb") : NULL;
+  if (!f) return;
+  char buf[4096];
+  size_t r;
+  while ((r = fread(buf, 1, sizeof(buf), f)) > 0) EVP_DigestUpdate(md, buf, r);
+  fclose(f);
+}
+
+static int policy_digest(const tg_listener_conf_t *l, uint8_t out[32]) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+    EVP_MD_CTX_free(md);
+    return -1;
+  }
+  char head[64];
+  int n = snprintf(head, sizeof(head), "tlsgate session policy 1|%d|", l->verify_client);
+  EVP_DigestUpdate(md, head, (size_t)n);
+  EVP_DigestUpdate(md, l->name, strlen(l->name) + 1);
+  if (l->verify_client != TG_VERIFY_NONE) {
+    EVP_DigestUpdate(md, l->client_ca, strlen(l->client_ca) + 1);
+    /* A CA file counts by its content, a hashed directory by the names and
+     * contents of its files (in name order: the same on every instance). */
+    struct stat st;
+    if (stat(l->client_ca, &st) == 0 && S_ISDIR(st.st_mode)) {
+      struct dirent **names = NULL;
+      int count = scandir(l->client_ca, &names, NULL, alphasort);
+      for (int i = 0; i < count; i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", l->client_ca, names[i]->d_name);
+        if (names[i]->d_name[0] != '.') {
+          EVP_DigestUpdate(md, names[i]->d_name, strlen(names[i]->d_name) + 1);
+          digest_file(md, path);
+        }
+        free(names[i]);
+      }
+      free(names);
+    } else {
+      digest_file(md, l->client_ca);
+    }
+    EVP_DigestUpdate(md, l->crl, strlen(l->crl) + 1);
+    for (size_t i = 0; i < l->allow_clients.n; i++) {
+      const tg_acl_entry_t *e = &l->allow_clients.entries[i];
+      n = snprintf(head, sizeof(head), "|%d:", (int)e->kind);
+      EVP_DigestUpdate(md, head, (size_t)n);
+      EVP_DigestUpdate(md, e->value, strlen(e->value) + 1);
+    }
+  }
+  unsigned len = 0;
+  int ok = EVP_DigestFinal_ex(md, out, &len) && len == 32;
+  EVP_MD_CTX_free(md);
+  return ok ? 0 : -1;
+}
+
 /* One identity's context: everything of the listener's TLS settings. */
 static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int first,
                                tg_errors_t *errs, char *summary, size_t sumsize) {
@@ -801,9 +1069,12 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
   if (first && l->ocsp[0]) load_ocsp(ctx, l, l->ocsp, errs, &ocsp_len);
   if (l->verify_client != TG_VERIFY_NONE) {
     int mode = SSL_VERIFY_PEER;
-    if (l->verify_client == TG_VERIFY_REQUIRE)
+    /* An ACL admits certificates: optional + allow_clients refuses a
+     * client without one, as require does. */
+    if (l->verify_client == TG_VERIFY_REQUIRE || l->allow_clients.n)
       mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
     SSL_CTX_set_verify(ctx, mode, verify_cb);
+    SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
     load_ca(ctx, l, "client_ca", l->client_ca, 1, errs);
     if (l->crl[0]) load_crl(ctx, l, l->crl, errs);
   }
@@ -820,8 +1091,13 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
       SSL_CTX_set_alpn_select_cb(ctx, alpn_select, wire);
     }
   }
-  SSL_CTX_set_session_id_context(ctx, (const uint8_t *)l->name,
-                                 (unsigned)strlen(l->name));
+  /* Sessions (cache and tickets alike) resume only under the policy they
+   * were verified by; revocation is re-checked on resumption. */
+  uint8_t sid_ctx[32];
+  if (policy_digest(l, sid_ctx) != 0 ||
+      !SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx)))
+    tg_errors_add(errs, "%s: cannot compute the session context",
+                  tg_config_where(l, "client_ca", where, sizeof(where)));
   int nkeys = 0;
   if (l->ticket_key_file[0]) {
     char terr[400];
@@ -837,9 +1113,12 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
   snprintf(summary, sumsize, "TLS >= 1.%d, identity %s, clients: %s%s%s",
            l->min_version == 13 ? 3 : 2, desc,
            l->verify_client == TG_VERIFY_REQUIRE    ? "certificate required"
+           : l->verify_client == TG_VERIFY_OPTIONAL && l->allow_clients.n
+               ? "certificate optional, but allow_clients admits only certificates: "
+                 "a client without one is refused (as with require)"
            : l->verify_client == TG_VERIFY_OPTIONAL ? "certificate optional"
                                                     : "no certificate asked",
-           l->crl[0] ? ", CRL checked" : "",
+           l->crl[0] ? ", CRL checked (also on resumption)" : "",
            l->allow_clients.n ? ", allow_clients ACL" : "");
   if (nkeys > 0) {
     size_t n = strlen(summary);
@@ -867,15 +1146,31 @@ SSL_CTX *tg_tls_backend_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
   } else if (l->backend_verify) {
     if (!SSL_CTX_set_default_verify_paths(ctx)) ERR_clear_error();
   }
+  /* Backends get what clients get: AEAD with forward secrecy (TLS), the
+   * listener default for DTLS, unless backend_ciphers says otherwise. */
+  char tlserr[300], where[400];
+  int dtls = l->transport == TG_TRANSPORT_UDP;
+  const char *ciphers = l->backend_ciphers && l->backend_ciphers[0] ? l->backend_ciphers
+                        : dtls ? TG_DTLS_DEFAULT_CIPHERS
+                               : "ECDHE+AESGCM:ECDHE+CHACHA20";
+  if (!tg_ctx_set_cipher_list(ctx, ciphers))
+    tg_errors_add(errs, "%s: '%s': %s",
+                  tg_config_where(l, "backend_ciphers", where, sizeof(where)), ciphers,
+                  tg_tls_errors(tlserr, sizeof(tlserr)));
+  if (!dtls && l->backend_min_version == 13)
+    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+  SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
   if (errs->n > before) {
     SSL_CTX_free(ctx);
     return NULL;
   }
-  snprintf(summary, sumsize, "TLS to backends, client identity %s, verify %s%s%s",
+  snprintf(summary, sumsize, "TLS to backends, >= 1.%d, client identity %s, verify %s%s%s%s",
+           !dtls && l->backend_min_version == 13 ? 3 : 2,
            desc, l->backend_verify ? "chain+name" : "off",
            l->backend_pin[0] ? ", pinned " : "",
-           l->backend_pin[0] ? l->backend_pin : "");
+           l->backend_pin[0] ? l->backend_pin : "",
+           l->backend_ciphers && l->backend_ciphers[0] ? ", backend_ciphers set" : "");
   return ctx;
 }
 

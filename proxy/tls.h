@@ -55,7 +55,19 @@ SSL *tg_tls_new_stream(SSL_CTX *ctx, tg_tls_note_t *note, const char *host,
 const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
                            size_t size);
 
-/* Extracts CN, SANs and the SHA-256 fingerprint of a certificate. */
+/* Extracts CN, SANs and the SHA-256 fingerprint of a certificate (names
+ * with their full lengths; id->bad says why a name is unacceptable). */
 void tg_tls_peer_id(X509 *cert, tg_peer_id_t *id);
+
+/* The checks every completed handshake passes before its side counts as
+ * connected, full or resumed: backend_pin on the backend's leaf; for
+ * clients, a certificate when the policy needs one, allow_clients, names
+ * without NUL, and on resumption expiry and the current crl.  0, or -1
+ * with why (a full reason line). */
+int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysize);
+
+/* Checks the syntax of a backend_pin list (comma- or space-separated
+ * sha256:HEX / spki-sha256:BASE64 entries).  0, or -1 with why. */
+int tg_tls_pins_check(const char *list, char *why, size_t whysize);
 
 #endif

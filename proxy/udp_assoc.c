@@ -544,13 +544,19 @@ static void client_handshake_done(tg_udp_assoc_t *a) {
 static void client_handshake_step(tg_udp_assoc_t *a) {
   ERR_clear_error();
   int r = SSL_do_handshake(a->ssl);
+  char why[700];
+  if (r == 1 && tg_tls_check_session(a->ssl, &a->note, why, sizeof(why)) != 0) {
+    a->ul->st.hs_failed++;
+    count_handshake(a, failure_kind(why));
+    tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s", why);
+    return;
+  }
   if (r == 1) {
     client_handshake_done(a);
     return;
   }
   int e = SSL_get_error(a->ssl, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
-  char why[700];
   a->ul->st.hs_failed++;
   if (e == SSL_ERROR_ZERO_RETURN)
     snprintf(why, sizeof(why), "client sent close_notify");
@@ -687,6 +693,13 @@ static void backend_ready(tg_udp_assoc_t *a) {
 static void backend_handshake_step(tg_udp_assoc_t *a) {
   ERR_clear_error();
   int r = SSL_do_handshake(a->bssl);
+  char check[700];
+  if (r == 1 && tg_tls_check_session(a->bssl, &a->bnote, check, sizeof(check)) != 0) {
+    char reason[800];
+    snprintf(reason, sizeof(reason), "DTLS handshake failed: %s", check);
+    backend_failed(a, reason);
+    return;
+  }
   if (r == 1) {
     backend_ready(a);
     if (a->state == TG_ASSOC_ESTABLISHED) pump(a, 1);

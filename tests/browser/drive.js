@@ -17,6 +17,11 @@
 //                    is run): proves the trust in the other runs comes from the NSS database
 //   --issuer TEXT    for an https page: the certificate issuer Chromium saw must contain TEXT
 //   --json FILE      write all results as JSON
+//   --resolve RULES  Chromium --host-resolver-rules (e.g. "MAP rebind.test 127.0.0.1")
+//   --expect-status N  loading --page must answer HTTP N (then nothing else is run)
+//   --fetch URL      the page fetch()es URL with a custom header (so a CORS preflight goes
+//                    first); the response must be readable with HTTP 200
+//   --fetch-refused URL  the same fetch must fail (network error / CORS refusal)
 // Exit status: 0 all checks passed, 1 a check failed, 2 usage/launch error, 3 timeout.
 // CHROMIUM (default /usr/bin/chromium) overrides the browser binary.
 'use strict';
@@ -25,7 +30,8 @@ const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
 
-const args = { echo: [], refused: [], whoami: null, page: null, dir: null, expectCertError: false, issuer: null, json: null };
+const args = { echo: [], refused: [], whoami: null, page: null, dir: null, expectCertError: false, issuer: null, json: null,
+  resolve: null, expectStatus: null, fetch: [], fetchRefused: [] };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -38,6 +44,10 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--expect-cert-error') args.expectCertError = true;
   else if (a === '--issuer') args.issuer = val();
   else if (a === '--json') args.json = val();
+  else if (a === '--resolve') args.resolve = val();
+  else if (a === '--expect-status') args.expectStatus = Number(val());
+  else if (a === '--fetch') args.fetch.push(val());
+  else if (a === '--fetch-refused') args.fetchRefused.push(val());
   else usage(`unknown argument ${a}`);
 }
 function usage(msg) {
@@ -76,7 +86,7 @@ async function main() {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
       headless: true,
-      args: FLAGS,
+      args: FLAGS.concat(args.resolve ? [`--host-resolver-rules=${args.resolve}`] : []),
       env: { ...process.env, HOME: home, XDG_CONFIG_HOME: path.join(home, '.config'), XDG_CACHE_HOME: path.join(home, '.cache') },
       ignoreHTTPSErrors: false,
       timeout: 30000,
@@ -110,6 +120,12 @@ async function main() {
   }
   results.user_agent = await page.evaluate(() => navigator.userAgent);
   console.log(`browser: Chromium ${results.chromium} (${results.user_agent})`);
+  if (args.expectStatus !== null) {
+    const body = resp ? (await resp.text()).trim() : '';
+    check(!!resp && resp.status() === args.expectStatus,
+      `page ${args.page} answered HTTP ${resp && resp.status()} (want ${args.expectStatus}): ${JSON.stringify(body.slice(0, 120))}`);
+    return;
+  }
   check(!!resp && resp.status() === 200, `page ${args.page} loaded (HTTP ${resp && resp.status()})`);
   const sec = resp ? await resp.securityDetails() : null;
   if (sec && sec.protocol) {
@@ -136,6 +152,20 @@ async function main() {
     results.whoami = r;
     if (r.ok) console.log(`whoami: ${JSON.stringify(r.info)}`);
     check(r.ok, `[${args.whoami}] backend answered whoami${r.ok ? '' : ': ' + r.error}`);
+  }
+  const doFetch = (u) => page.evaluate(async (url) => {
+    try {
+      const r = await fetch(url, { headers: { 'X-Tlsgate-Test': '1' }, cache: 'no-store' });
+      return { ok: true, status: r.status, body: (await r.text()).slice(0, 300) };
+    } catch (e) { return { ok: false, error: String(e) }; }
+  }, u);
+  for (const url of args.fetch) {
+    const r = await doFetch(url);
+    check(r.ok && r.status === 200, `[${url}] fetch with a custom header (preflighted) read HTTP ${r.status}: ${r.ok ? r.body.slice(0, 100) : r.error}`);
+  }
+  for (const url of args.fetchRefused) {
+    const r = await doFetch(url);
+    check(!r.ok, `[${url}] fetch with a custom header refused (${r.ok ? 'HTTP ' + r.status : r.error})`);
   }
   for (const url of args.refused) {
     const r = await page.evaluate((u) => window.tlsgateTest.refused(u), url);

@@ -134,11 +134,22 @@ function whoami(socket) {
 
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
+  // CORS as a remote would answer it for its own web app: any Origin may read, and a
+  // preflight is answered (tests/e2e/78-browser-http-guard.sh: tlsgate passes preflights on)
+  const origin = req.headers.origin;
+  const cors = origin ? { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' } : {};
   const send = (code, type, body) => {
-    res.writeHead(code, { 'Content-Type': type, 'Cache-Control': 'no-store', 'Content-Length': Buffer.byteLength(body) });
+    res.writeHead(code, { ...cors, 'Content-Type': type, 'Cache-Control': 'no-store', 'Content-Length': Buffer.byteLength(body) });
     res.end(body);
   };
   log(`conn ${req.socket.connId}: HTTP ${req.method} ${req.url}`);
+  if (origin) log(`conn ${req.socket.connId}: CORS ${req.method} ${req.url} origin=${origin}`);
+  if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
+    res.writeHead(204, { ...cors, 'Access-Control-Allow-Methods': 'GET',
+      'Access-Control-Allow-Headers': req.headers['access-control-request-headers'] || '',
+      'Access-Control-Max-Age': '0', 'Content-Length': 0 });
+    return res.end();
+  }
   if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'GET only\n');
   if (url.pathname === '/' || url.pathname === '/page.html') {
     return send(200, 'text/html; charset=utf-8', fs.readFileSync(PAGE));

@@ -34,6 +34,9 @@ proxy_protocol = v2
 EOF
 use_case_config wss-front.ini site.ini "127.0.0.1:8443=127.0.0.1:$SPORT" "127.0.0.1:8080=127.0.0.1:$SBPORT"
 use_case_config client-cert-proxy.ini local.ini "127.0.0.1:8081=127.0.0.1:$LPORT" "127.0.0.1:9443=127.0.0.1:$RPORT"
+# the other site's pages may use the local proxy (protocol = http guard, on by default here;
+# pages from any other origin get 403: tests/e2e/78-browser-http-guard.sh)
+echo "allow_origins = https://localhost:$SPORT" >>"$WORK/local.ini"
 log "local proxy config (config/client-cert-proxy.ini, ports moved):"
 grep -vE '^[[:space:]]*(;|$)' "$WORK/local.ini" | sed 's/^/    | /'
 

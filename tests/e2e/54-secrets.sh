@@ -91,6 +91,8 @@ backend = 127.0.0.1:$BPORT
 [listener:plain2tls]
 bind = 127.0.0.1:$P4
 secure = off
+; a raw TCP tunnel on purpose (not HTTP): the informed choice
+protocol = tcp
 backend = 127.0.0.1:$TBPORT
 backend_secure = on
 backend_pfx = $WORK/client.pfx

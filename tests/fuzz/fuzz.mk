@@ -39,7 +39,7 @@ FUZZ_LIBS   := $(FUZZ_TLS_LIBS) -luv -linih -lpthread
 FUZZ_LIB_OBJS := $(patsubst proxy/%.c,$(FUZZ_OUT)/obj/%.o,\
                    $(filter-out proxy/main.c,$(wildcard proxy/*.c)))
 FUZZ_HAVE_PROXY_PARSE := $(shell grep -qs 'tg_proxy_parse' proxy/proxyproto.h && echo yes)
-FUZZ_NAMES := config tls_server acl dgram $(if $(FUZZ_HAVE_PROXY_PARSE),proxy_parse)
+FUZZ_NAMES := config tls_server acl dgram http $(if $(FUZZ_HAVE_PROXY_PARSE),proxy_parse)
 FUZZ_BINS  := $(FUZZ_NAMES:%=$(FUZZ_OUT)/fuzz_%)
 
 .PHONY: fuzz fuzz-names

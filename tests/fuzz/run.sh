@@ -10,7 +10,7 @@
 #
 # Harnesses (tests/fuzz/fuzz_NAME.c, seeds in tests/fuzz/corpus/NAME/,
 # optional dictionary tests/fuzz/NAME.dict): config, tls_server, acl, dgram (the DTLS
-# datagram classifier) and
+# datagram classifier), http (protocol = http, both directions) and
 # proxy_parse (built only when proxy/proxyproto.h declares tg_proxy_parse).
 # New inputs go to BUILD/fuzz[/openssl]/corpus/NAME/ (kept between runs;
 # the committed seeds are never modified), crashes to .../artifacts/.

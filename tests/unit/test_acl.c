@@ -100,7 +100,36 @@ TEST(hex) {
   ASSERT_EQ(tg_parse_hex("zz00", out, 2), -1);
 }
 
+/* A name whose stored text is shorter than the certificate's (cut at a NUL
+ * or at the buffer) never matches, whatever the prefix. */
+TEST(full_length_compared) {
+  tg_peer_id_t id = client1();
+  id.cnlen = strlen("client1") + 18; /* "client1\0.attacker.example" */
+  ASSERT_EQ(admits("cn:client1", &id), 0);
+  id = client1();
+  id.dnslen[0] = 300; /* longer than what was stored */
+  ASSERT_EQ(admits("san:dns:client1.test", &id), 0);
+  id = client1();
+  id.urilen[0] = strlen(id.uri[0]) + 1;
+  ASSERT_EQ(admits("san:uri:spiffe://tlsgate.test/client1", &id), 0);
+  id = client1();
+  id.cnlen = strlen("client1");
+  id.dnslen[0] = strlen("client1.test");
+  ASSERT_EQ(admits("cn:client1", &id), 1);
+  ASSERT_EQ(admits("san:dns:client1.test", &id), 1);
+}
+
+TEST(bad_names_match_no_name_entry) {
+  tg_peer_id_t id = client1();
+  id.bad = "CN contains a NUL byte";
+  ASSERT_EQ(admits("cn:client1", &id), 0);
+  ASSERT_EQ(admits("san:dns:client1.test", &id), 0);
+  ASSERT_EQ(admits("san:uri:spiffe://tlsgate.test/client1", &id), 0);
+}
+
 int main(void) {
+  RUN(full_length_compared);
+  RUN(bad_names_match_no_name_entry);
   RUN(empty_acl_admits_everyone);
   RUN(each_kind_matches);
   RUN(each_kind_rejects);

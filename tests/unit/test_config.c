@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "tls.h"
 #include "unit.h"
 
 static char path[64];
@@ -297,6 +298,42 @@ TEST(error_backend_verify_off_without_pin) {
 TEST(error_bad_pin) {
   ASSERT(fails_with(PLAIN_LISTENER "backend_secure = on\nbackend_pin = md5:00\n", 6,
                     "backend_pin: want sha256:HEX or spki-sha256:BASE64"));
+}
+
+TEST(backend_cipher_keys) {
+  tg_errors_t errs = {0};
+  tg_config_t *cfg = load(PLAIN_LISTENER "backend_secure = on\nbackend_ciphers = ECDHE+AESGCM\n"
+                          "backend_min_version = 1.3\n", &errs);
+  ASSERT(cfg != NULL);
+  if (cfg) {
+    ASSERT_STREQ(cfg->listeners[0]->backend_ciphers, "ECDHE+AESGCM");
+    ASSERT_EQ(cfg->listeners[0]->backend_min_version, 13);
+  }
+  tg_config_free(cfg);
+  tg_errors_free(&errs);
+  ASSERT(fails_with(PLAIN_LISTENER "backend_secure = on\nbackend_min_version = 1.1\n", 6,
+                    "backend_min_version: '1.1' is not a TLS version"));
+}
+
+TEST(backend_pin_lines_append) {
+  tg_errors_t errs = {0};
+  tg_config_t *cfg = load(PLAIN_LISTENER "backend_secure = on\n"
+                          "backend_pin = sha256:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"
+                          "backend_pin = spki-sha256:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", &errs);
+  ASSERT(cfg != NULL);
+  if (cfg) {
+    char why[300];
+    ASSERT_CONTAINS(cfg->listeners[0]->backend_pin, ", spki-sha256:");
+    ASSERT_EQ(tg_tls_pins_check(cfg->listeners[0]->backend_pin, why, sizeof(why)), 0);
+  }
+  tg_config_free(cfg);
+  tg_errors_free(&errs);
+}
+
+TEST(error_bad_pin_in_list) {
+  ASSERT(fails_with(PLAIN_LISTENER "backend_secure = on\nbackend_pin = sha256:"
+                    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff, sha256:12\n", 6,
+                    "backend_pin: 'sha256:12': not 64 hex digits"));
 }
 
 TEST(error_bad_acl) {
@@ -617,6 +654,9 @@ int main(void) {
   RUN(warning_tls_key_on_plain_listener);
   RUN(error_backend_verify_off_without_pin);
   RUN(error_bad_pin);
+  RUN(backend_cipher_keys);
+  RUN(backend_pin_lines_append);
+  RUN(error_bad_pin_in_list);
   RUN(error_bad_acl);
   RUN(error_bad_secret_reference);
   RUN(error_bind_needs_ip);
