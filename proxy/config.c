@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "http.h"
@@ -86,6 +87,25 @@ int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
     return -1;
   }
   snprintf(out->text, sizeof(out->text), "%s", s);
+  if (strncmp(s, "unix:", 5) == 0) {
+    /* A Unix stream socket: bind = unix:/run/tlsgate.sock, backend = unix:... */
+    struct sockaddr_un *u = (struct sockaddr_un *)&out->addr;
+    size_t n = strlen(s + 5);
+    if (n == 0) {
+      *why = "unix: needs a socket path";
+      return -1;
+    }
+    if (n >= sizeof(u->sun_path)) {
+      *why = "unix socket path longer than 107 characters";
+      return -1;
+    }
+    u->sun_family = AF_UNIX;
+    memcpy(u->sun_path, s + 5, n + 1);
+    out->addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    out->is_literal = 1;
+    snprintf(out->host, sizeof(out->host), "%s", s + 5);
+    return 0;
+  }
   const char *colon;
   if (s[0] == '[') {
     const char *rb = strchr(s, ']');
@@ -190,7 +210,7 @@ static const key_spec_t global_keys[] = {
     {"pid_file", T_STR, G(pid_file), "", 0, 0, NULL, 0},
     {"drain_timeout", T_DURATION, G(drain_timeout_ms), "30s", 0, 0, NULL, 0},
     {"max_connections", T_INT, G(max_connections), "0", 0, 10000000, NULL, 0},
-    {"watch_files", T_BOOL, G(watch_files), "on", 0, 0, NULL, F_NOT_YET},
+    {"watch_files", T_BOOL, G(watch_files), "on", 0, 0, NULL, 0},
 };
 
 static const key_spec_t listener_keys[] = {
@@ -233,11 +253,11 @@ static const key_spec_t listener_keys[] = {
     {"backend_ciphers", T_STR, L(backend_ciphers), "", 0, 0, NULL, 0},
     {"backend_min_version", T_VERSION, L(backend_min_version), "1.2", 0, 0, NULL, 0},
     {"accept_proxy_from", T_STR, L(accept_proxy_from), "", 0, 0, NULL, 0},
-    {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, F_NOT_YET},
+    {"backend_psk", T_SECRET, L(backend_psk), "", 0, 0, NULL, 0},
     {"backend_cert", T_STR, L(backend_cert), "", 0, 0, NULL, 0},
     {"backend_key", T_STR, L(backend_key), "", 0, 0, NULL, 0},
     {"backend_key_password", T_SECRET, L(backend_key_password), "", 0, 0, NULL, 0},
-    {"dtls_cookie_secret_file", T_STR, L(dtls_cookie_secret_file), "", 0, 0, NULL, F_NOT_YET},
+    {"dtls_cookie_secret_file", T_STR, L(dtls_cookie_secret_file), "", 0, 0, NULL, F_UDP_ONLY},
     {"max_half_open", T_INT, L(max_half_open), "1024", 1, 1000000, NULL, F_UDP_ONLY},
     {"max_half_open_per_source", T_INT, L(max_half_open_per_source), "32", 1, 1000000, NULL, F_UDP_ONLY},
     {"max_associations_per_source", T_INT, L(max_associations_per_source), "0", 0, 1000000, NULL, F_UDP_ONLY},
@@ -252,10 +272,10 @@ static const key_spec_t listener_keys[] = {
     {"pkcs11_module", T_STR, L(pkcs11_module), "", 0, 0, NULL, 0},
     {"pkcs11_pin", T_SECRET, L(pkcs11_pin), "", 0, 0, NULL, 0},
     {"backend_pkcs11_pin", T_SECRET, L(backend_pkcs11_pin), "", 0, 0, NULL, 0},
-    {"backend_check", T_ENUM, L(backend_check), "off", 0, 0, check_modes, F_NOT_YET},
-    {"backend_check_interval", T_DURATION, L(backend_check_interval_ms), "5s", 0, 0, NULL, F_NOT_YET},
-    {"keylog_file", T_STR, L(keylog_file), "", 0, 0, NULL, F_NOT_YET},
-    {"unix_mode", T_OCTAL, L(unix_mode), "0660", 0, 07777, NULL, F_NOT_YET},
+    {"backend_check", T_ENUM, L(backend_check), "off", 0, 0, check_modes, 0},
+    {"backend_check_interval", T_DURATION, L(backend_check_interval_ms), "5s", 0, 0, NULL, 0},
+    {"keylog_file", T_STR, L(keylog_file), "", 0, 0, NULL, 0},
+    {"unix_mode", T_OCTAL, L(unix_mode), "0660", 0, 07777, NULL, 0},
 };
 
 #define NGLOBAL (sizeof(global_keys) / sizeof(global_keys[0]))
@@ -922,6 +942,10 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     if (l->session_timeout_ms == 0) LERR(l, "session_timeout", "must be > 0");
     if (!l->secure && is_set(l, "dtls_cookie"))
       LWARN(l, "dtls_cookie", "has no effect with secure = off");
+    if (is_set(l, "dtls_cookie_secret_file") &&
+        (!l->secure || l->dtls_cookie == TG_COOKIE_OFF))
+      LWARN(l, "dtls_cookie_secret_file", "has no effect with %s",
+            l->secure ? "dtls_cookie = off" : "secure = off");
   } else if (l->psk[0]) {
     LERR(l, "psk", "pre-shared keys are supported with transport = udp "
          "(DTLS) only in this version of tlsgate");
@@ -930,6 +954,20 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
     if ((listener_keys[i].flags & F_UDP_ONLY) && l->key_line[i] &&
         l->transport != TG_TRANSPORT_UDP)
       LERR(l, listener_keys[i].name, "only applies to transport = udp");
+  if (l->bind.addr.ss_family == AF_UNIX && l->transport != TG_TRANSPORT_TCP)
+    LERR(l, "bind", "unix sockets are for transport = tcp only");
+  if (is_set(l, "unix_mode") && l->bind.addr.ss_family != AF_UNIX)
+    LWARN(l, "unix_mode", "has no effect unless bind = unix:PATH");
+  for (size_t i = 0; i < l->nbackends; i++) {
+    if (l->backends[i].addr.ss_family != AF_UNIX) continue;
+    if (l->transport != TG_TRANSPORT_TCP)
+      LERR(l, "backend", "%s: unix sockets are for transport = tcp only",
+           l->backends[i].text);
+    else if (l->backend_secure && l->backend_verify && !l->backend_sni[0])
+      LERR(l, "backend", "%s: TLS to a unix socket backend needs backend_sni (the "
+           "name its certificate must carry) or backend_verify = off with backend_pin",
+           l->backends[i].text);
+  }
   if (!l->bind.is_literal && is_set(l, "bind"))
     LERR(l, "bind", "'%s': bind needs an IP address, not a name", l->bind.text);
 
@@ -1013,6 +1051,27 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
       if (is_set(l, tls_only[i]))
         LWARN(l, tls_only[i], "has no effect with backend_secure = off");
   }
+  if (l->backend_psk[0] && l->transport != TG_TRANSPORT_UDP)
+    LERR(l, "backend_psk", "pre-shared keys to backends are supported with "
+         "transport = udp (DTLS) only in this version of tlsgate");
+  else if (l->backend_psk[0] && !l->backend_secure)
+    LWARN(l, "backend_psk", "has no effect with backend_secure = off");
+  else if (l->backend_psk[0] && strncmp(l->backend_psk, "file:", 5) != 0)
+    LERR(l, "backend_psk", "want file:PATH (one identity:hexkey line)");
+  if (l->backend_check != TG_CHECK_OFF && l->transport == TG_TRANSPORT_UDP)
+    LERR(l, "backend_check", "must be off with transport = udp (UDP backends "
+         "cannot be checked in this version of tlsgate)");
+  else if (l->backend_check == TG_CHECK_TLS && !l->backend_secure)
+    LERR(l, "backend_check", "tls needs backend_secure = on (use connect for "
+         "plaintext backends)");
+  if (l->backend_check_interval_ms < 100)
+    LERR(l, "backend_check_interval", "must be at least 100ms");
+  if (is_set(l, "backend_check_interval") && l->backend_check == TG_CHECK_OFF)
+    LWARN(l, "backend_check_interval", "has no effect with backend_check = off");
+  if (l->keylog_file[0])
+    LWARN(l, "keylog_file", "%s: TLS session secrets of this listener are written "
+          "there: anyone who can read it can decrypt the traffic (debugging only)",
+          l->keylog_file);
   char pinwhy[300];
   if (is_set(l, "backend_pin") && tg_tls_pins_check(l->backend_pin, pinwhy, sizeof(pinwhy)) != 0)
     LERR(l, "backend_pin", "%s", pinwhy);
@@ -1112,6 +1171,26 @@ static int resolve_value(char **field, const char *dir, const char *prefix, int 
   free(*field);
   *field = out;
   return 0;
+}
+
+/* bind = unix:PATH and backend = unix:PATH: a relative socket path names a
+ * socket next to the config too. */
+static void resolve_unix(tg_hostport_t *hp, const char *dir, const tg_listener_conf_t *l,
+                         const char *key, tg_errors_t *errs) {
+  if (hp->addr.ss_family != AF_UNIX || hp->host[0] == '/') return;
+  char *abs = join_path(dir, hp->host, strlen(hp->host));
+  if (!abs) return;
+  char text[PATH_MAX + 8];
+  const char *why = NULL;
+  snprintf(text, sizeof(text), "unix:%s", abs);
+  free(abs);
+  tg_hostport_t r;
+  if (tg_parse_hostport(text, &r, &why) == 0) {
+    *hp = r;
+  } else {
+    char w[400];
+    tg_errors_add(errs, "%s: %s: %s", tg_config_where(l, key, w, sizeof(w)), text, why);
+  }
 }
 
 static void resolve_keys(const key_spec_t *keys, size_t nkeys, void *base,
@@ -1231,8 +1310,13 @@ tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
     tg_errors_add(errs, "%s: cannot resolve its directory: %s", path, strerror(errno));
   } else {
     resolve_keys(global_keys, NGLOBAL, cfg, cfg->dir, 1);
-    for (size_t i = 0; i < cfg->nlisteners; i++)
-      resolve_keys(listener_keys, NLISTENER, cfg->listeners[i], cfg->dir, 0);
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+      tg_listener_conf_t *l = cfg->listeners[i];
+      resolve_keys(listener_keys, NLISTENER, l, cfg->dir, 0);
+      resolve_unix(&l->bind, cfg->dir, l, "bind", errs);
+      for (size_t k = 0; k < l->nbackends; k++)
+        resolve_unix(&l->backends[k], cfg->dir, l, "backend", errs);
+    }
   }
   struct stat cst;
   if (stat(path, &cst) == 0) warn_pass_secrets(cfg, cst.st_mode);

@@ -1,6 +1,7 @@
 #include "conn.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -926,6 +927,54 @@ static void on_connect(uv_connect_t *req, int status) {
   handshake_step(c, &c->backend);
 }
 
+/* backend = unix:PATH.  libuv's TCP connect takes only IP addresses, so
+ * the socket is connected here (a local connect completes or fails at
+ * once) and handed to the TCP handle; on_connect runs from the loop, as
+ * for TCP, through a no-op threadpool request. */
+typedef struct {
+  uv_work_t req;
+  tg_conn_t *conn;
+  unsigned attempt;
+} unix_connect_t;
+
+static void unix_connect_nop(uv_work_t *req) {}
+
+static void unix_connected(uv_work_t *req, int status) {
+  unix_connect_t *u = (unix_connect_t *)req;
+  tg_conn_t *c = u->conn;
+  if (c->state == TG_CONN_CONNECTING && u->attempt == c->attempt)
+    on_connect(&c->connect_req, 0);
+  free(u);
+  unref(c);
+}
+
+static int unix_connect(tg_conn_t *c, const struct sockaddr *sa) {
+  const tg_hostport_t *a = &c->svc->conf->backends[c->backend_idx];
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return uv_translate_sys_error(errno);
+  if (connect(fd, (const struct sockaddr *)&a->addr, a->addrlen) != 0) {
+    int e = errno; /* EAGAIN: the backend's backlog is full */
+    close(fd);
+    return uv_translate_sys_error(e);
+  }
+  int rc = uv_tcp_open(&c->backend.tcp, fd);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  unix_connect_t *u = malloc(sizeof(*u));
+  if (!u) return UV_ENOMEM;
+  u->conn = c;
+  u->attempt = c->attempt;
+  c->refs++;
+  rc = uv_queue_work(&c->w->loop, &u->req, unix_connect_nop, unix_connected);
+  if (rc < 0) {
+    c->refs--;
+    free(u);
+  }
+  return rc;
+}
+
 static void start_connect(tg_conn_t *c, const struct sockaddr *sa) {
   int rc = uv_tcp_init(&c->w->loop, &c->backend.tcp);
   if (rc < 0) {
@@ -936,6 +985,11 @@ static void start_connect(tg_conn_t *c, const struct sockaddr *sa) {
   c->backend.open = 1;
   c->refs++;
   c->connect_req.data = c;
+  if (sa->sa_family == AF_UNIX) {
+    rc = unix_connect(c, sa);
+    if (rc < 0) backend_attempt_failed(c, uv_strerror(rc));
+    return;
+  }
   rc = uv_tcp_connect(&c->connect_req, &c->backend.tcp, sa, on_connect);
   if (rc < 0 && tg_local_resource_error(rc)) { /* ours, not the backend's */
     atomic_fetch_add(&c->svc->stats->backend_local_errors, 1);
@@ -1160,6 +1214,8 @@ static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t siz
     const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
     uv_ip6_name(a, ip, sizeof(ip));
     snprintf(buf, size, "[%s]:%u", ip, ntohs(a->sin6_port));
+  } else if (ss->ss_family == AF_UNIX) {
+    snprintf(buf, size, "unix");
   } else {
     snprintf(buf, size, "?");
   }

@@ -701,6 +701,21 @@ int tg_dtls_service_setup(tg_service_t *s, tg_errors_t *errs, char *front,
       return -1;
     }
     d->keys_ready = 1;
+    char err[400];
+    if (l->dtls_cookie_secret_file[0]) {
+      if (tg_cookie_keys_load_shared(&d->keys, l->dtls_cookie_secret_file, err,
+                                     sizeof(err)) != 0) {
+        tg_errors_add(errs, "%s: %s", tg_config_where(l, "dtls_cookie_secret_file",
+                      where, sizeof(where)), err);
+        return -1;
+      }
+      if (err[0]) tg_log(TG_LOG_WARN, "listener %s: %s", l->name, err);
+    }
+  } else if (l->secure && l->dtls_cookie_secret_file[0] && !TG_DTLS_COOKIES) {
+    tg_errors_add(errs, "%s: not possible with %s: it removed server-side "
+                  "HelloVerifyRequest (build with make TLS=openssl)",
+                  tg_config_where(l, "dtls_cookie_secret_file", where, sizeof(where)),
+                  TG_TLS_LIBRARY);
   }
 
   snprintf(front, frontsize, "plaintext, %d associations per source, %ld "
@@ -731,6 +746,11 @@ int tg_dtls_service_setup(tg_service_t *s, tg_errors_t *errs, char *front,
     if (s->backend_ctx) {
       SSL_CTX_set_options(s->backend_ctx, SSL_OP_NO_QUERY_MTU);
       snprintf(back, backsize, "D%s", tls); /* "TLS to backends" -> "DTLS ..." */
+      char psk[200];
+      if (l->backend_psk[0]) {
+        if (tg_psk_client_setup(s->backend_ctx, l, errs, psk, sizeof(psk)) != 0) return -1;
+        snprintf(back, backsize, "DTLS to backends, %s", psk);
+      }
     }
   }
   return errs->n > before ? -1 : 0;

@@ -5,7 +5,13 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "secret.h"
 
 /* ---- secrets -------------------------------------------------------------- */
 
@@ -23,6 +29,77 @@ void tg_cookie_keys_destroy(tg_cookie_keys_t *k) {
   uv_mutex_destroy(&k->mu);
   OPENSSL_cleanse(k->cur, sizeof(k->cur));
   OPENSSL_cleanse(k->prev, sizeof(k->prev));
+}
+
+/* The secrets seen per dtls_cookie_secret_file, so that a reload after the
+ * file was replaced keeps the one before as the previous secret. */
+static struct {
+  char *path;
+  uint8_t cur[TG_COOKIE_SECRET_LEN], prev[TG_COOKIE_SECRET_LEN];
+} shared[64];
+static size_t nshared;
+
+static int hexdig(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+int tg_cookie_keys_load_shared(tg_cookie_keys_t *k, const char *path, char *err,
+                               size_t errsize) {
+  uint8_t buf[80], secret[TG_COOKIE_SECRET_LEN];
+  size_t n = 0;
+  /* secret.c: read without stdio copies, warns when group/others may read. */
+  char *text = tg_secret_file_read(path, sizeof(buf), "the DTLS cookie secret", &n,
+                                   err, errsize);
+  if (!text) return -1;
+  memcpy(buf, text, n);
+  tg_secret_free(text, n);
+  while (n > TG_COOKIE_SECRET_LEN && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
+  if (n == TG_COOKIE_SECRET_LEN) {
+    memcpy(secret, buf, n);
+  } else if (n == 2 * TG_COOKIE_SECRET_LEN) {
+    for (size_t i = 0; i < TG_COOKIE_SECRET_LEN; i++) {
+      int hi = hexdig(buf[2 * i]), lo = hexdig(buf[2 * i + 1]);
+      if (hi < 0 || lo < 0) {
+        OPENSSL_cleanse(buf, sizeof(buf));
+        snprintf(err, errsize, "%s: 64 characters that are not all hex digits", path);
+        return -1;
+      }
+      secret[i] = (uint8_t)(hi << 4 | lo);
+    }
+  } else {
+    OPENSSL_cleanse(buf, sizeof(buf));
+    snprintf(err, errsize, "%s: %zu bytes; want %d random bytes (openssl rand %d > "
+             "FILE) or %d hex digits", path, n, TG_COOKIE_SECRET_LEN,
+             TG_COOKIE_SECRET_LEN, 2 * TG_COOKIE_SECRET_LEN);
+    return -1;
+  }
+  OPENSSL_cleanse(buf, sizeof(buf));
+  if (errsize) err[0] = '\0';
+  size_t i;
+  for (i = 0; i < nshared; i++)
+    if (strcmp(shared[i].path, path) == 0) break;
+  if (i == nshared) {
+    if (nshared == sizeof(shared) / sizeof(shared[0]) || !(shared[i].path = strdup(path))) {
+      snprintf(err, errsize, "%s: too many cookie secret files", path);
+      return -1;
+    }
+    nshared++;
+    memcpy(shared[i].cur, secret, sizeof(secret));
+    RAND_bytes(shared[i].prev, sizeof(shared[i].prev)); /* no previous one yet */
+  } else if (CRYPTO_memcmp(shared[i].cur, secret, sizeof(secret)) != 0) {
+    memcpy(shared[i].prev, shared[i].cur, sizeof(secret));
+    memcpy(shared[i].cur, secret, sizeof(secret));
+  }
+  OPENSSL_cleanse(secret, sizeof(secret));
+  uv_mutex_lock(&k->mu);
+  memcpy(k->cur, shared[i].cur, sizeof(k->cur));
+  memcpy(k->prev, shared[i].prev, sizeof(k->prev));
+  k->period_ms = (uint64_t)1 << 62; /* rotated by replacing the file only */
+  uv_mutex_unlock(&k->mu);
+  return 0;
 }
 
 /* Rotates as many periods as have passed and copies both secrets out, so the

@@ -41,6 +41,17 @@ typedef struct {
 int tg_cookie_keys_init(tg_cookie_keys_t *k, uint64_t period_ms, uint64_t now_ms);
 void tg_cookie_keys_destroy(tg_cookie_keys_t *k);
 
+/* dtls_cookie_secret_file: makes the secret of path current, shared by
+ * every instance that reads the same file, with no timed rotation (the
+ * instances could not agree on one).  Rotation is replacing the file: the
+ * secret the process saw in path before stays valid as the previous one
+ * (for one rotation).  The file holds 32 bytes (`openssl rand 32`) or 64
+ * hex digits and an optional newline.  Returns 0, or -1 with a reason in
+ * err (never the secret).  Process-wide memory per path; not thread-safe
+ * (start-up and reloads run on the main thread). */
+int tg_cookie_keys_load_shared(tg_cookie_keys_t *k, const char *path, char *err,
+                               size_t errsize);
+
 /* Writes the cookie for peer at time now into out[TG_COOKIE_LEN].
  * Returns 0, or -1 for an address family other than IPv4/IPv6. */
 int tg_cookie_make(tg_cookie_keys_t *k, uint64_t now_ms,

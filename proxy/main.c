@@ -16,12 +16,14 @@
 #include <uv.h>
 
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "pkcs11.h"
 #include "process.h"
 #include "runtime.h"
 #include "tls.h"
+#include "watch.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "config/tlsgate.ini"
@@ -65,22 +67,27 @@ static void on_stop_signal(uv_signal_t *h, int signum) {
    * accepts from. */
   for (int i = 0; i < app->nworkers; i++)
     atomic_store(&app->workers[i].stop_requested, 1); /* no reload applies now */
+  tg_runtime_unlink_unix(app->rt);
   tg_runtime_release_sockets(app->rt);
   for (int i = 0; i < app->nworkers; i++) tg_worker_stop(&app->workers[i]);
   tg_metrics_stop();
+  tg_health_set_runtime(app->loop, NULL);
+  tg_watch_stop();
   tg_sd_notify("STOPPING=1");
   uv_close((uv_handle_t *)&app->sigterm, NULL);
   uv_close((uv_handle_t *)&app->sigint, NULL);
   uv_close((uv_handle_t *)&app->sighup, NULL);
 }
 
-/* SIGHUP: re-reads the config file and every certificate, key, CA and CRL
- * it names.  Only a runtime that loaded and bound completely replaces the
- * running one; otherwise the errors are logged and nothing changes. */
-static void on_hup(uv_signal_t *h, int signum) {
-  app_t *app = h->data;
+static void on_files_changed(void *arg, const char *what);
+
+/* SIGHUP or watch_files: re-reads the config file and every certificate,
+ * key, CA and CRL it names.  Only a runtime that loaded and bound
+ * completely replaces the running one; otherwise the errors are logged and
+ * nothing changes. */
+static void reload(app_t *app) {
   if (app->stopping) return;
-  tg_log(TG_LOG_INFO, "SIGHUP: reloading %s", app->path);
+  tg_watch_refresh();
   tg_sd_notify("RELOADING=1");
   tg_errors_t errs = {0};
   tg_config_t *cfg = tg_config_load(app->path, &errs);
@@ -118,6 +125,7 @@ static void on_hup(uv_signal_t *h, int signum) {
   tg_runtime_t *old = app->rt;
   app->rt = rt;
   tg_runtime_publish_stats(rt);
+  tg_health_set_runtime(app->loop, rt);
   tg_stats_reload(1, rt->generation);
   if (strcmp(rt->cfg->metrics, old->cfg->metrics) != 0)
     tg_log(TG_LOG_WARN, "reload: metrics = %s takes effect at the next restart",
@@ -128,9 +136,26 @@ static void on_hup(uv_signal_t *h, int signum) {
   tg_runtime_unref(old);
   for (size_t i = 0; i < rt->nservices; i++)
     tg_log(TG_LOG_INFO, "%s", rt->services[i]->summary);
+  tg_watch_set(app->loop, rt->cfg, on_files_changed, app);
   tg_log(TG_LOG_INFO, "reloaded: generation %u, %zu listener%s", rt->generation,
          rt->nservices, rt->nservices == 1 ? "" : "s");
   tg_sd_notify("READY=1");
+}
+
+static void on_hup(uv_signal_t *h, int signum) {
+  app_t *app = h->data;
+  if (app->stopping) return;
+  tg_log(TG_LOG_INFO, "SIGHUP: reloading %s", app->path);
+  reload(app);
+}
+
+/* watch_files: a file the config names changed and has been quiet for
+ * TG_WATCH_SETTLE_MS. */
+static void on_files_changed(void *arg, const char *what) {
+  app_t *app = arg;
+  if (app->stopping) return;
+  tg_log(TG_LOG_INFO, "watch_files: %s changed: reloading %s", what, app->path);
+  reload(app);
 }
 
 
@@ -194,12 +219,14 @@ int main(int argc, char **argv) {
   }
 
   tg_log_setup((tg_log_level_t)rt->cfg->log_level, (tg_log_format_t)rt->cfg->log_format);
+  tg_runtime_inherit_sockets();
   if (tg_runtime_bind(rt, rt->cfg->workers, NULL, &errs) != 0) {
     print_errors(&errs);
     tg_errors_free(&errs);
     tg_runtime_unref(rt);
     return 1;
   }
+  tg_runtime_log_unused_sockets();
   /* The pid file is a start-up decision: a reload does not move it. */
   char *pid_file = rt->cfg->pid_file[0] ? strdup(rt->cfg->pid_file) : NULL;
   if (pid_file && tg_write_pid_file(pid_file, err, sizeof(err)) != 0) {
@@ -248,6 +275,8 @@ int main(int argc, char **argv) {
   }
   for (size_t i = 0; i < rt->nservices; i++)
     tg_log(TG_LOG_INFO, "%s", rt->services[i]->summary);
+  tg_health_set_runtime(app.loop, rt);
+  tg_watch_set(app.loop, rt->cfg, on_files_changed, &app);
   rt = NULL; /* app.rt from here on */
   tg_sd_notify("READY=1");
   tg_log(TG_LOG_INFO, "tlsgate %s (%s, libuv %s) running with %d worker%s, pid %ld",

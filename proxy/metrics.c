@@ -202,8 +202,17 @@ char *tg_metrics_render(size_t *len) {
           esc(snap[i]->name, l, sizeof(l)), esc(snap[i]->backend_names[k], bn, sizeof(bn)),
           LOAD(snap[i]->backend_failures[k]));
   }
+  header(&b, "tlsgate_backend_check_failures_total", "counter",
+         "Failed active health checks (backend_check).");
+  for (size_t i = 0; i < n; i++) {
+    int nb = atomic_load(&snap[i]->nbackends);
+    for (int k = 0; k < nb; k++)
+      add(&b, "tlsgate_backend_check_failures_total{listener=\"%s\",backend=\"%s\"} %llu\n",
+          esc(snap[i]->name, l, sizeof(l)), esc(snap[i]->backend_names[k], bn, sizeof(bn)),
+          LOAD(snap[i]->backend_check_failures[k]));
+  }
   if (current_rt) {
-    header(&b, "tlsgate_backend_up", "gauge", "1 when the backend is not resting after a failure.");
+    header(&b, "tlsgate_backend_up", "gauge", "1 when the backend is not resting after a failure (or marked down by backend_check).");
     uint64_t now = tg_now_ms();
     for (size_t i = 0; i < current_rt->nservices; i++) {
       const tg_service_t *s = current_rt->services[i];
@@ -280,6 +289,43 @@ char *tg_metrics_render(size_t *len) {
   return b.buf;
 }
 
+/* ---- health -------------------------------------------------------------- */
+
+/* /readyz: every listener has its socket, and each TCP listener has a
+ * backend that is not resting (after a client's failure or a failed
+ * backend_check).  A UDP listener is ready once bound.  One line per
+ * listener, so a probe's output says what is missing. */
+char *tg_health_render(size_t *len, int *ready) {
+  sbuf_t b = {malloc(1024), 0, 1024};
+  if (!b.buf) return NULL;
+  b.buf[0] = '\0';
+  *ready = current_rt != NULL;
+  if (!current_rt) add(&b, "not ready: no configuration running\n");
+  uint64_t now = tg_now_ms();
+  for (size_t i = 0; current_rt && i < current_rt->nservices; i++) {
+    const tg_service_t *s = current_rt->services[i];
+    /* Read on the main thread, which is the only one that closes them. */
+    if (s->fds[0] < 0) {
+      add(&b, "listener %s: not ready: not bound (stopping)\n", s->conf->name);
+      *ready = 0;
+      continue;
+    }
+    if (s->conf->transport == TG_TRANSPORT_UDP) {
+      add(&b, "listener %s: ready (udp, bound)\n", s->conf->name);
+      continue;
+    }
+    size_t up = 0;
+    for (size_t k = 0; k < s->conf->nbackends; k++)
+      if (atomic_load(&s->backends[k].rest_until_ms) <= now) up++;
+    if (up == 0) *ready = 0;
+    add(&b, "listener %s: %s (%zu of %zu backends up)\n", s->conf->name,
+        up ? "ready" : "not ready", up, s->conf->nbackends);
+  }
+  add(&b, "%s\n", *ready ? "ready" : "not ready");
+  *len = b.len;
+  return b.buf;
+}
+
 /* ---- the HTTP endpoint --------------------------------------------------- */
 
 #define REQ_MAX 4096
@@ -317,7 +363,8 @@ static void scrape_written(uv_write_t *req, int status) { scrape_close(req->data
 
 static void scrape_timeout(uv_timer_t *t) { scrape_close(t->data); }
 
-static void respond(scrape_t *s, const char *status, const char *body, size_t blen) {
+static void respond_type(scrape_t *s, const char *status, const char *type,
+                         const char *body, size_t blen) {
   size_t cap = blen + 256;
   s->resp = malloc(cap);
   if (!s->resp) {
@@ -325,14 +372,18 @@ static void respond(scrape_t *s, const char *status, const char *body, size_t bl
     return;
   }
   int h = snprintf(s->resp, cap,
-                   "HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                   "HTTP/1.1 %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n"
                    "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                   status, blen);
+                   status, type, blen);
   memcpy(s->resp + h, body, blen);
   uv_buf_t buf = uv_buf_init(s->resp, (unsigned)(h + (int)blen));
   s->wreq.data = s;
   uv_read_stop((uv_stream_t *)&s->tcp);
   if (uv_write(&s->wreq, (uv_stream_t *)&s->tcp, &buf, 1, scrape_written) != 0) scrape_close(s);
+}
+
+static void respond(scrape_t *s, const char *status, const char *body, size_t blen) {
+  respond_type(s, status, "text/plain; version=0.0.4; charset=utf-8", body, blen);
 }
 
 static void scrape_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -362,8 +413,23 @@ static void scrape_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     }
     respond(s, "200 OK", body, len);
     free(body);
+  } else if (strncmp(s->req, "GET /healthz ", 13) == 0) {
+    /* Alive: the main loop answers. */
+    static const char msg[] = "ok\n";
+    respond_type(s, "200 OK", "text/plain; charset=utf-8", msg, sizeof(msg) - 1);
+  } else if (strncmp(s->req, "GET /readyz ", 12) == 0) {
+    size_t len = 0;
+    int ready = 0;
+    char *body = tg_health_render(&len, &ready);
+    if (!body) {
+      respond(s, "500 Internal Server Error", "", 0);
+      return;
+    }
+    respond_type(s, ready ? "200 OK" : "503 Service Unavailable",
+                 "text/plain; charset=utf-8", body, len);
+    free(body);
   } else {
-    static const char msg[] = "only GET /metrics here\n";
+    static const char msg[] = "only GET /metrics, /healthz and /readyz here\n";
     respond(s, "404 Not Found", msg, sizeof(msg) - 1);
   }
 }

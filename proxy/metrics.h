@@ -39,6 +39,7 @@ typedef struct tg_lstats {
   atomic_ullong http_refused[16]; /* by tg_http_reason_t (http.h) */
   atomic_ullong proxy_refused;   /* peers not in accept_proxy_from */
   atomic_ullong backend_failures[TG_MAX_BACKENDS]; /* by backend index */
+  atomic_ullong backend_check_failures[TG_MAX_BACKENDS]; /* backend_check */
   char backend_names[TG_MAX_BACKENDS][280];        /* as configured now */
   atomic_int nbackends;
   atomic_ullong cipher_count[TG_METRIC_CIPHERS];
@@ -71,6 +72,10 @@ void tg_stats_reload(int ok, unsigned generation);
 /* Starts the endpoint on loop at "host:port".  0 or -1 with err. */
 int tg_metrics_start(uv_loop_t *loop, const char *addr, char *err, size_t errsize);
 void tg_metrics_stop(void);
+
+/* The /readyz body into a malloc'd buffer; *ready = 1 when every listener
+ * is bound and each TCP listener has a backend up. */
+char *tg_health_render(size_t *len, int *ready);
 
 /* The whole text exposition into a malloc'd buffer (for tests too). */
 char *tg_metrics_render(size_t *len);

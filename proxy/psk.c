@@ -11,6 +11,7 @@
 #include "log.h"
 #include "secret.h"
 #include "tls.h"
+#include "tls_compat.h"
 
 typedef struct {
   char identity[PSK_MAX_IDENTITY_LEN + 1];
@@ -242,5 +243,70 @@ int tg_psk_server_setup(SSL_CTX *ctx, const tg_listener_conf_t *l,
   snprintf(desc, descsize, "PSK (%zu identit%s%s%s%s)", t->n,
            t->n == 1 ? "y" : "ies", l->psk_identity_hint[0] ? ", hint \"" : "",
            l->psk_identity_hint, l->psk_identity_hint[0] ? "\"" : "");
+  return 0;
+}
+
+/* ---- the client callback (backend_psk) --------------------------------------- */
+
+static unsigned psk_client_cb(SSL *ssl, const char *hint, char *identity,
+                              unsigned max_identity_len, uint8_t *psk,
+                              unsigned max_psk_len) {
+  const tg_psk_table_t *t =
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), table_index);
+  if (!t || t->n != 1) return 0;
+  const psk_entry_t *e = &t->e[0];
+  if (strlen(e->identity) + 1 > max_identity_len || e->keylen > max_psk_len) return 0;
+  memcpy(identity, e->identity, strlen(e->identity) + 1);
+  memcpy(psk, e->key, e->keylen);
+  return (unsigned)e->keylen;
+}
+
+int tg_psk_client_setup(SSL_CTX *ctx, const tg_listener_conf_t *l,
+                        tg_errors_t *errs, char *desc, size_t descsize) {
+  char err[600], where[400];
+  tg_config_where(l, "backend_psk", where, sizeof(where));
+  if (strncmp(l->backend_psk, "file:", 5) != 0) {
+    tg_errors_add(errs, "%s: want file:PATH (a file with one identity:hexkey line)",
+                  where);
+    return -1;
+  }
+  tg_psk_table_t *t = NULL;
+  size_t len = 0;
+  char *text = tg_secret_file_read(l->backend_psk + 5, 1 << 20, "a pre-shared key",
+                                   &len, err, sizeof(err));
+  if (text) {
+    t = tg_psk_parse(text, len, '\n', l->backend_psk + 5, err, sizeof(err));
+    tg_secret_free(text, len);
+  }
+  if (t && t->n != 1) {
+    snprintf(err, sizeof(err), "%s: %zu identity:hexkey lines, want exactly one",
+             l->backend_psk + 5, t->n);
+    tg_psk_free(t);
+    t = NULL;
+  }
+  if (!t) {
+    tg_errors_add(errs, "%s: %s", where, err);
+    return -1;
+  }
+  if (table_index < 0)
+    table_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_table);
+  if (table_index < 0 || !SSL_CTX_set_ex_data(ctx, table_index, t)) {
+    tg_psk_free(t);
+    tg_errors_add(errs, "%s: cannot attach the key", where);
+    return -1;
+  }
+  SSL_CTX_set_psk_client_callback(ctx, psk_client_cb);
+  /* Only suites the key authenticates: the DTLS defaults minus those that
+   * need a certificate. */
+  const char *ciphers = TG_DTLS_DEFAULT_CIPHERS ":!aRSA:!aECDSA";
+  if (!tg_ctx_set_cipher_list(ctx, ciphers)) {
+    char tlserr[300];
+    tg_errors_add(errs, "%s: cannot select PSK cipher suites (%s)", where,
+                  tg_tls_errors(tlserr, sizeof(tlserr)));
+    return -1;
+  }
+  char id[PSK_MAX_IDENTITY_LEN + 1];
+  tg_psk_printable(t->e[0].identity, id, sizeof(id));
+  snprintf(desc, descsize, "PSK identity \"%s\"", id);
   return 0;
 }

@@ -37,4 +37,11 @@ void tg_psk_printable(const char *in, char *out, size_t size);
 int tg_psk_server_setup(SSL_CTX *ctx, const tg_listener_conf_t *l,
                         tg_errors_t *errs, char *desc, size_t descsize);
 
+/* backend_psk = file:PATH (one "identity:hexkey" line): installs the client
+ * callback on a backend context (which then owns the key) and limits it to
+ * PSK suites, so the backend is authenticated by the key.  Returns 0, or
+ * -1 with an error added. */
+int tg_psk_client_setup(SSL_CTX *ctx, const tg_listener_conf_t *l,
+                        tg_errors_t *errs, char *desc, size_t descsize);
+
 #endif

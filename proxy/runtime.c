@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "dtls.h"
 #include "http.h"
+#include "log.h"
 #include "metrics.h"
 #include "tls.h"
 
@@ -105,6 +108,117 @@ tg_runtime_t *tg_runtime_new(tg_config_t *cfg, tg_errors_t *errs) {
   return rt;
 }
 
+/* ---- systemd socket activation ------------------------------------------ */
+
+#define SD_LISTEN_FDS_START 3
+
+static struct {
+  int fd;
+  char name[TG_NAME_MAX];
+  int used;
+} inherited[TG_MAX_LISTENERS];
+static size_t ninherited;
+
+void tg_runtime_inherit_sockets(void) {
+  const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+  const char *names = getenv("LISTEN_FDNAMES");
+  if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid()) return;
+  long n = strtol(fds, NULL, 10);
+  if (n <= 0) return;
+  if (n > TG_MAX_LISTENERS) n = TG_MAX_LISTENERS;
+  const char *p = names ? names : "";
+  for (long i = 0; i < n; i++) {
+    int fd = SD_LISTEN_FDS_START + (int)i;
+    size_t len = strcspn(p, ":");
+    inherited[ninherited].fd = fd;
+    snprintf(inherited[ninherited].name, sizeof(inherited[ninherited].name), "%.*s",
+             (int)(len < TG_NAME_MAX ? len : TG_NAME_MAX - 1), p);
+    p += len + (p[len] == ':');
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    ninherited++;
+  }
+  /* As sd_listen_fds(unset_environment = 1): not for our children. */
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+}
+
+static int inherited_for(const tg_listener_conf_t *l) {
+  for (size_t i = 0; i < ninherited; i++)
+    if (strcmp(inherited[i].name, l->name) == 0) return (int)i;
+  return -1;
+}
+
+void tg_runtime_log_unused_sockets(void) {
+  for (size_t i = 0; i < ninherited; i++)
+    if (!inherited[i].used)
+      tg_log(TG_LOG_WARN, "socket %d from systemd (name '%s') matches no listener: "
+             "unused (FileDescriptorName= must equal a [listener:NAME])",
+             inherited[i].fd, inherited[i].name);
+}
+
+/* The socket systemd handed over for l, checked against its transport. */
+static int use_inherited(const tg_listener_conf_t *l, int k, int nworkers, char *err,
+                         size_t errsize) {
+  int type = 0;
+  socklen_t len = sizeof(type);
+  if (getsockopt(inherited[k].fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    snprintf(err, errsize, "socket '%s' from systemd: %s", inherited[k].name,
+             strerror(errno));
+    return -1;
+  }
+  int udp = l->transport == TG_TRANSPORT_UDP;
+  if (type != (udp ? SOCK_DGRAM : SOCK_STREAM)) {
+    snprintf(err, errsize, "socket '%s' from systemd is a %s socket, the listener is "
+             "transport = %s", inherited[k].name, type == SOCK_DGRAM ? "datagram" : "stream",
+             udp ? "udp" : "tcp");
+    return -1;
+  }
+  /* Datagrams of one client must reach one worker: the kernel spreads
+   * them only over SO_REUSEPORT sockets, not over one shared socket. */
+  if (udp && nworkers > 1) {
+    snprintf(err, errsize, "a udp socket from systemd needs workers = 1");
+    return -1;
+  }
+  inherited[k].used = 1;
+  return 0;
+}
+
+/* ---- listening sockets ----------------------------------------------------- */
+
+/* bind = unix:PATH.  A stale socket file from an earlier run is replaced;
+ * anything else at PATH is left alone and refused. */
+static int open_unix_socket(const tg_hostport_t *a, int mode, char *err, size_t errsize) {
+  const struct sockaddr_un *u = (const struct sockaddr_un *)&a->addr;
+  struct stat st;
+  if (lstat(u->sun_path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      snprintf(err, errsize, "bind %s: exists and is not a socket", a->text);
+      return -1;
+    }
+    unlink(u->sun_path);
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    snprintf(err, errsize, "socket: %s", strerror(errno));
+    return -1;
+  }
+  if (bind(fd, (const struct sockaddr *)&a->addr, a->addrlen) != 0) {
+    snprintf(err, errsize, "bind %s: %s", a->text, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  /* Before listen(): nobody can connect while the mode is still wrong. */
+  if (chmod(u->sun_path, (mode_t)mode) != 0 || listen(fd, 1024) != 0) {
+    snprintf(err, errsize, "bind %s: %s", a->text, strerror(errno));
+    close(fd);
+    unlink(u->sun_path);
+    return -1;
+  }
+  return fd;
+}
+
 static int open_listen_socket(const tg_hostport_t *a, int udp, char *err,
                               size_t errsize) {
   int fd = socket(a->addr.ss_family, (udp ? SOCK_DGRAM : SOCK_STREAM) |
@@ -154,8 +268,39 @@ int tg_runtime_bind(tg_runtime_t *rt, int nworkers, const tg_runtime_t *old,
   for (size_t i = 0; i < rt->nservices; i++) {
     tg_service_t *s = rt->services[i];
     const tg_service_t *o = same_socket(old, s->conf);
+    int k = inherited_for(s->conf);
+    if (k >= 0) {
+      char err[300], where[400];
+      if (use_inherited(s->conf, k, nworkers, err, sizeof(err)) != 0) {
+        tg_errors_add(errs, "%s: %s",
+                      tg_config_where(s->conf, "bind", where, sizeof(where)), err);
+        continue;
+      }
+      s->inherited = 1;
+      size_t n = strlen(s->summary);
+      snprintf(s->summary + n, sizeof(s->summary) - n, " (socket '%s' from systemd, "
+               "not bind)", inherited[k].name);
+      for (int w = 0; w < nworkers; w++)
+        s->fds[w] = fcntl(inherited[k].fd, F_DUPFD_CLOEXEC, 0);
+      continue;
+    }
+    int is_unix = s->conf->bind.addr.ss_family == AF_UNIX;
     for (int w = 0; w < nworkers; w++) {
       char err[300], where[400];
+      if (is_unix && w > 0 && s->fds[0] >= 0) {
+        /* No SO_REUSEPORT for unix sockets: the workers share one. */
+        s->fds[w] = fcntl(s->fds[0], F_DUPFD_CLOEXEC, 0);
+        continue;
+      }
+      if (is_unix && !(o && o->fds[w] >= 0)) {
+        s->fds[w] = open_unix_socket(&s->conf->bind, s->conf->unix_mode, err, sizeof(err));
+        if (s->fds[w] < 0) {
+          tg_errors_add(errs, "%s: %s",
+                        tg_config_where(s->conf, "bind", where, sizeof(where)), err);
+          break;
+        }
+        continue;
+      }
       if (o && o->fds[w] >= 0) {
         s->fds[w] = fcntl(o->fds[w], F_DUPFD_CLOEXEC, 0);
         if (s->fds[w] >= 0) continue;
@@ -193,6 +338,14 @@ void tg_runtime_release_sockets(tg_runtime_t *rt) {
         rt->services[i]->fds[w] = -1;
       }
   pthread_mutex_unlock(&rt->fds_lock);
+}
+
+void tg_runtime_unlink_unix(const tg_runtime_t *rt) {
+  for (size_t i = 0; i < rt->nservices; i++) {
+    const tg_service_t *s = rt->services[i];
+    if (s->conf->bind.addr.ss_family == AF_UNIX && !s->inherited)
+      unlink(((const struct sockaddr_un *)&s->conf->bind.addr)->sun_path);
+  }
 }
 
 void tg_runtime_publish_stats(tg_runtime_t *rt) {

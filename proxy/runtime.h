@@ -38,6 +38,7 @@ typedef struct {
   struct tg_lstats *stats; /* this listener's counters (metrics.c), by name */
   struct tg_dtls_svc *dtls; /* transport = udp: cookie secret, caps (dtls.c) */
   struct tg_http_guard *http; /* protocol = http: the effective guard (http.c) */
+  int inherited;        /* the socket came from systemd (LISTEN_FDS) */
   char summary[1024];
 } tg_service_t;
 
@@ -58,6 +59,15 @@ tg_runtime_t *tg_runtime_new(tg_config_t *cfg, tg_errors_t *errs);
  * for the same transport and bind when old has one, new ones otherwise. */
 int tg_runtime_bind(tg_runtime_t *rt, int nworkers, const tg_runtime_t *old,
                     tg_errors_t *errs);
+
+/* systemd socket activation: takes over the sockets of LISTEN_FDS (named
+ * by LISTEN_FDNAMES) once at start-up; a listener whose name matches one
+ * uses it instead of binding, at start and after every reload. */
+void tg_runtime_inherit_sockets(void);
+/* Warns about handed-over sockets that no listener took. */
+void tg_runtime_log_unused_sockets(void);
+/* Removes the socket files of unix listeners bound by us (final stop). */
+void tg_runtime_unlink_unix(const tg_runtime_t *rt);
 
 /* Closes the runtime's own listening sockets (workers keep their dup()s
  * until they switch runtime). */

@@ -19,6 +19,7 @@
 #include <openssl/provider.h>
 #endif
 
+#include "keylog.h"
 #include "log.h"
 #include "pkcs11.h"
 #include "tickets.h"
@@ -818,6 +819,10 @@ static SSL_CTX *new_ctx(const tg_listener_conf_t *l, const char *vkey,
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
+  if (l->keylog_file[0] && tg_keylog_attach(ctx, l, errs) != 0) {
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
   return ctx;
 }
 

@@ -145,6 +145,23 @@ TEST(hostports) {
   ASSERT_EQ(tg_parse_hostport("bad_host!:80", &hp, &why), -1);
 }
 
+TEST(unix_socket_addresses) {
+  tg_hostport_t hp;
+  const char *why = NULL;
+  ASSERT_EQ(tg_parse_hostport("unix:/run/app.sock", &hp, &why), 0);
+  ASSERT_EQ(hp.is_literal, 1);
+  ASSERT_EQ(hp.addr.ss_family, AF_UNIX);
+  ASSERT_STREQ(hp.host, "/run/app.sock");
+  ASSERT_STREQ(hp.text, "unix:/run/app.sock");
+  ASSERT_EQ(tg_parse_hostport("unix:", &hp, &why), -1);
+  ASSERT_CONTAINS(why, "path");
+  char longpath[200] = "unix:/";
+  memset(longpath + 6, 'x', 110);
+  longpath[116] = '\0';
+  ASSERT_EQ(tg_parse_hostport(longpath, &hp, &why), -1);
+  ASSERT_CONTAINS(why, "107");
+}
+
 TEST(bools) {
   int v = -1;
   ASSERT_EQ(tg_parse_bool("on", &v), 0);
@@ -613,6 +630,7 @@ int main(void) {
   RUN(backend_list_and_inline_comments);
   RUN(durations);
   RUN(hostports);
+  RUN(unix_socket_addresses);
   RUN(bools);
   RUN(error_unknown_key);
   RUN(error_unknown_global_key);

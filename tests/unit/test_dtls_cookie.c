@@ -3,6 +3,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "dtls_cookie.h"
 #include "unit.h"
 
@@ -304,6 +308,51 @@ TEST(cookie_round_trip_through_hvr) {
   tg_cookie_keys_destroy(&k);
 }
 
+static void write_secret(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  fputs(text, f);
+  fclose(f);
+}
+
+/* dtls_cookie_secret_file: two "instances" reading one file agree; after
+ * one rotation of the file the old secret still verifies, after two not. */
+TEST(shared_secret_file_and_rotation) {
+  char path[] = "/tmp/tg-cookie-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  close(fd);
+  char err[300];
+  struct sockaddr_in a = v4("192.0.2.7", 5684);
+  uint8_t c[TG_COOKIE_LEN];
+  tg_cookie_keys_t k1, k2, k3, k4;
+  write_secret(path, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n");
+  ASSERT_EQ(tg_cookie_keys_init(&k1, PERIOD, 0), 0);
+  ASSERT_EQ(tg_cookie_keys_load_shared(&k1, path, err, sizeof(err)), 0);
+  ASSERT_EQ(tg_cookie_make(&k1, 5 * PERIOD, SA(a), c), 0); /* no timed rotation */
+  ASSERT_EQ(tg_cookie_keys_init(&k2, PERIOD, 0), 0);
+  ASSERT_EQ(tg_cookie_keys_load_shared(&k2, path, err, sizeof(err)), 0);
+  ASSERT_EQ(tg_cookie_check(&k2, 99 * PERIOD, SA(a), c, sizeof(c)), 1);
+  write_secret(path, "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100");
+  ASSERT_EQ(tg_cookie_keys_init(&k3, PERIOD, 0), 0);
+  ASSERT_EQ(tg_cookie_keys_load_shared(&k3, path, err, sizeof(err)), 0);
+  ASSERT_EQ(tg_cookie_check(&k3, 0, SA(a), c, sizeof(c)), 1);
+  write_secret(path, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+  ASSERT_EQ(tg_cookie_keys_init(&k4, PERIOD, 0), 0);
+  ASSERT_EQ(tg_cookie_keys_load_shared(&k4, path, err, sizeof(err)), 0);
+  ASSERT_EQ(tg_cookie_check(&k4, 0, SA(a), c, sizeof(c)), 0);
+  write_secret(path, "too short");
+  ASSERT_EQ(tg_cookie_keys_load_shared(&k4, path, err, sizeof(err)), -1);
+  ASSERT_CONTAINS(err, "9 bytes");
+  write_secret(path, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeZ");
+  ASSERT_EQ(tg_cookie_keys_load_shared(&k4, path, err, sizeof(err)), -1);
+  ASSERT_CONTAINS(err, "hex");
+  tg_cookie_keys_destroy(&k1);
+  tg_cookie_keys_destroy(&k2);
+  tg_cookie_keys_destroy(&k3);
+  tg_cookie_keys_destroy(&k4);
+  unlink(path);
+}
+
 int main(void) {
   RUN(cookie_accepts_its_peer);
   RUN(cookie_rejects_wrong_address_port_family);
@@ -317,5 +366,6 @@ int main(void) {
   RUN(classify_other_records);
   RUN(hello_verify_request);
   RUN(cookie_round_trip_through_hvr);
+  RUN(shared_secret_file_and_rotation);
   return UNIT_DONE();
 }
