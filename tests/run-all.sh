@@ -31,12 +31,15 @@ if [ "$E2E_ONLY" != --e2e-only ]; then
     count
 fi
 
+# Work directories per binary, so that both builds' suites can run at once.
+wd=${E2E_WORKDIR:-$ROOT/tests/e2e/.work}
+
 echo "== black-box tests: $OUT/tlsgate"
-TLSGATE=$OUT/tlsgate "$ROOT/tests/run-e2e.sh" 2>&1 | tee "$log"
+E2E_WORKDIR=$wd/${OUT//\//_} TLSGATE=$OUT/tlsgate "$ROOT/tests/run-e2e.sh" 2>&1 | tee "$log"
 count
 
 echo "== black-box tests: $ASAN/tlsgate (ASan/UBSan)"
-TLSGATE=$ASAN/tlsgate TLSGATE_SANITIZED=1 "$ROOT/tests/run-e2e.sh" 2>&1 | tee "$log"
+E2E_WORKDIR=$wd/${ASAN//\//_} TLSGATE=$ASAN/tlsgate TLSGATE_SANITIZED=1 "$ROOT/tests/run-e2e.sh" 2>&1 | tee "$log"
 count
 
 echo "$pass passed, $fail failed"

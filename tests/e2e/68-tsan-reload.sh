@@ -7,6 +7,10 @@
 # re-read the identity.  Any "WARNING: ThreadSanitizer" in the log fails the
 # scenario.  Skipped (77) when there is no tsan binary.
 _root=$(cd "$(dirname "$0")/../.." && pwd)
+if [ -n "${TLSGATE_SANITIZED:-}" ]; then
+    echo "SKIP [68-tsan-reload]: runs once per build, in the release pass"
+    exit 77
+fi
 TSAN_BIN=${TLSGATE_TSAN:-$_root/build/tsan/tlsgate}
 case $TSAN_BIN in /*) ;; *) TSAN_BIN=$_root/$TSAN_BIN ;; esac
 if [ ! -x "$TSAN_BIN" ]; then
