@@ -1050,6 +1050,25 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
         /* RFC 6347 4.2.8: keep the association until the peer proves it
          * is there; at most one HelloVerifyRequest a second towards it. */
         uint64_t now = uv_now(&ul->w->loop);
+        if (a->state != TG_ASSOC_HANDSHAKE) {
+          /* An established peer is not sent a HelloVerifyRequest for one
+           * ClientHello in its name (a live client stalls on it): only
+           * when the same ClientHello comes again TG_SUCCESSOR_WAIT_MS or
+           * more later -- a rebooted client's retransmission -- and the
+           * session has not heard from the peer since. */
+          if (a->hvr_first_ms == 0 ||
+              memcmp(info.random, a->hvr_random, sizeof(a->hvr_random)) != 0) {
+            memcpy(a->hvr_random, info.random, sizeof(a->hvr_random));
+            a->hvr_first_ms = now;
+            ul->st.hvr_limited++;
+            return;
+          }
+          if (now - a->hvr_first_ms < TG_SUCCESSOR_WAIT_MS ||
+              a->peer_auth_ms >= a->hvr_first_ms) {
+            ul->st.hvr_limited++;
+            return;
+          }
+        }
         if (a->last_hvr_ms && now - a->last_hvr_ms < 1000) {
           ul->st.hvr_limited++;
           return;

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "pkcs11.h"
 #include "tickets.h"
+#include "secret.h"
 #include "tls_compat.h"
 
 static int note_index = -1;
@@ -1039,6 +1040,20 @@ static int policy_digest(const tg_listener_conf_t *l, uint8_t out[32]) {
       n = snprintf(head, sizeof(head), "|%d:", (int)e->kind);
       EVP_DigestUpdate(md, head, (size_t)n);
       EVP_DigestUpdate(md, e->value, strlen(e->value) + 1);
+    }
+  }
+  /* PSK clients are authenticated by the psk file: a session of an identity
+   * that was removed or re-keyed must not resume.  (Only the digest of the
+   * file goes into the context, never a key.) */
+  if (strncmp(l->psk, "file:", 5) == 0) {
+    char perr[300];
+    size_t plen = 0;
+    char *text = tg_secret_file_read(l->psk + 5, 1 << 20, "pre-shared keys", &plen,
+                                     perr, sizeof(perr));
+    EVP_DigestUpdate(md, "|psk:", 5);
+    if (text) {
+      EVP_DigestUpdate(md, text, plen);
+      tg_secret_free(text, plen);
     }
   }
   unsigned len = 0;

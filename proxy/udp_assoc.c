@@ -471,6 +471,7 @@ static void pump(tg_udp_assoc_t *a, int backend) {
   for (;;) {
     ERR_clear_error();
     int r = SSL_read(ssl, buf, (int)sizeof(a->ul->plainbuf));
+    if (r > 0 && !backend) a->peer_auth_ms = uv_now(loop_of(a));
     if (r > 0 && !backend && a->successor)
       /* The peer is alive in this session: the new ClientHello from its
        * address was not its own. */

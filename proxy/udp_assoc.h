@@ -160,6 +160,9 @@ struct tg_udp_assoc {
   tg_udp_assoc_t *predecessor;      /* set on a successor until it completes */
   int findable;                     /* in the listener's hash table */
   uint64_t last_hvr_ms;             /* HelloVerifyRequests to an established peer */
+  uint8_t hvr_random[32];           /* a cookieless ClientHello in an established */
+  uint64_t hvr_first_ms;            /* peer's name, and when it came first */
+  uint64_t peer_auth_ms;            /* last record the session authenticated */
   addr_count_t *src;                /* while half-open: its source on this worker */
   tg_udp_assoc_t *ho_prev, *ho_next;/* that source's half-open list, oldest first */
   int src_counted;                  /* in the service's per-source association count */
