@@ -102,22 +102,32 @@ static void flight_send(tg_udp_assoc_t *a) {
   }
 }
 
+/* Appends a copy of a datagram to the list head..tail; NULL when out of
+ * memory. */
+static qdgram_t *qdgram_append(qdgram_t **head, qdgram_t **tail, const uint8_t *p,
+                               size_t n) {
+  qdgram_t *q = malloc(sizeof(*q) + n);
+  if (!q) return NULL;
+  q->next = NULL;
+  q->len = n;
+  memcpy(q->data, p, n);
+  if (*tail) (*tail)->next = q;
+  else *head = q;
+  *tail = q;
+  return q;
+}
+
 static void flight_add(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
   if (a->new_burst) { /* the session wrote anew: the old flight is over */
     a->new_burst = 0;
     flight_free(a);
   }
-  qdgram_t *q = a->fbytes + n <= TG_AMP_HOLD_MAX ? malloc(sizeof(*q) + n) : NULL;
+  qdgram_t *q = a->fbytes + n <= TG_AMP_HOLD_MAX ? qdgram_append(&a->fhead, &a->ftail, p, n)
+                                                : NULL;
   if (!q) {
     a->ul->st.drop_queue++;
     return;
   }
-  q->next = NULL;
-  q->len = n;
-  memcpy(q->data, p, n);
-  if (a->ftail) a->ftail->next = q;
-  else a->fhead = q;
-  a->ftail = q;
   a->fbytes += n;
   if (!a->fnext) a->fnext = q;
   flight_send(a);
@@ -412,17 +422,10 @@ static void to_backend(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
     a->ul->st.drop_queue++;
     return;
   }
-  qdgram_t *q = malloc(sizeof(*q) + n);
-  if (!q) {
+  if (!qdgram_append(&a->qhead, &a->qtail, p, n)) {
     a->ul->st.drop_queue++;
     return;
   }
-  q->next = NULL;
-  q->len = n;
-  memcpy(q->data, p, n);
-  if (a->qtail) a->qtail->next = q;
-  else a->qhead = q;
-  a->qtail = q;
   a->qcount++;
   a->qbytes += n;
 }
