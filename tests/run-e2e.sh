@@ -4,7 +4,7 @@
 #   TLSGATE=path/to/tlsgate  (default build/tlsgate)
 #   CERTS=dir                (default certs/; tools/mkcerts runs first)
 #   E2E_FILTER=regex         run only scenarios whose name matches (e.g. E2E_FILTER='0[1-3]|mtls')
-#   E2E_TIMEOUT=seconds      per-scenario limit (default 120)
+#   E2E_TIMEOUT=seconds      per-scenario limit (default 180)
 #   E2E_JOBS=N               scenarios run at once (default 4); E2E_LONG=1 adds the long
 #                            ones, E2E_LONG=only runs only them (make test-long)
 #   E2E_WORKDIR=dir          where work dirs go (default tests/e2e/.work; set it to run
@@ -20,7 +20,7 @@ TLSGATE=${TLSGATE:-$ROOT/build/tlsgate}
 case $TLSGATE in /*) ;; *) TLSGATE=$PWD/$TLSGATE ;; esac
 CERTS=${CERTS:-$ROOT/certs}
 case $CERTS in /*) ;; *) CERTS=$PWD/$CERTS ;; esac
-TIMEOUT=${E2E_TIMEOUT:-120}
+TIMEOUT=${E2E_TIMEOUT:-180}
 FILTER=${E2E_FILTER:-}
 WORKDIR=${E2E_WORKDIR:-$E2E/.work}
 case $WORKDIR in /*) ;; *) WORKDIR=$PWD/$WORKDIR ;; esac
@@ -43,12 +43,14 @@ mkdir -p "$WORKDIR"
 #   # e2e: long    -- heavy (testssl, fuzzing, soak, valgrind, browsers, big
 #                     matrices): only with E2E_LONG=1 (`make test-long`);
 #   # e2e: serial  -- measures time, memory or descriptors of the machine:
-#                     runs alone, after the parallel ones.
+#                     runs alone, after the parallel ones;
+#   # e2e: timeout=N -- may take up to N seconds (default E2E_TIMEOUT).
 # The others run E2E_JOBS at a time (default 4: scenarios mostly wait on
 # peers and timers, and each picks its own ports and work dir).
 JOBS=${E2E_JOBS:-4}
 LONG=${E2E_LONG:-0}
 par=() ser=()
+declare -A limit=()
 for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
     name=$(basename "$f" .sh)
     if [ -n "$FILTER" ] && ! [[ $name =~ $FILTER ]]; then continue; fi
@@ -58,6 +60,9 @@ for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
         *) [ "$LONG" = only ] && continue ;;
     esac
     case " $tags " in *" serial "*) ser+=("$f") ;; *) par+=("$f") ;; esac
+    # "# e2e: timeout=N": a scenario that needs more than E2E_TIMEOUT
+    t=$(sed -n 's/.*timeout=\([0-9][0-9]*\).*/\1/p' <<<"$tags" | head -n1)
+    [ -n "$t" ] && limit[$(basename "$f" .sh)]=$t
 done
 
 pass=0 failn=0 skipn=0 failed_names=()
@@ -67,7 +72,7 @@ launch() {  # launch FILE: runs one scenario in the background
     local f=$1 name
     name=$(basename "$f" .sh)
     started[$name]=$(date +%s%N)
-    ( timeout -k 10 "$TIMEOUT" bash "$f" >"$WORKDIR/$name.out" 2>&1 </dev/null
+    ( timeout -k 10 "${limit[$name]:-$TIMEOUT}" bash "$f" >"$WORKDIR/$name.out" 2>&1 </dev/null
       echo $? >"$WORKDIR/$name.rc" ) &
 }
 
@@ -81,7 +86,7 @@ report() {  # report NAME: prints the verdict of a finished scenario
         0)  pass=$((pass + 1)); echo "PASS $name (${secs}s)" ;;
         77) skipn=$((skipn + 1)); echo "SKIP $name ($(grep -m1 '^SKIP' "$out" | sed 's/^SKIP \[[^]]*\]: //'))" ;;
         *)  failn=$((failn + 1)); failed_names+=("$name")
-            why="exit $rc"; [ "$rc" = 124 ] && why="timed out after ${TIMEOUT}s"
+            why="exit $rc"; [ "$rc" = 124 ] && why="timed out after ${limit[$name]:-$TIMEOUT}s"
             echo "FAIL $name ($why, ${secs}s)"
             echo "------ output of $name ($out; work dir $WORKDIR/$name/)"
             sed 's/^/  | /' "$out"

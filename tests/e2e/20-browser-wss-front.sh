@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e: long
+# e2e: long timeout=300
 # 20-browser-wss-front: use case 1 with a real browser. tlsgate runs config/wss-front.ini
 # (ports moved to free ones) in front of a plaintext HTTP + ws:// echo server (Node `ws`,
 # tests/browser/echo-server.js). Headless Chromium, driven by playwright-core, trusts the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e: long
+# e2e: long timeout=300
 # 21-browser-client-cert-proxy: use case 2 with a real browser. A "remote" tlsgate (the
 # use-case-1 front plus verify_client = require, client_ca, proxy_protocol = v2) guards a
 # ws:// echo server that parses PROXY v2 and reports the client CN from the SSL TLV. A local

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e: long
+# e2e: long timeout=300
 # 22-switch-secure-layer: use case 3, switching the secure layer by configuration alone.
 # config/plain-relay.ini chains two listeners, edge -> origin -> a plaintext ws:// echo
 # server; they run here as two tlsgate processes (one section each). For all four

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e: long
+# e2e: long timeout=300
 # 23-java-wss-mtls: a fourth, independent TLS + WebSocket stack: Java's own
 # java.net.http.WebSocket over JSSE (tests/browser/WsEchoClient.java), with its client
 # identity loaded from a PKCS#12 file by java.security.KeyStore, against a tlsgate listener

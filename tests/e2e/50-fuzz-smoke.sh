@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e: long
+# e2e: long timeout=360
 # 50-fuzz-smoke: a short libFuzzer run of every harness in tests/fuzz/ (config
 # parser, TLS server path, allow_clients ACL, PROXY header parser), built
 # with clang + ASan/UBSan against the same TLS library as the tlsgate under

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# e2e: long
+# e2e: long serial timeout=300
 # 51-testssl: TLS posture of a default listener (secure = on, nothing but
 # bind, pfx and backend set) as testssl.sh (Debian package testssl.sh) sees
 # it on loopback: protocols (-p), every vulnerability check (-U) and every
 # cipher the server accepts, per protocol (-E), with --ip 127.0.0.1 and
-# --nodns none (no DNS or other network lookups), bounded to 100 s.
+# --nodns none (no DNS or other network lookups), bounded to 200 s.
 # Fails on: any finding that is VULNERABLE (or of severity MEDIUM and up);
 # SSLv2, SSLv3, TLS 1.0 or TLS 1.1 offered; any accepted cipher that is not
 # an AEAD suite (GCM, CHACHA20-POLY1305, CCM) or, in TLS 1.2, not ECDHE;
@@ -32,14 +32,14 @@ backend = 127.0.0.1:$DEAD
 EOF
 start_tlsgate "$CONFIG"
 
-log "running $TESTSSL -p -U -E against 127.0.0.1:$LPORT (at most 100 s)"
+log "running $TESTSSL -p -U -E against 127.0.0.1:$LPORT (at most 200 s)"
 t0=$(now_ms)
-timeout -k 5 100 "$TESTSSL" --quiet --color 0 --warnings off --nodns none --ip 127.0.0.1 \
+timeout -k 5 200 "$TESTSSL" --quiet --color 0 --warnings off --nodns none --ip 127.0.0.1 \
     --connect-timeout 5 --openssl-timeout 5 -p -U -E --jsonfile "$WORK/testssl.json" \
     "127.0.0.1:$LPORT" >"$WORK/testssl.out" 2>&1
 rc=$?
 log "testssl exited $rc after $(( ($(now_ms) - t0) / 1000 )) s (output in $WORK/testssl.out)"
-[ "$rc" = 124 ] || [ "$rc" = 137 ] && fail "testssl did not finish within 100 s"
+[ "$rc" = 124 ] || [ "$rc" = 137 ] && fail "testssl did not finish within 200 s"
 [ -s "$WORK/testssl.json" ] || fail "testssl wrote no JSON (exit $rc): $(tail -n 5 "$WORK/testssl.out")"
 
 "$PY" - "$WORK/testssl.json" <<'EOF' || fail "testssl found problems (see above)"

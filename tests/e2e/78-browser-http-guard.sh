@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e: long
+# e2e: long timeout=300
 # 78-browser-http-guard: the local client-certificate proxy's guard against real web pages.
 # A remote tlsgate requires client certificates (proxy_protocol = v2 to a ws/http echo
 # backend that answers CORS like a remote serving its own web app). The local tlsgate is

@@ -18,6 +18,7 @@ BUILD    ?= build
 BSSL_INC ?= /usr/include/android
 BSSL_LIB ?= /usr/lib/x86_64-linux-gnu/android
 FUZZ_CC  ?= clang
+P11_CFLAGS ?= -I/usr/include/p11-kit-1
 
 ifeq ($(TLS),openssl)
   FUZZ_OUT        := $(BUILD)/fuzz/openssl
