@@ -8,6 +8,7 @@
 #include "cidr.h"
 #include "config.h"
 #include "unit.h"
+#include "unit_helpers.h"
 
 static struct sockaddr_storage ss;
 
@@ -99,21 +100,6 @@ TEST(parse_errors) {
 
 /* ---- the config key ------------------------------------------------------ */
 
-static char path[64];
-
-static tg_config_t *load(const char *text, tg_errors_t *errs) {
-  snprintf(path, sizeof(path), "/tmp/tg-unit-XXXXXX");
-  int fd = mkstemp(path);
-  if (fd < 0) return NULL;
-  if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
-    close(fd);
-    return NULL;
-  }
-  close(fd);
-  tg_config_t *cfg = tg_config_load(path, errs);
-  unlink(path);
-  return cfg;
-}
 
 #define LISTENER                                                               \
   "[listener:lb]\n"                                                            \
@@ -157,7 +143,7 @@ TEST(config_warns_accept_proxy_without_list) {
   if (cfg) {
     ASSERT_EQ(cfg->warnings.n, 1);
     char want[128];
-    snprintf(want, sizeof(want), "%s:5: [listener:lb] accept_proxy: on without accept_proxy_from", path);
+    snprintf(want, sizeof(want), "%s:5: [listener:lb] accept_proxy: on without accept_proxy_from", unit_config_path);
     if (cfg->warnings.n) ASSERT_CONTAINS(cfg->warnings.msgs[0], want);
   }
   tg_config_free(cfg);
@@ -169,7 +155,7 @@ static int config_fails(const char *text, const char *want) {
   tg_config_t *cfg = load(text, &errs);
   int found = 0;
   for (size_t i = 0; i < errs.n; i++)
-    if (strncmp(errs.msgs[i], path, strlen(path)) == 0 && strstr(errs.msgs[i], want)) found = 1;
+    if (strncmp(errs.msgs[i], unit_config_path, strlen(unit_config_path)) == 0 && strstr(errs.msgs[i], want)) found = 1;
   if (!found)
     for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    got: %s\n", errs.msgs[i]);
   if (cfg) found = 0;

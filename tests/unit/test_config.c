@@ -7,23 +7,8 @@
 #include "config.h"
 #include "tls.h"
 #include "unit.h"
+#include "unit_helpers.h"
 
-static char path[64];
-
-/* Writes text to a temporary file and loads it; errs collects errors. */
-static tg_config_t *load(const char *text, tg_errors_t *errs) {
-  snprintf(path, sizeof(path), "/tmp/tg-unit-XXXXXX");
-  int fd = mkstemp(path);
-  if (fd < 0) return NULL;
-  if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
-    close(fd);
-    return NULL;
-  }
-  close(fd);
-  tg_config_t *cfg = tg_config_load(path, errs);
-  unlink(path);
-  return cfg;
-}
 
 /* Loads text expecting failure; returns 1 when some error contains
  * "PATH:LINE: " followed by want. */
@@ -32,7 +17,7 @@ static int fails_with(const char *text, int line, const char *want) {
   tg_config_t *cfg = load(text, &errs);
   int found = 0;
   char prefix[128];
-  snprintf(prefix, sizeof(prefix), "%s:%d: ", path, line);
+  snprintf(prefix, sizeof(prefix), "%s:%d: ", unit_config_path, line);
   for (size_t i = 0; i < errs.n; i++) {
     if (strncmp(errs.msgs[i], prefix, strlen(prefix)) == 0 &&
         strstr(errs.msgs[i], want))
@@ -283,7 +268,7 @@ TEST(warning_tls_key_on_plain_listener) {
   if (!cfg) return;
   ASSERT_EQ(cfg->warnings.n, 2);
   char want[128];
-  snprintf(want, sizeof(want), "%s:5: [listener:a] client_ca: has no effect with secure = off", path);
+  snprintf(want, sizeof(want), "%s:5: [listener:a] client_ca: has no effect with secure = off", unit_config_path);
   if (cfg->warnings.n > 0) ASSERT_STREQ(cfg->warnings.msgs[0], want);
   if (cfg->warnings.n > 1)
     ASSERT_CONTAINS(cfg->warnings.msgs[1], ":6: [listener:a] backend_ca: has no effect with backend_secure = off");

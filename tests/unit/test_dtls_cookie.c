@@ -9,28 +9,10 @@
 
 #include "dtls_cookie.h"
 #include "unit.h"
+#include "unit_helpers.h"
 
 #define PERIOD 1000
 
-static struct sockaddr_in v4(const char *ip, uint16_t port) {
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  inet_pton(AF_INET, ip, &a.sin_addr);
-  return a;
-}
-
-static struct sockaddr_in6 v6(const char *ip, uint16_t port) {
-  struct sockaddr_in6 a;
-  memset(&a, 0, sizeof(a));
-  a.sin6_family = AF_INET6;
-  a.sin6_port = htons(port);
-  inet_pton(AF_INET6, ip, &a.sin6_addr);
-  return a;
-}
-
-#define SA(x) ((const struct sockaddr *)&(x))
 
 TEST(cookie_accepts_its_peer) {
   tg_cookie_keys_t k;
