@@ -115,7 +115,7 @@ nss_trust_ca() {
     certutil -d "sql:$db" -N --empty-password >"$WORK/certutil.log" 2>&1 || fail "certutil -N: $(cat "$WORK/certutil.log")"
     certutil -d "sql:$db" -A -t "C,," -n tlsgate-dev -i "$CERTS/ca.pem" >>"$WORK/certutil.log" 2>&1 \
         || fail "certutil -A: $(cat "$WORK/certutil.log")"
-    certutil -d "sql:$db" -L | grep -q 'tlsgate-dev.*C,,' || fail "CA not in $db: $(certutil -d "sql:$db" -L)"
+    certutil -d "sql:$db" -L | grep >/dev/null -c 'tlsgate-dev.*C,,' || fail "CA not in $db: $(certutil -d "sql:$db" -L)"
 }
 
 # start_node_echo PORT [--proxy-v2] [NAME] -- tests/browser/echo-server.js; PID in BG_PID

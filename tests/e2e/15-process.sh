@@ -54,7 +54,7 @@ NOTIFY_SOCKET=$WORK/notify.sock start_tlsgate "$CONFIG" "$PORT"
 wait_notify() {  # wait_notify N REGEX -> line N of notify.txt matches
     local t
     for t in $(seq 100); do
-        sed -n "${1}p" "$WORK/notify.txt" 2>/dev/null | grep -qE "$2" && return 0
+        sed -n "${1}p" "$WORK/notify.txt" 2>/dev/null | grep >/dev/null -cE "$2" && return 0
         sleep 0.05
     done
     error "notify message $1 is '$(sed -n "${1}p" "$WORK/notify.txt" 2>/dev/null)', wanted /$2/"

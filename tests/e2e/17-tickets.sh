@@ -69,8 +69,8 @@ EOF
 cat "$WORK/new.key" "$WORK/old.key" > "$WORK/b.key"
 log_mark_b=$(stat -c %s "$LOG_B")
 kill -HUP "$PID_B"
-for _ in $(seq 100); do tail -c +"$((log_mark_b + 1))" "$LOG_B" | grep -q "reloaded: generation 2" && break; sleep 0.05; done
-tail -c +"$((log_mark_b + 1))" "$LOG_B" | grep -q "2 shared ticket keys" || error "B did not reload with 2 ticket keys"
+for _ in $(seq 100); do tail -c +"$((log_mark_b + 1))" "$LOG_B" | grep >/dev/null -c "reloaded: generation 2" && break; sleep 0.05; done
+tail -c +"$((log_mark_b + 1))" "$LOG_B" | grep >/dev/null -c "2 shared ticket keys" || error "B did not reload with 2 ticket keys"
 "$PY" - "$A" "$B" <<'EOF' || error "rotation checks failed"
 import sys
 sys.path.insert(0, ".")

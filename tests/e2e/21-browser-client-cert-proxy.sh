@@ -69,7 +69,7 @@ process.exit(ok ? 0 : 1);' "$WORK/chromium.json" || error "whoami through the lo
 assert_file_contains "$REMOTE_LOG" 'handshake: TLSv1\.3 .*peer CN=client1' "remote tlsgate saw the client1 identity"
 # the backend: every connection it accepted carried CN=client1 (the refused one never arrived)
 assert_file_contains "$BLOG" 'accepted .*proxy-v2 .*tls=TLSv1\.3 .*cn=client1 cert=yes verify=0' "backend got PROXY v2 with CN=client1"
-if grep 'accepted' "$BLOG" | grep -qv 'cn=client1 cert=yes verify=0'; then
+if grep 'accepted' "$BLOG" | grep >/dev/null -cv 'cn=client1 cert=yes verify=0'; then
     error "backend accepted a connection without the client1 identity: $(grep accepted "$BLOG" | grep -v 'cn=client1')"
 fi
 assert_file_contains "$BLOG" 'WebSocket /echo origin=http://127\.0\.0\.1:'"$LPORT" "backend got the page's WebSocket (origin http://127.0.0.1:$LPORT)"
@@ -88,7 +88,7 @@ run_browser chromium-site --page "https://localhost:$SPORT/" --issuer "tlsgate d
 assert_file_contains "$BLOG" 'WebSocket /echo origin=https://localhost:'"$SPORT" \
     "backend got the WebSocket of the https:// page through the local proxy (origin https://localhost:$SPORT)"
 assert_log_contains 'close: (handshake failed: certificate required|client closed the connection during the TLS handshake)' 5 --since-mark
-if log_since | grep -qiE 'handshake failed: .*(unknown.ca|bad.certificate|certificate.unknown)'; then
+if log_since | grep >/dev/null -ciE 'handshake failed: .*(unknown.ca|bad.certificate|certificate.unknown)'; then
     error "remote: the browser's direct attempt failed for another reason: $(log_since | grep -i 'handshake failed' | head -n 2)"
 fi
 
@@ -98,7 +98,7 @@ log_mark
 run_ws_client node-ws-direct "wss://localhost:$RPORT/echo" --ca "$CERTS/ca.pem" --expect-refused \
     || error "Node ws client without a certificate straight to the remote was not refused"
 assert_log_contains 'handshake failed: certificate required' 5 --since-mark
-if grep 'accepted' "$BLOG" | grep -qv 'cn=client1 cert=yes verify=0'; then
+if grep 'accepted' "$BLOG" | grep >/dev/null -cv 'cn=client1 cert=yes verify=0'; then
     error "backend accepted a connection without the client1 identity"
 fi
 

@@ -44,7 +44,7 @@ EOF
 check_config "$CONFIG"
 if [ "$TG_LIB" = BoringSSL ]; then
     [ "$CHECK_RC" = 1 ] || fail "dtls_cookie = on accepted by the BoringSSL build"
-    printf '%s\n' "$CHECK_OUT" | grep -q "on.ini:4: \[listener:on\] dtls_cookie: on is not possible with BoringSSL" ||
+    printf '%s\n' "$CHECK_OUT" | grep >/dev/null -c "on.ini:4: \[listener:on\] dtls_cookie: on is not possible with BoringSSL" ||
         fail "unexpected error for dtls_cookie = on: $CHECK_OUT"
     log "dtls_cookie = on refused: $(printf '%s' "$CHECK_OUT" | head -n1)"
 else

@@ -15,7 +15,7 @@ command -v clang >/dev/null 2>&1 || skip "clang not installed (Debian: clang lib
 
 # Build next to the binary under test: BUILD/tlsgate or BUILD/openssl/tlsgate.
 tls=boringssl
-"$TLSGATE" -V 2>/dev/null | grep -qi '^TLS library: *OpenSSL' && tls=openssl
+"$TLSGATE" -V 2>/dev/null | grep >/dev/null -ci '^TLS library: *OpenSSL' && tls=openssl
 build=$(dirname "$TLSGATE")
 build=${build%/asan}
 [ "$tls" = openssl ] && build=${build%/openssl}

@@ -54,9 +54,9 @@ openssl ca -batch -config "$WORK/ca.cnf" -cert "$CERTS/ca.pem" -keyfile "$CERTS/
     -in "$WORK/future.csr" -out "$WORK/future.pem" 2>"$WORK/ca.err" ||
     fail "cannot make the not-yet-valid certificate: $(cat "$WORK/ca.err")"
 # CN client1 on purpose: it would pass allow_clients, so only its dates can refuse it
-openssl x509 -in "$CERTS/server.pem" -noout -ext extendedKeyUsage 2>/dev/null | grep -q 'TLS Web Server Authentication' ||
+openssl x509 -in "$CERTS/server.pem" -noout -ext extendedKeyUsage 2>/dev/null | grep >/dev/null -c 'TLS Web Server Authentication' ||
     fail "certs/server.pem is expected to carry EKU serverAuth"
-openssl x509 -in "$CERTS/server.pem" -noout -ext extendedKeyUsage 2>/dev/null | grep -q 'Client Authentication' &&
+openssl x509 -in "$CERTS/server.pem" -noout -ext extendedKeyUsage 2>/dev/null | grep >/dev/null -c 'Client Authentication' &&
     fail "certs/server.pem unexpectedly allows clientAuth"
 
 # --- a backend that decodes the PROXY v2 header and answers with what it says -------------

@@ -53,7 +53,7 @@ EOF
 openssl ca -batch -config "$WORK/ca.cnf" -revoke "$CERTS/client.pem" >"$WORK/ca.log" 2>&1 &&
 openssl ca -batch -config "$WORK/ca.cnf" -gencrl -out "$WORK/crl-client1.pem" >>"$WORK/ca.log" 2>&1 ||
     fail "cannot make a CRL revoking client.pem: $(cat "$WORK/ca.log")"
-openssl crl -in "$WORK/crl-client1.pem" -noout -text | grep -qi "$(openssl x509 -in "$CERTS/client.pem" -noout -serial | sed 's/serial=//')" ||
+openssl crl -in "$WORK/crl-client1.pem" -noout -text | grep >/dev/null -ci "$(openssl x509 -in "$CERTS/client.pem" -noout -serial | sed 's/serial=//')" ||
     fail "the new CRL does not list client.pem"
 cp "$CERTS/crl.pem" "$WORK/crl.pem"
 # short_cert SECONDS: a client2 certificate that expires SECONDS from now (SHORT_END)
@@ -109,7 +109,7 @@ sclient() {
     if grep -qx ping "$WORK/$name.out"; then RESULT=echo; else RESULT=refused; fi
     # whether the server resumed: its handshake line (s_client -quiet does not say)
     sleep 0.1
-    if tail -c +"$((mark + 1))" "$TLSGATE_LOG" | grep -q "handshake: TLS.* resumed"; then REUSED=1; else REUSED=0; fi
+    if tail -c +"$((mark + 1))" "$TLSGATE_LOG" | grep >/dev/null -c "handshake: TLS.* resumed"; then REUSED=1; else REUSED=0; fi
 }
 expect() {  # expect NAME RESULT REUSED
     local name=$1
@@ -171,13 +171,13 @@ for v in 1_2 1_3; do
     log_mark
     sclient "resume-c1-crl-$v" "$v" -sess_in "$WORK/c1-$v.sess"
     [ "$RESULT" = refused ] || error "TLS $v: revoked client1 resumed and got through after the CRL update"
-    log_since | grep -qE "handshake failed: certificate verify failed: certificate revoked \(client certificate CN=client1.*resumed session\)" ||
+    log_since | grep >/dev/null -cE "handshake failed: certificate verify failed: certificate revoked \(client certificate CN=client1.*resumed session\)" ||
         error "TLS $v: no 'certificate revoked ... resumed session' reason logged: $(log_since | grep -a 'close:' | head -2)"
     # and a full handshake with the certificate is refused by the library's CRL check
     log_mark
     sclient "full-c1-crl-$v" "$v" "${C1[@]}"
     [ "$RESULT" = refused ] || error "TLS $v: revoked client1 got through on a full handshake"
-    log_since | grep -q "certificate verify failed: certificate revoked" || error "TLS $v: full handshake: no revocation reason"
+    log_since | grep >/dev/null -c "certificate verify failed: certificate revoked" || error "TLS $v: full handshake: no revocation reason"
 done
 
 # the short-lived certificate has expired meanwhile: its session is refused
@@ -185,7 +185,7 @@ while [ "$(date +%s)" -le "$SHORT_END" ]; do sleep 0.2; done
 log_mark
 sclient "resume-short" 1_3 -sess_in "$WORK/short.sess"
 [ "$RESULT" = refused ] || error "a session whose certificate expired since was resumed and got through"
-log_since | grep -q "client certificate CN=client2 has expired since the session began" ||
+log_since | grep >/dev/null -c "client certificate CN=client2 has expired since the session began" ||
     error "no 'expired since the session began' reason logged: $(log_since | grep -a 'close:' | head -2)"
 
 # 1. allow_clients drops client1 (CRL back to the old one): the session is
@@ -197,12 +197,12 @@ for v in 1_2 1_3; do
     log_mark
     sclient "resume-acl-$v" "$v" -sess_in "$WORK/c1-$v.sess"
     expect "client1's session after allow_clients dropped client1, TLS $v" refused 0
-    log_since | grep -q "handshake failed: certificate required" ||
+    log_since | grep >/dev/null -c "handshake failed: certificate required" ||
         error "TLS $v: no 'certificate required' reason logged: $(log_since | grep -a 'close:' | head -2)"
     log_mark
     sclient "full-acl-$v" "$v" "${C1[@]}"
     [ "$RESULT" = refused ] || error "TLS $v: client1 with its certificate got through after being dropped"
-    log_since | grep -q "client certificate CN=client1 .*is not in allow_clients" || error "TLS $v: no ACL reason logged"
+    log_since | grep >/dev/null -c "client certificate CN=client1 .*is not in allow_clients" || error "TLS $v: no ACL reason logged"
     sclient "full-acl-c2-$v" "$v" "${C2[@]}"
     expect "client2 still admitted by a full handshake, TLS $v (control)" echo 0
 done

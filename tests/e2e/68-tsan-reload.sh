@@ -134,7 +134,7 @@ for s in "${settings[@]}"; do
     gen=$((gen + 1))
     # the reload line may be below log_level: ask the metrics endpoint
     end=$(( $(now_ms) + 30000 ))
-    until curl -s --max-time 5 "http://127.0.0.1:$MPORT/metrics" | grep -qx "tlsgate_config_generation $gen"; do
+    until curl -s --max-time 5 "http://127.0.0.1:$MPORT/metrics" | grep >/dev/null -cx "tlsgate_config_generation $gen"; do
         is_alive "$TLSGATE_PID" || fail "tlsgate died during reload to '$s'"
         [ "$(now_ms)" -ge "$end" ] && fail "reload to '$s' (generation $gen) not done within 30s"
         sleep 0.1

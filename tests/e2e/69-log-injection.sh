@@ -23,7 +23,7 @@ openssl x509 -req -in "$WORK/evil.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key
     fail "cannot sign the certificate: $(cat "$WORK/x509.err")"
 openssl req -x509 -key "$WORK/evil.key" -subj "/CN=$CN" -days 2 -out "$WORK/evil-self.pem" 2>"$WORK/self.err" ||
     fail "cannot make the self-signed certificate: $(cat "$WORK/self.err")"
-openssl x509 -in "$WORK/evil.pem" -noout -subject -nameopt RFC2253 | grep -q 'evil\\0AZ\|evil\\0A2026' ||
+openssl x509 -in "$WORK/evil.pem" -noout -subject -nameopt RFC2253 | grep >/dev/null -c 'evil\\0AZ\|evil\\0A2026' ||
     log "note: subject is $(openssl x509 -in "$WORK/evil.pem" -noout -subject -nameopt RFC2253)"
 
 EPORT=$(free_port)

@@ -106,7 +106,7 @@ stop_tlsgate
 # A free() wrapper (LD_PRELOAD, built here) reports every buffer handed back to
 # the allocator that still holds the secret. Skipped for sanitizer builds, whose
 # runtime must come first.
-if ldd "$TLSGATE" | grep -qE 'lib(a|ub|t)san'; then
+if ldd "$TLSGATE" | grep >/dev/null -cE 'lib(a|ub|t)san'; then
     log "sanitizer build: the free() check is skipped"
     finish
     exit 0

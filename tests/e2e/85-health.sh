@@ -91,7 +91,7 @@ start_tlsgate "$CONFIG" "$SOLO" "$PAIR" "$MPORT"
 HZ=$(curl -s --max-time 5 -w " %{http_code}" "http://127.0.0.1:$MPORT/healthz" | tr -d "\n")
 [ "$HZ" = "ok 200" ] || error "/healthz answered '$HZ', wanted 'ok 200'"
 wait_readyz 200
-echo "$RZ_BODY" | grep -q '^listener udp: ready (udp' || error "/readyz does not count the udp listener ready: $RZ_BODY"
+echo "$RZ_BODY" | grep >/dev/null -c '^listener udp: ready (udp' || error "/readyz does not count the udp listener ready: $RZ_BODY"
 CT=$(curl -s --max-time 5 -o /dev/null -w '%{content_type}' "http://127.0.0.1:$MPORT/readyz")
 case $CT in text/plain*) ;; *) error "/readyz content type '$CT', wanted text/plain" ;; esac
 [ "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$MPORT/nope")" = 404 ] \
@@ -109,7 +109,7 @@ readyz
 [ "$RZ_CODE" = 200 ] || error "without checks /readyz turned $RZ_CODE before any client failed"
 [ "$(clients "$SOLO" 1)" = 0 ] || error "a client got through to a stopped backend"
 wait_readyz 503 3
-echo "$RZ_BODY" | grep -q '^listener solo: not ready (0 of 1' || error "/readyz body does not name listener solo: $RZ_BODY"
+echo "$RZ_BODY" | grep >/dev/null -c '^listener solo: not ready (0 of 1' || error "/readyz body does not name listener solo: $RZ_BODY"
 start_echo "$EPORT"; ECHO_PID=$BG_PID
 wait_readyz 200 5   # the rest after one failure is 1s
 stop_tlsgate
@@ -180,7 +180,7 @@ sleep 0.5   # a few check rounds (bounded)
     || error "checks of the TLS backend failed"
 assert_log_not_contains "listener good: backend .* is down"
 readyz
-[ "$RZ_CODE" = 503 ] && echo "$RZ_BODY" | grep -q '^listener good: ready' && echo "$RZ_BODY" | grep -q '^listener bad: not ready' \
+[ "$RZ_CODE" = 503 ] && echo "$RZ_BODY" | grep >/dev/null -c '^listener good: ready' && echo "$RZ_BODY" | grep >/dev/null -c '^listener bad: not ready' \
     || error "/readyz with one good and one bad listener: $RZ_CODE $RZ_BODY"
 stop_tlsgate
 
@@ -194,7 +194,7 @@ backend = 127.0.0.1:$UECHO
 backend_check = connect
 EOF
 check_config "$CONFIG"
-[ "$CHECK_RC" = 1 ] && echo "$CHECK_OUT" | grep -q "udpcheck.ini:6: \[listener:u\] backend_check: must be off with transport = udp" \
+[ "$CHECK_RC" = 1 ] && echo "$CHECK_OUT" | grep >/dev/null -c "udpcheck.ini:6: \[listener:u\] backend_check: must be off with transport = udp" \
     || error "backend_check on a udp listener not refused: $CHECK_OUT"
 sed -i 's/^backend_check = connect/backend_check = off/' "$CONFIG"
 check_config "$CONFIG"
@@ -207,7 +207,7 @@ backend = 127.0.0.1:$EPORT
 backend_check = tls
 EOF
 check_config "$CONFIG"
-[ "$CHECK_RC" = 1 ] && echo "$CHECK_OUT" | grep -q "tlsplain.ini:5: \[listener:t\] backend_check: tls needs backend_secure = on" \
+[ "$CHECK_RC" = 1 ] && echo "$CHECK_OUT" | grep >/dev/null -c "tlsplain.ini:5: \[listener:t\] backend_check: tls needs backend_secure = on" \
     || error "backend_check = tls without backend_secure not refused: $CHECK_OUT"
 sed -i 's/^backend_check = tls/backend_check = connect/' "$CONFIG"
 check_config "$CONFIG"

@@ -42,7 +42,7 @@ session() {  # session VERSION-FLAG OUTFILE -- one HTTP request through tlsgate 
     printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 openssl s_client -connect "127.0.0.1:$PORT" \
         -servername localhost -CAfile "$CERTS/ca.pem" "$1" -keylogfile "$WORK/$2" -quiet \
         >"$WORK/$2.out" 2>&1
-    grep -q "s_server" "$WORK/$2.out" || grep -q "HTTP/1" "$WORK/$2.out" \
+    grep -q "s_server" "$WORK/$2.out" || grep >/dev/null -c "HTTP/1" "$WORK/$2.out" \
         || error "$1 session through tlsgate got no answer: $(head -c 300 "$WORK/$2.out")"
 }
 session -tls1_3 client13.keys
@@ -78,7 +78,7 @@ stop_tlsgate
 # 4. an existing file readable by others refuses start-up; the control starts
 chmod 644 "$WORK/keys.log"
 check_config "$CONFIG"
-echo "$CHECK_OUT" | grep -q "keylog.ini:11: \[listener:front\] keylog_file: .*keys.log: mode 0644 gives group/other access" \
+echo "$CHECK_OUT" | grep >/dev/null -c "keylog.ini:11: \[listener:front\] keylog_file: .*keys.log: mode 0644 gives group/other access" \
     && [ "$CHECK_RC" = 1 ] || error "mode 0644 key log not refused by -t: $CHECK_OUT"
 "$TLSGATE" -c "$CONFIG" >"$WORK/refused.log" 2>&1 </dev/null &
 RPID=$!; track_pid "$RPID" tlsgate-refused

@@ -168,7 +168,7 @@ secure = off
 backend = 127.0.0.1:$HTTP
 EOF
 check_config "$CONFIG"
-[ "$CHECK_RC" = 1 ] && echo "$CHECK_OUT" | grep -q "udpunix.ini:2: \[listener:u\] bind: unix sockets are for transport = tcp only" \
+[ "$CHECK_RC" = 1 ] && echo "$CHECK_OUT" | grep >/dev/null -c "udpunix.ini:2: \[listener:u\] bind: unix sockets are for transport = tcp only" \
     || error "a unix bind with transport = udp not refused: $CHECK_OUT"
 sed -i '/^transport = udp/d' "$CONFIG"
 check_config "$CONFIG"
@@ -182,6 +182,6 @@ secure = off
 backend = unix:../app.sock
 EOF
 cd / && check_config "$CONFIG"; cd "$WORK" || fail "cd"
-echo "$CHECK_OUT" | grep -qF "listener r: tcp unix:$WORK/etc/run/web.sock [plaintext] -> unix:$WORK/app.sock" \
+echo "$CHECK_OUT" | grep >/dev/null -cF "listener r: tcp unix:$WORK/etc/run/web.sock [plaintext] -> unix:$WORK/app.sock" \
     || error "relative unix: paths not resolved against the config directory: $CHECK_OUT"
 finish
