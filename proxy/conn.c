@@ -580,10 +580,7 @@ static void handshake_step(tg_conn_t *c, tg_side_t *s) {
   } else if (waits) {
     return;
   } else if (s == &c->client) {
-    count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
-                       : strstr(why, "not in allow_clients")      ? TG_HS_ACL
-                       : strstr(why, "certificate verify failed") ? TG_HS_VERIFY
-                                                                  : TG_HS_PROTOCOL);
+    count_handshake(c, tg_tls_hs_result(s->note));
     fail(c, "handshake failed: %s", why);
   } else {
     char reason[800];
@@ -632,9 +629,7 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
   char why[700];
   if (tg_tls_check_session(s->ssl, s->note, why, sizeof(why)) != 0) {
     if (s == &c->client) {
-      count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
-                         : strstr(why, "not in allow_clients")      ? TG_HS_ACL
-                                                                    : TG_HS_VERIFY);
+      count_handshake(c, tg_tls_hs_result(s->note));
       fail(c, "handshake failed: %s", why);
     } else {
       char reason[800];

@@ -10,6 +10,7 @@
 
 #include "acl.h"
 #include "config.h"
+#include "metrics.h"
 #include "tls_bio.h"
 
 /* Per-SSL notes shared with the verify callbacks.  Lives inside the
@@ -18,6 +19,11 @@ typedef struct {
   const tg_listener_conf_t *conf;
   int backend;        /* 1: we are the client of a backend */
   char reason[300];   /* first verification failure, for the log */
+  /* Why the handshake failed, as a value for the counters: set where the
+   * failure is found (verify callbacks, PSK lookup, session checks,
+   * tg_tls_failure for the library's own refusals); TG_HS_OK until then.
+   * reason and the texts are for people only. */
+  tg_hs_result_t result;
   char peer[300];     /* identity of the verified peer, for the log */
   /* Set by the SSL's owner when it can wait for a private-key operation
    * (PKCS#11 keys, pkcs11.c): resume(owner, note) runs on loop once the
@@ -51,9 +57,14 @@ SSL *tg_tls_new_stream(SSL_CTX *ctx, tg_tls_note_t *note, const char *host,
                        tg_tls_io_t *io);
 
 /* One line that says why a handshake failed: the verify reason if there is
- * one, then the library's queued errors.  Clears the error queue. */
-const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
+ * one, then the library's queued errors.  Clears the error queue.  Records
+ * the failure's kind in note->result (tg_tls_hs_result). */
+const char *tg_tls_failure(SSL *ssl, tg_tls_note_t *note, char *buf,
                            size_t size);
+
+/* How a failed handshake counts: note->result, or TG_HS_PROTOCOL when no
+ * check recorded a reason. */
+tg_hs_result_t tg_tls_hs_result(const tg_tls_note_t *note);
 
 /* Extracts CN, SANs and the SHA-256 fingerprint of a certificate (names
  * with their full lengths; id->bad says why a name is unacceptable). */
@@ -63,7 +74,7 @@ void tg_tls_peer_id(X509 *cert, tg_peer_id_t *id);
  * connected, full or resumed: backend_pin on the backend's leaf; for
  * clients, a certificate when the policy needs one, allow_clients, names
  * without NUL, and on resumption expiry and the current crl.  0, or -1
- * with why (a full reason line). */
+ * with why (a full reason line) and note->result set. */
 int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysize);
 
 /* Checks the syntax of a backend_pin list (comma- or space-separated

@@ -53,17 +53,9 @@ static void set_state(tg_udp_assoc_t *a, tg_assoc_state_t st) {
   a->state = st;
 }
 
-/* Handshake outcomes for the metrics endpoint, from the failure text. */
+/* Handshake outcomes for the metrics endpoint. */
 static void count_handshake(tg_udp_assoc_t *a, tg_hs_result_t r) {
   atomic_fetch_add_explicit(&a->svc->stats->handshakes[r], 1, memory_order_relaxed);
-}
-
-static tg_hs_result_t failure_kind(const char *why) {
-  if (strncmp(why, "certificate required", 20) == 0) return TG_HS_NO_CERT;
-  if (strstr(why, "is not in allow_clients")) return TG_HS_ACL;
-  if (strncmp(why, "certificate verify failed", 25) == 0) return TG_HS_VERIFY;
-  if (strncmp(why, "client sent close_notify", 24) == 0) return TG_HS_CLOSED;
-  return TG_HS_PROTOCOL;
 }
 
 static const char *backend_text(const tg_udp_assoc_t *a) {
@@ -551,7 +543,7 @@ static void client_handshake_step(tg_udp_assoc_t *a) {
   char why[700];
   if (r == 1 && tg_tls_check_session(a->ssl, &a->note, why, sizeof(why)) != 0) {
     a->ul->st.hs_failed++;
-    count_handshake(a, failure_kind(why));
+    count_handshake(a, tg_tls_hs_result(&a->note));
     tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s", why);
     return;
   }
@@ -562,11 +554,13 @@ static void client_handshake_step(tg_udp_assoc_t *a) {
   int e = SSL_get_error(a->ssl, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
   a->ul->st.hs_failed++;
-  if (e == SSL_ERROR_ZERO_RETURN)
+  if (e == SSL_ERROR_ZERO_RETURN) {
     snprintf(why, sizeof(why), "client sent close_notify");
-  else
+    count_handshake(a, TG_HS_CLOSED);
+  } else {
     tg_tls_failure(a->ssl, &a->note, why, sizeof(why));
-  count_handshake(a, failure_kind(why));
+    count_handshake(a, tg_tls_hs_result(&a->note));
+  }
   tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s", why);
 }
 
