@@ -57,21 +57,6 @@ static atomic_long udp_total_cap = 1 << 20;
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-void tg_format_peer(const struct sockaddr *sa, char *buf, size_t size) {
-  char ip[INET6_ADDRSTRLEN] = "?";
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-    snprintf(buf, size, "%s:%u", ip, ntohs(a->sin_port));
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-    snprintf(buf, size, "[%s]:%u", ip, ntohs(a->sin6_port));
-  } else {
-    snprintf(buf, size, "?");
-  }
-}
-
 int tg_udp_rate_ok(tg_udp_listener_t *ul, int slot) {
   uint64_t now = uv_now(&ul->w->loop);
   if (ul->last_log_ms[slot] && now - ul->last_log_ms[slot] < 1000) return 0;
@@ -348,7 +333,7 @@ static const char *admit(tg_udp_listener_t *ul, const struct sockaddr *sa,
         if (tg_udp_rate_ok(ul, RL_EVICT)) {
           char peer[64], victim[64];
           tg_format_peer(sa, peer, sizeof(peer));
-          snprintf(victim, sizeof(victim), "%s", busy->head->peername);
+          snprintf(victim, sizeof(victim), "%s", busy->head->s.peer);
           tg_log(TG_LOG_WARN, "listener %s: max_half_open (%d) reached: the "
                  "oldest half-open handshake of the busiest source (%s, %u "
                  "half-open) makes room for %s (%llu evicted so far; at most "
@@ -432,7 +417,7 @@ void tg_udp_half_open_release(tg_udp_listener_t *ul, tg_udp_assoc_t *a) {
   if (!a->half_open) return;
   a->half_open = 0;
   /* The service that admitted it (a reload may have moved ul on). */
-  struct tg_dtls_svc *ds = a->svc->dtls;
+  struct tg_dtls_svc *ds = a->s.svc->dtls;
   atomic_fetch_sub(&ds->half_open, 1);
   src_key_t k;
   source_key((const struct sockaddr *)&a->peer, &k);
@@ -458,7 +443,7 @@ void tg_udp_assoc_release(tg_udp_assoc_t *a) {
     a->src_counted = 0;
     src_key_t k;
     source_key((const struct sockaddr *)&a->peer, &k);
-    shared_put(a->svc->dtls, &k, 0, 1);
+    shared_put(a->s.svc->dtls, &k, 0, 1);
   }
   if (a->total_counted) {
     a->total_counted = 0;
@@ -639,7 +624,7 @@ static tg_udp_assoc_t *assoc_of(SSL *ssl) {
 
 static int cookie_generate(SSL *ssl, uint8_t *cookie, unsigned *len) {
   tg_udp_assoc_t *a = assoc_of(ssl);
-  if (!a || tg_cookie_make(&a->svc->dtls->keys, tg_now_ms(),
+  if (!a || tg_cookie_make(&a->s.svc->dtls->keys, tg_now_ms(),
                            (const struct sockaddr *)&a->peer, cookie) != 0)
     return 0;
   *len = TG_COOKIE_LEN;
@@ -648,7 +633,7 @@ static int cookie_generate(SSL *ssl, uint8_t *cookie, unsigned *len) {
 
 static int cookie_verify(SSL *ssl, const uint8_t *cookie, unsigned len) {
   tg_udp_assoc_t *a = assoc_of(ssl);
-  return a && tg_cookie_check(&a->svc->dtls->keys, tg_now_ms(),
+  return a && tg_cookie_check(&a->s.svc->dtls->keys, tg_now_ms(),
                               (const struct sockaddr *)&a->peer, cookie, len);
 }
 
@@ -922,7 +907,7 @@ static void new_dtls_assoc(tg_udp_listener_t *ul, const struct sockaddr *from,
     }
     return;
   }
-  if (predecessor && predecessor->state == TG_ASSOC_CLOSING) predecessor = NULL;
+  if (predecessor && predecessor->s.state == TG_ASSOC_CLOSING) predecessor = NULL;
   tg_udp_assoc_t *a = tg_assoc_new(ul, from, hash, predecessor);
   if (!a) {
     admit_undo(ul, from, 1);
@@ -1050,7 +1035,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
         /* RFC 6347 4.2.8: keep the association until the peer proves it
          * is there; at most one HelloVerifyRequest a second towards it. */
         uint64_t now = uv_now(&ul->w->loop);
-        if (a->state != TG_ASSOC_HANDSHAKE) {
+        if (a->s.state != TG_ASSOC_HANDSHAKE) {
           /* An established peer is not sent a HelloVerifyRequest for one
            * ClientHello in its name (a live client stalls on it): only
            * when the same ClientHello comes again TG_SUCCESSOR_WAIT_MS or
@@ -1080,7 +1065,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     }
     ul->st.cookie_ok++;
     atomic_fetch_add_explicit(&ul->svc->stats->dtls_cookie_ok, 1, memory_order_relaxed);
-    if (a && a->state == TG_ASSOC_HANDSHAKE) {
+    if (a && a->s.state == TG_ASSOC_HANDSHAKE) {
       ul->st.restarted++;
       tg_assoc_close(a, TG_LOG_INFO, 0, "client started a new handshake from "
                      "the same address and port (cookie verified)");
@@ -1092,7 +1077,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
     new_dtls_assoc(ul, from, hash, p, n, &info, 1, a);
     return;
   }
-  if (a && a->state == TG_ASSOC_HANDSHAKE) {
+  if (a && a->s.state == TG_ASSOC_HANDSHAKE) {
     /* Nothing established to protect: start over at once. */
     ul->st.restarted++;
     tg_assoc_close(a, TG_LOG_INFO, 0,

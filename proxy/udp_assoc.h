@@ -42,6 +42,7 @@
 #include "dtls.h"
 #include "dtls_cookie.h"
 #include "log.h"
+#include "session.h"
 #include "tls.h"
 
 #define TG_UDP_LISTENER_MAGIC 0x7467756cu
@@ -144,17 +145,15 @@ typedef struct qdgram {
 } qdgram_t;
 
 struct tg_udp_assoc {
+  tg_session_t s;                   /* first: id, peer name, runtime, refs,
+                                     * backend attempts, state
+                                     * (tg_assoc_state_t); session.h */
   uint32_t magic;
-  tg_assoc_state_t state;
-  unsigned long long id;
   tg_udp_listener_t *ul;
-  tg_runtime_t *rt;                 /* a reference: the config it runs on */
-  tg_service_t *svc;                /* belongs to rt */
   tg_udp_assoc_t *hnext;            /* hash chain */
   tg_udp_assoc_t *prev, *next;      /* listener list */
   uint64_t hash;
   struct sockaddr_storage peer;
-  char peername[64];
   uint8_t hello_random[32];         /* of the ClientHello that made it */
   tg_udp_assoc_t *successor;        /* a new handshake from the same peer */
   tg_udp_assoc_t *predecessor;      /* set on a successor until it completes */
@@ -192,20 +191,15 @@ struct tg_udp_assoc {
   tg_dgram_io_t bio_io;
   uv_udp_t bsock;
   int bsock_open;
-  int backend_idx;
-  uint64_t tried;
-  unsigned attempt;
   int backend_answered;
 
   uv_timer_t timer;
   int timer_armed;
   uint64_t timer_due;
-  int refs;                         /* open handles + pending requests */
   int half_open;                    /* counted in the half-open caps */
-  uint64_t started_ms, last_activity_ms, deadline_ms;
+  uint64_t deadline_ms;
   qdgram_t *qhead, *qtail;
   size_t qcount, qbytes;
-  uint64_t bytes_from_client, bytes_from_backend;
   int warned_too_large;
 };
 
@@ -232,7 +226,6 @@ void tg_udp_assoc_release(tg_udp_assoc_t *a);
 int tg_udp_total_admit(tg_udp_assoc_t *a);
 int tg_udp_over_max_connections(tg_udp_listener_t *ul, const struct sockaddr *from);
 int tg_udp_rate_ok(tg_udp_listener_t *ul, int slot);
-void tg_format_peer(const struct sockaddr *sa, char *buf, size_t size);
 
 /* udp_assoc.c */
 /* Creates an association in the table (state HANDSHAKE when secure, else
