@@ -10,17 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assoc_table.h"
 #include "backend.h"
+#include "dgram_bio.h"
 #include "metrics.h"
 #include "psk.h"
 #include "tls_compat.h"
+#include "udp_caps.h"
+#include "udp_send.h"
 
 static const tg_session_ops_t assoc_ops;
 
 static const char *const state_names[] = {"handshake", "connecting",
                                           "established", "closing"};
-
-const char *tg_assoc_state_name(tg_assoc_state_t s) { return state_names[s]; }
 
 static const tg_listener_conf_t *conf_of(const tg_udp_assoc_t *a) {
   return a->s.svc->conf;
@@ -121,7 +123,7 @@ static void assoc_destroy(tg_session_t *sess) {
   tg_udp_listener_t *ul = a->ul;
   a->magic = 0;
   free(a);
-  tg_udp_listener_assoc_freed(ul);
+  tg_assoc_table_freed(&ul->table);
 }
 
 void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
@@ -149,7 +151,7 @@ void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
   tg_udp_listener_t *ul = a->ul;
   tg_udp_half_open_release(ul, a);
   tg_udp_assoc_release(a);
-  tg_udp_listener_forget(ul, a);
+  tg_assoc_table_forget(&ul->table, a);
   if (a->predecessor) { /* a new handshake that did not complete */
     a->predecessor->successor = NULL;
     a->predecessor = NULL;
@@ -158,7 +160,7 @@ void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
     tg_udp_assoc_t *s = a->successor;
     a->successor = NULL;
     s->predecessor = NULL;
-    tg_udp_listener_findable(ul, s);
+    tg_assoc_table_findable(&ul->table, s);
   }
   uv_close((uv_handle_t *)&a->timer, tg_session_on_closed);
   if (a->bsock_open) {
@@ -187,13 +189,13 @@ tg_udp_assoc_t *tg_assoc_new(tg_udp_listener_t *ul, const struct sockaddr *peer,
   a->s.refs = 1;
   a->s.state = a->s.svc->server_ctx ? TG_ASSOC_HANDSHAKE : TG_ASSOC_CONNECTING;
   a->validated = !a->s.svc->server_ctx; /* the amplification rule is for DTLS */
-  tg_udp_listener_add(ul, a, predecessor == NULL);
+  tg_assoc_table_add(&ul->table, a, predecessor == NULL);
   if (predecessor) {
     predecessor->successor = a;
     a->predecessor = predecessor;
   }
   tg_session_log(&a->s, TG_LOG_DEBUG, "new", "new association (%zu on this worker, %d active)",
-       ul->nassoc, active);
+       ul->table.nassoc, active);
   return a;
 }
 
@@ -286,15 +288,16 @@ static void on_timer(uv_timer_t *t) {
 
 /* ---- sending ------------------------------------------------------------------- */
 
-void tg_assoc_dgram_out(tg_udp_assoc_t *a, int backend, const uint8_t *p,
-                        size_t n) {
-  if (backend) {
-    if (a->bsock_open) tg_udp_send_backend(a->ul, &a->bsock, p, n);
-  } else if (!a->validated) {
-    flight_add(a, p, n);
-  } else {
-    tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, p, n);
-  }
+/* What the datagram BIOs hand on: every datagram a session writes. */
+static void client_dgram_out(void *ctx, const uint8_t *p, size_t n) {
+  tg_udp_assoc_t *a = ctx;
+  if (!a->validated) flight_add(a, p, n);
+  else tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, p, n);
+}
+
+static void backend_dgram_out(void *ctx, const uint8_t *p, size_t n) {
+  tg_udp_assoc_t *a = ctx;
+  if (a->bsock_open) tg_udp_send_backend(a->ul, &a->bsock, p, n);
 }
 
 /* A datagram that cannot become one DTLS record within dtls_mtu is dropped
@@ -377,8 +380,8 @@ static void to_client(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
 /* ---- DTLS sessions ------------------------------------------------------------------ */
 
 static int attach_io(tg_udp_assoc_t *a, SSL *ssl, tg_dgram_io_t *io, int backend) {
-  io->assoc = a;
-  io->backend = backend;
+  io->ctx = a;
+  io->out = backend ? backend_dgram_out : client_dgram_out;
   io->mtu = (unsigned)conf_of(a)->dtls_mtu;
   BIO *b = tg_dgram_bio_new(io);
   if (!b) return -1;
@@ -439,7 +442,7 @@ static void client_handshake_done(tg_udp_assoc_t *a) {
     a->ul->st.restarted++;
     tg_assoc_close(old, TG_LOG_INFO, 0, "client started a new handshake from "
                    "the same address and port");
-    tg_udp_listener_findable(a->ul, a);
+    tg_assoc_table_findable(&a->ul->table, a);
   }
   const char *psk = SSL_get_psk_identity(a->ssl);
   char id[PSK_MAX_IDENTITY_LEN + 1] = "";

@@ -1,5 +1,5 @@
-/* Internals shared by dtls.c (the UDP listener) and udp_assoc.c (one
- * client association).
+/* The UDP listener's types (udp_listener.c, assoc_table.c, udp_caps.c,
+ * udp_send.c) and one client association (udp_assoc.c).
  *
  * An association is one client address:port on one listener:
  *
@@ -26,8 +26,8 @@
  * record from the peer.  At most one successor per peer; a half-open
  * association is simply replaced.
  *
- * Ownership: the listener owns its associations (hash table + list) until
- * tg_assoc_close(); the memory lives until the last handle's close
+ * Ownership: the listener owns its associations (its table, assoc_table.h)
+ * until tg_assoc_close(); the memory lives until the last handle's close
  * callback.  Each datagram sent owns its bytes until its send callback,
  * which touches only the listener's counters, never the association.
  * The listener outlives every association (it closes its socket only when
@@ -39,6 +39,8 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+#include "assoc_table.h"
+#include "dgram_bio.h"
 #include "dtls.h"
 #include "dtls_cookie.h"
 #include "log.h"
@@ -88,22 +90,11 @@ typedef struct {
   uint64_t drop_draining, drop_sendq, send_errors, drop_queue;
   uint64_t too_large;
   uint64_t amp_held, evicted, drop_assoc_source, drop_assoc_total, local_errors;
-  uint64_t assoc_created, assoc_peak, half_open_peak;
+  uint64_t half_open_peak;          /* created, peak: in the table */
   uint64_t hs_ok, hs_failed, hs_timeout, restarted;
 } tg_udp_stats_t;
 
-typedef struct tg_udp_assoc tg_udp_assoc_t;
 typedef struct tg_udp_listener tg_udp_listener_t;
-
-/* How one SSL reaches the network: its BIO hands out the datagram being
- * fed (exactly once) and sends every datagram the SSL writes. */
-typedef struct {
-  const uint8_t *rdata;
-  size_t rlen;
-  tg_udp_assoc_t *assoc;
-  int backend;              /* 1: the backend side */
-  unsigned mtu;
-} tg_dgram_io_t;
 
 typedef struct addr_count addr_count_t;
 
@@ -118,15 +109,11 @@ struct tg_udp_listener {
   int draining;                     /* no new clients; closes when empty */
   int closing;
   uint64_t seed;                    /* keyed hash of peer addresses */
-  tg_udp_assoc_t **buckets;
-  size_t nbuckets;
-  size_t nassoc;                    /* in the table */
-  size_t nalive;                    /* not yet freed */
-  tg_udp_assoc_t *all;              /* list of the table's associations */
+  tg_assoc_table_t table;           /* its associations (assoc_table.h) */
   size_t half_open;                 /* of this worker */
   addr_count_t **addr_buckets;      /* this worker's half-open handshakes per source */
   tg_udp_stats_t st;
-  uint64_t last_log_ms[8];          /* rate limits, see dtls.c */
+  uint64_t last_log_ms[8];          /* rate limits (tg_udp_rate_ok) */
   uint8_t recvbuf[TG_UDP_RECV_BUF];
   uint8_t plainbuf[TG_DTLS_MAX_PLAIN + 1024];
 };
@@ -203,31 +190,23 @@ struct tg_udp_assoc {
   int warned_too_large;
 };
 
-/* dtls.c */
-BIO *tg_dgram_bio_new(tg_dgram_io_t *io);
-int tg_dtls_assoc_index(void);
-/* Sends one datagram on the listening socket (to a client).  0 or -1. */
-int tg_udp_send_client(tg_udp_listener_t *ul, const struct sockaddr *to,
-                       const void *data, size_t len);
-/* Sends one datagram on an association's connected backend socket. */
-int tg_udp_send_backend(tg_udp_listener_t *ul, uv_udp_t *h, const void *data,
-                        size_t len);
-/* Lists a new association; findable: also in the hash table (a successor
- * is not until it replaces its predecessor, see tg_udp_listener_findable). */
-void tg_udp_listener_add(tg_udp_listener_t *ul, tg_udp_assoc_t *a, int findable);
-void tg_udp_listener_findable(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
-void tg_udp_listener_forget(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
-void tg_udp_listener_assoc_freed(tg_udp_listener_t *ul);
-void tg_udp_half_open_release(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
-/* Ends a's share of the per-source and process-wide association counts. */
-void tg_udp_assoc_release(tg_udp_assoc_t *a);
-/* Counts a in the process-wide association total (it is about to open its
- * backend socket).  0, or -1 (refused and counted) at the cap. */
-int tg_udp_total_admit(tg_udp_assoc_t *a);
-int tg_udp_over_max_connections(tg_udp_listener_t *ul, const struct sockaddr *from);
-int tg_udp_rate_ok(tg_udp_listener_t *ul, int slot);
+/* Rate-limit slots for repeated log lines (one line per second each). */
+enum { RL_RECV_ERROR = 0, RL_DROP, RL_HALF_OPEN, RL_SEND, RL_MAX_CONN, RL_SOURCE,
+       RL_TOTAL, RL_EVICT };
 
-/* udp_assoc.c */
+/* 1 when a line of this slot may be logged now (at most one a second). */
+static inline int tg_udp_rate_ok(tg_udp_listener_t *ul, int slot) {
+  uint64_t now = uv_now(&ul->w->loop);
+  if (ul->last_log_ms[slot] && now - ul->last_log_ms[slot] < 1000) return 0;
+  ul->last_log_ms[slot] = now;
+  return 1;
+}
+
+/* The association of a DTLS session (SSL ex_data; dtls.c's cookie
+ * callbacks read its peer). */
+int tg_dtls_assoc_index(void);
+
+/* ---- an association (udp_assoc.c), called by the listener ---- */
 /* Creates an association in the table (state HANDSHAKE when secure, else
  * CONNECTING with its backend being set up).  NULL when out of memory. */
 tg_udp_assoc_t *tg_assoc_new(tg_udp_listener_t *ul, const struct sockaddr *peer,
@@ -244,9 +223,5 @@ void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
 void tg_assoc_hello_again(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
 void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-const char *tg_assoc_state_name(tg_assoc_state_t s);
-/* Called by the datagram BIO for every datagram an SSL writes. */
-void tg_assoc_dgram_out(tg_udp_assoc_t *a, int backend, const uint8_t *p,
-                        size_t n);
 
 #endif
