@@ -122,9 +122,15 @@ void *dlopen(const char *file, int flags) {
 static void finalize_all(void);
 
 /* RTLD_DEEPBIND would hand a module libc's malloc while everything else
- * uses the sanitizer's: sanitizer builds never deep-bind, and the BoringSSL
- * one cannot keep modules apart from BoringSSL at all.  The OpenSSL build
- * shares the system's libcrypto with its modules and needs no deep binding. */
+ * uses the sanitizer's (memory libc allocates for the module, e.g. by
+ * strdup, would be freed by the wrong allocator): sanitizer builds never
+ * deep-bind, and the BoringSSL one cannot keep modules apart from BoringSSL
+ * at all.  A link namespace of their own (dlmopen LM_ID_NEWLM) was tried
+ * and fails too: the namespace gets a second libc, whose thread-exit code
+ * runs the sanitizer's thread destructors (crash at exit), and glib-linked
+ * modules that p11-kit's proxy loads crash in their constructors there.
+ * The OpenSSL build shares the system's libcrypto with its modules and
+ * needs no deep binding. */
 #if defined(OPENSSL_IS_BORINGSSL) && \
     (defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__))
 #define TG_P11_NO_DEEPBIND 1

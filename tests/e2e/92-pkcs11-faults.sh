@@ -143,13 +143,25 @@ start_tlsgate "$CONFIG"
 write_py slowtoken <<'PYEOF'
 import socket, ssl, sys, threading, time
 slow, echo, ca, shimlog, filekey = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+mode = sys.argv[6] if len(sys.argv) > 6 else "tls"
 res = {}
 def handshake():
+    # tls: a handshake that needs the token's signature; plain: a line
+    # through a listener whose backend handshake needs it (backend_key)
     ctx = ssl.create_default_context(cafile=ca)
     try:
         with socket.create_connection(("127.0.0.1", slow), timeout=10) as s:
-            with ctx.wrap_socket(s, server_hostname="localhost"):
-                res["ok"] = True
+            if mode == "tls":
+                with ctx.wrap_socket(s, server_hostname="localhost"):
+                    res["ok"] = True
+            else:
+                s.sendall(b"through\n"); buf = b""
+                while not buf.endswith(b"\n"):
+                    d = s.recv(100)
+                    if not d: break
+                    buf += d
+                if buf == b"through\n": res["ok"] = True
+                else: res["err"] = "got %r" % buf
     except Exception as e:
         res["err"] = repr(e)
 e = socket.create_connection(("127.0.0.1", echo), timeout=5)
@@ -240,6 +252,105 @@ log "token removed: handshakes needing it fail with a reason, the echo listener 
 rm -f "$TG_SHIM_REMOVED"
 tls_ok || error "no handshake after the token came back: $(tail -n 2 "$WORK/tls_ok.out")"
 assert_log_contains "token 'tlsgate-dev' is back; key found again" 5 --since-mark
+stop_tlsgate
+[ "$TLSGATE_RC" = 0 ] || error "tlsgate exited with $TLSGATE_RC"
+
+# -- the backend side: a slow signature for backend_key stalls nothing
+#    else; and timers that fire while a signature is pending (OpenSSL: while
+#    the handshake step is on the signer thread) end that connection only
+REMOTE=$(free_port); SB=$(free_port); BT=$(free_port); HT=$(free_port)
+write_config slowback.ini <<EOC
+[global]
+workers = 1
+log_level = info
+
+[listener:remote]
+bind = 127.0.0.1:$REMOTE
+secure = on
+cert = $CERTS/server.pem
+key = $CERTS/server.key
+verify_client = require
+client_ca = $CERTS/ca.pem
+backend = 127.0.0.1:$EPORT
+
+[listener:slowback]
+bind = 127.0.0.1:$SB
+secure = off
+protocol = tcp
+backend = 127.0.0.1:$REMOTE
+backend_secure = on
+backend_ca = $CERTS/ca.pem
+backend_cert = $CERTS/client.pem
+backend_key = $TOKEN_URI;object=client
+backend_pkcs11_pin = file:$PINFILE
+pkcs11_module = $SHIM
+
+[listener:backto]
+bind = 127.0.0.1:$BT
+secure = off
+protocol = tcp
+backend = 127.0.0.1:$REMOTE
+backend_secure = on
+backend_ca = $CERTS/ca.pem
+backend_cert = $CERTS/client.pem
+backend_key = $TOKEN_URI;object=client
+backend_pkcs11_pin = file:$PINFILE
+pkcs11_module = $SHIM
+connect_timeout = 100ms
+
+[listener:hsto]
+bind = 127.0.0.1:$HT
+secure = on
+cert = $CERTS/server.pem
+key = $TOKEN_URI;object=server
+pkcs11_pin = file:$PINFILE
+pkcs11_module = $SHIM
+backend = 127.0.0.1:$EPORT
+handshake_timeout = 100ms
+
+[listener:echo]
+bind = 127.0.0.1:$ECHO
+secure = off
+backend = 127.0.0.1:$EPORT
+
+[listener:filekey]
+bind = 127.0.0.1:$FILEKEY
+secure = on
+pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password
+backend = 127.0.0.1:$EPORT
+EOC
+export TG_SHIM_SIGN_DELAY_MS=300
+: >"$TG_SHIM_LOG"
+start_tlsgate "$CONFIG"
+log_mark
+r=$("$PY" "$WORK/slowtoken.py" "$SB" "$ECHO" "$CERTS/ca.pem" "$TG_SHIM_LOG" "$FILEKEY" plain 2>&1) || fail "slow backend token client: $r"
+log "slow backend_key ($TG_LIB): $r"
+grep -q "handshake=ok" <<<"$r" || error "slow backend_key: the line did not come back through the remote: $r"
+n=$(sed -n 's/.*trips_inside=\([0-9]*\).*/\1/p' <<<"$r")
+[ "${n:-0}" -ge 3 ] || error "slow backend_key: only ${n:-0} echo round trips completed while the signature was pending"
+n=$(sed -n 's/.*filekey_handshakes_inside=\([0-9]*\).*/\1/p' <<<"$r")
+[ "${n:-0}" -ge 1 ] || error "slow backend_key: no file-key handshake completed while the signature was pending"
+assert_log_contains "on remote: handshake: .*peer CN=client1" 5 --since-mark
+
+log_mark
+printf 'x\n' | timeout 5 socat -t 2 - "TCP:127.0.0.1:$BT" >/dev/null 2>&1
+assert_log_contains "on backto: backend: .*no connection within connect_timeout" 5 --since-mark
+assert_log_contains "on backto: close: " 5 --since-mark
+o=$("$PY" -c 'import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+try:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+        ctx.wrap_socket(s, server_hostname="localhost").close()
+    print("handshake ok")
+except Exception as e: print("refused:", e)' "$HT" "$CERTS/ca.pem" 2>&1)
+[[ $o == refused* ]] || error "hsto: a handshake that needs a 300 ms signature beat a 100 ms handshake_timeout: $o"
+assert_log_contains "on hsto: close: handshake timeout" 5 --since-mark
+sleep 0.5 # the pending signatures arrive for connections that are gone
+is_alive "$TLSGATE_PID" || fail "tlsgate died when timers fired during pending signatures"
+r=$(printf 'after\n' | timeout 10 socat -t 5 - "TCP:127.0.0.1:$SB" 2>&1)
+[ "$r" = after ] || error "slowback stopped working after the timeouts: '$r'"
+log "timers during pending signatures (connect_timeout, handshake_timeout) ended only those connections"
 stop_tlsgate
 [ "$TLSGATE_RC" = 0 ] || error "tlsgate exited with $TLSGATE_RC"
 finish
