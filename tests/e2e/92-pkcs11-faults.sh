@@ -21,6 +21,24 @@ SLOW=$(free_port); ECHO=$(free_port); FILEKEY=$(free_port); EPORT=$(free_port)
 start_echo "$EPORT"
 BADPIN=$WORK/badpin; printf '9999\n' >"$BADPIN"; chmod 600 "$BADPIN"
 
+# neighbours -- listeners on the same worker that must keep flowing while a
+# token signs: plaintext echo, and TLS with a file key
+neighbours() {
+    cat <<EOC
+[listener:echo]
+bind = 127.0.0.1:$ECHO
+secure = off
+backend = 127.0.0.1:$EPORT
+
+[listener:filekey]
+bind = 127.0.0.1:$FILEKEY
+secure = on
+pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password
+backend = 127.0.0.1:$EPORT
+EOC
+}
+
 conf() { # FILE KEY_URI MODULE PIN_SPEC
     write_config "$1" <<EOC
 [global]
@@ -37,17 +55,7 @@ pkcs11_pin = $4
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 5s
 
-[listener:echo]
-bind = 127.0.0.1:$ECHO
-secure = off
-backend = 127.0.0.1:$EPORT
-
-[listener:filekey]
-bind = 127.0.0.1:$FILEKEY
-secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
-backend = 127.0.0.1:$EPORT
+$(neighbours)
 EOC
 }
 token_flags() { pkcs11-tool --module "$SOFTHSM" --token-label tlsgate-dev -T 2>/dev/null | grep -i 'token flags'; }
@@ -259,6 +267,22 @@ stop_tlsgate
 #    else; and timers that fire while a signature is pending (OpenSSL: while
 #    the handshake step is on the signer thread) end that connection only
 REMOTE=$(free_port); SB=$(free_port); BT=$(free_port); HT=$(free_port)
+token_client() { # NAME PORT CONNECT_TIMEOUT -- backend client identity on the token
+    cat <<EOC
+[listener:$1]
+bind = 127.0.0.1:$2
+secure = off
+protocol = tcp
+backend = 127.0.0.1:$REMOTE
+backend_secure = on
+backend_ca = $CERTS/ca.pem
+backend_cert = $CERTS/client.pem
+backend_key = $TOKEN_URI;object=client
+backend_pkcs11_pin = file:$PINFILE
+pkcs11_module = $SHIM
+connect_timeout = $3
+EOC
+}
 write_config slowback.ini <<EOC
 [global]
 workers = 1
@@ -273,30 +297,9 @@ verify_client = require
 client_ca = $CERTS/ca.pem
 backend = 127.0.0.1:$EPORT
 
-[listener:slowback]
-bind = 127.0.0.1:$SB
-secure = off
-protocol = tcp
-backend = 127.0.0.1:$REMOTE
-backend_secure = on
-backend_ca = $CERTS/ca.pem
-backend_cert = $CERTS/client.pem
-backend_key = $TOKEN_URI;object=client
-backend_pkcs11_pin = file:$PINFILE
-pkcs11_module = $SHIM
+$(token_client slowback "$SB" 5s)
 
-[listener:backto]
-bind = 127.0.0.1:$BT
-secure = off
-protocol = tcp
-backend = 127.0.0.1:$REMOTE
-backend_secure = on
-backend_ca = $CERTS/ca.pem
-backend_cert = $CERTS/client.pem
-backend_key = $TOKEN_URI;object=client
-backend_pkcs11_pin = file:$PINFILE
-pkcs11_module = $SHIM
-connect_timeout = 100ms
+$(token_client backto "$BT" 100ms)
 
 [listener:hsto]
 bind = 127.0.0.1:$HT
@@ -308,17 +311,7 @@ pkcs11_module = $SHIM
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 100ms
 
-[listener:echo]
-bind = 127.0.0.1:$ECHO
-secure = off
-backend = 127.0.0.1:$EPORT
-
-[listener:filekey]
-bind = 127.0.0.1:$FILEKEY
-secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
-backend = 127.0.0.1:$EPORT
+$(neighbours)
 EOC
 export TG_SHIM_SIGN_DELAY_MS=300
 : >"$TG_SHIM_LOG"
