@@ -112,7 +112,8 @@ int tg_p11_run_on_signer(tg_p11_key_t *k, struct uv_loop_s *loop, void (*run)(vo
                          void (*done)(void *arg), void *arg);
 
 /* Signs in (a digest, DigestInfo or padded block, per the mechanism) with k
- * on the token's signer thread and waits for the answer.  For ECDSA the
+ * on the token's signer thread and waits for the answer (called on a
+ * signer thread, e.g. inside a handshake step there: signs in place).  For ECDSA the
  * result is r||s.  Returns the signature length, or -1 with why. */
 int tg_p11_sign_wait(tg_p11_key_t *k, unsigned long mech, const void *param,
                      unsigned long paramlen, const uint8_t *in, size_t inlen,
