@@ -637,7 +637,6 @@ static void handshake_back_on_loop(void *arg, tg_p11_hs_job_t *job) {
   unref(c);
 }
 
-
 /* The signature a handshake waited for is ready (called on our loop). */
 static void resume_handshake(void *owner, void *note) {
   tg_conn_t *c = owner;
