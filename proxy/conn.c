@@ -563,10 +563,24 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
 static void handshake_done(tg_conn_t *c, tg_side_t *s);
 
 
+/* SNI virtual hosts: the ClientHello chose a section of this bind
+ * (tg_tls_vhosts_attach); from here on the connection is that section's:
+ * backends, HTTP guard, timeouts, metrics and log name. */
+static void adopt_section(tg_conn_t *c) {
+  tg_service_t *to = c->client.note ? c->client.note->section : NULL;
+  if (!to || to == c->svc) return;
+  const char *from = lname(c);
+  atomic_fetch_sub_explicit(&c->svc->stats->active, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&to->stats->active, 1, memory_order_relaxed);
+  c->svc = to;
+  conn_log(c, TG_LOG_DEBUG, "sni", "section chosen by server name (accepted on %s)", from);
+}
+
 /* Advances a TLS handshake with whatever arrived. */
 static void handshake_step(tg_conn_t *c, tg_side_t *s) {
   ERR_clear_error();
   int r = SSL_do_handshake(s->ssl);
+  if (s == &c->client) adopt_section(c);
   int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(s->ssl, r);
   /* A token is signing (pkcs11.c): resume_handshake runs when it is done. */
   int waits = e == SSL_ERROR_WANT_READ || e == TG_SSL_ERROR_WANT_PRIVATE_KEY;
