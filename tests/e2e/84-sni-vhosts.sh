@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # 84-sni-vhosts: several [listener:NAME] sections on one bind, chosen by the
 # ClientHello's server name (server_name, strict_sni).
-#   1. -t prints the sections of each shared bind and which is the default.
+#   1. -t prints the sections of each shared bind and which is the default;
+#      the example config/sni-vhosts.ini passes -t.
 #   2. one port, four sections: web (no server_name: the default), secure
 #      (secure.test and special.apps.test: other identity, dev-CA client
 #      certificates required, TLS 1.3 only), apps (*.apps.test: foreign-CA
@@ -122,6 +123,10 @@ for want in "bind 127.0.0.1:$P: 4 SNI sections, strict_sni off: \[listener:web\]
             "bind 127.0.0.1:$S: 2 SNI sections, strict_sni on \(unclaimed names refused\): \[listener:one\] one.test \(default\); \[listener:two\] two.test, \*.two.test"; do
     grep >/dev/null -cE "$want" <<<"$CHECK_OUT" || error "-t does not print /$want/: $CHECK_OUT"
 done
+
+check_config "$ROOT/config/sni-vhosts.ini"
+[ "$CHECK_RC" = 0 ] && grep >/dev/null -c "3 SNI sections" <<<"$CHECK_OUT" ||
+    error "config/sni-vhosts.ini does not pass -t: $CHECK_OUT"
 
 start_tlsgate "$CONFIG"
 
