@@ -3,7 +3,8 @@
 # ClientHello's server name (server_name, strict_sni).
 #   1. -t prints the sections of each shared bind and which is the default;
 #      the example config/sni-vhosts.ini passes -t.
-#   2. one port, four sections: web (no server_name: the default), secure
+#   2. one port, four sections: web (no server_name: the default; a pfx
+#      list of three identities), secure
 #      (secure.test and special.apps.test: other identity, dev-CA client
 #      certificates required, TLS 1.3 only), apps (*.apps.test: foreign-CA
 #      client certificates required) and lax2 (lax2.test, nothing asked),
@@ -14,7 +15,9 @@
 #      an exact name beats the wildcard, that case does not matter, that a
 #      wildcard is one label, and that no name / an unclaimed name lands on
 #      the default; min_version of secure refuses TLS 1.2 there (control:
-#      TLS 1.2 to the default).  curl --resolve does the same over HTTP.
+#      TLS 1.2 to the default).  A pfx list picks by name inside a section
+#      (web, and two on the strict port), and never hands one section's
+#      identity to another.  curl --resolve does the same over HTTP.
 #   3. sessions are partitioned per section: a session (ticket, shared
 #      ticket_key_file) of the lax default section, offered (the ClientHello
 #      grows by the ticket) to secure, is not resumed and the client without
@@ -46,26 +49,37 @@ done
 backend e "$BE" 'while read -r l; do echo "$l"; [ "$l" = ping ] && exit 0; done'
 head -c 80 /dev/urandom > "$WORK/ticket.key"; chmod 600 "$WORK/ticket.key"
 
+# a third server identity, www.third.test, for the pfx lists
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$WORK/third.key" \
+    -subj "/CN=www.third.test" -out "$WORK/third.csr" 2>"$WORK/third.err" &&
+openssl x509 -req -in "$WORK/third.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" -set_serial 8484 -days 30 \
+    -extfile <(printf 'subjectAltName = DNS:www.third.test\nextendedKeyUsage = serverAuth\n') \
+    -out "$WORK/third.pem" 2>>"$WORK/third.err" &&
+openssl pkcs12 -export -in "$WORK/third.pem" -inkey "$WORK/third.key" -certfile "$CERTS/ca.pem" \
+    -passout "file:$CERTS/pfx-password" -out "$WORK/third.pfx" 2>>"$WORK/third.err" ||
+    fail "cannot make third.pfx: $(cat "$WORK/third.err")"
+SERVER=$CERTS/server.pfx; OTHER=$CERTS/other.pfx; THIRD=$WORK/third.pfx
+
 P=$(free_port); S=$(free_port)
 ID="pfx_password = file:$CERTS/pfx-password
 ticket_key_file = $WORK/ticket.key"
 section() {  # section NAME SERVER_NAME PFX BACKEND [extra lines]
     printf '\n[listener:%s]\nbind = 127.0.0.1:%s\n' "$1" "$P"
     [ -n "$2" ] && printf 'server_name = %s\n' "$2"
-    printf 'pfx = %s/%s\n%s\nbackend = 127.0.0.1:%s\n' "$CERTS" "$3" "$ID" "$4"
+    printf 'pfx = %s\n%s\nbackend = 127.0.0.1:%s\n' "$3" "$ID" "$4"
     shift 4
     printf '%s\n' "$@"
 }
 conf() {  # conf with|without lax2 with|without extra
     {
         printf '[global]\nworkers = 2\nlog_level = debug\n'
-        section web "" server.pfx "$BA"
-        section secure "secure.test, special.apps.test" other.pfx "$BB" \
+        section web "" "$SERVER, $OTHER, $THIRD" "$BA"
+        section secure "secure.test, special.apps.test" "$OTHER" "$BB" \
             "verify_client = require" "client_ca = $CERTS/ca.pem" "min_version = 1.3"
-        section apps "*.apps.test" server.pfx "$BE" \
+        section apps "*.apps.test" "$SERVER" "$BE" \
             "verify_client = require" "client_ca = $CERTS/foreign-ca.pem"
-        [ "$1" = with ] && section lax2 "lax2.test" server.pfx "$BD"
-        [ "$2" = with ] && section extra "extra.test" other.pfx "$BX"
+        [ "$1" = with ] && section lax2 "lax2.test, www.third.test" "$SERVER" "$BD"
+        [ "$2" = with ] && section extra "extra.test" "$OTHER" "$BX"
         cat <<EOF
 
 [listener:one]
@@ -78,9 +92,9 @@ backend = 127.0.0.1:$BA
 
 [listener:two]
 bind = 127.0.0.1:$S
-server_name = two.test, *.two.test
+server_name = two.test, *.two.test, www.third.test
 strict_sni = on
-pfx = $CERTS/other.pfx
+pfx = $OTHER, $THIRD
 pfx_password = file:$CERTS/pfx-password
 backend = 127.0.0.1:$BB
 EOF
@@ -119,8 +133,8 @@ expect() {  # expect WHAT GOT [CN]
 conf with without
 check_config "$CONFIG"
 [ "$CHECK_RC" = 0 ] || fail "-t refused the good config: $CHECK_OUT"
-for want in "bind 127.0.0.1:$P: 4 SNI sections, strict_sni off: \[listener:web\] \(no server_name\) \(default: no or unclaimed name\); \[listener:secure\] secure.test, special.apps.test; \[listener:apps\] \*.apps.test; \[listener:lax2\] lax2.test" \
-            "bind 127.0.0.1:$S: 2 SNI sections, strict_sni on \(unclaimed names refused\): \[listener:one\] one.test \(default\); \[listener:two\] two.test, \*.two.test"; do
+for want in "bind 127.0.0.1:$P: 4 SNI sections, strict_sni off: \[listener:web\] \(no server_name\) \(default: no or unclaimed name\); \[listener:secure\] secure.test, special.apps.test; \[listener:apps\] \*.apps.test; \[listener:lax2\] lax2.test, www.third.test" \
+            "bind 127.0.0.1:$S: 2 SNI sections, strict_sni on \(unclaimed names refused\): \[listener:one\] one.test \(default\); \[listener:two\] two.test, \*.two.test, www.third.test"; do
     grep >/dev/null -cE "$want" <<<"$CHECK_OUT" || error "-t does not print /$want/: $CHECK_OUT"
 done
 
@@ -153,6 +167,11 @@ grep >/dev/null -c "CN *= *tlsgate foreign CA" <<<"$CAS" || error "apps did not 
 ca_names localhost | grep >/dev/null -c "CN *= *tlsgate" && error "web (no client certificates) asked for some"
 sc "$P" apps-c1 -servername x.apps.test "${C1[@]}";     expect "x.apps.test with client1 (dev CA) is refused" none
 sc "$P" lax2 -servername lax2.test;                     expect "lax2.test -> lax2" from-d localhost
+# the pfx list of a section still picks an identity by name: web's third
+# identity is not lax2's to serve (OpenSSL would fall back to the first
+# context's servername callback), other.example is web's (unclaimed)
+sc "$P" lax2-third -servername www.third.test;          expect "www.third.test -> lax2, its own single identity" from-d localhost
+sc "$P" web-other -servername other.example;            expect "other.example -> web, whose pfx list picks other.pfx" from-a other.example
 sc "$P" secure-tls12 -tls1_2 -servername secure.test "${C1[@]}"; expect "TLS 1.2 to secure (min_version 1.3) is refused" none
 sc "$P" web-tls12 -tls1_2 -servername localhost;        expect "TLS 1.2 to web (control)" from-a localhost
 
@@ -198,6 +217,7 @@ done
 # ---- 4. strict_sni ----------------------------------------------------------------------
 sc "$S" strict-one -servername one.test;               expect "strict: one.test -> one (control)" from-a localhost
 sc "$S" strict-two -servername x.two.test;             expect "strict: x.two.test -> two" from-b other.example
+sc "$S" strict-third -servername www.third.test;       expect "strict: www.third.test -> two, whose pfx list picks third.pfx" from-b www.third.test
 log_mark
 sc "$S" strict-unclaimed -servername nobody.test;      expect "strict: nobody.test is refused" none
 assert_log_contains "on one: close: handshake failed: strict_sni: server name 'nobody.test' matches no server_name of bind 127.0.0.1:$S" 5 --since-mark
