@@ -18,6 +18,7 @@
 #      TLS 1.2 to the default).  A pfx list picks by name inside a section
 #      (web, and two on the strict port), and never hands one section's
 #      identity to another.  curl --resolve does the same over HTTP.
+#      Metrics (handshakes, bytes) and /readyz are per section.
 #   3. sessions are partitioned per section: a session (ticket, shared
 #      ticket_key_file) of the lax default section, offered (the ClientHello
 #      grows by the ticket) to secure, is not resumed and the client without
@@ -60,7 +61,7 @@ openssl pkcs12 -export -in "$WORK/third.pem" -inkey "$WORK/third.key" -certfile 
     fail "cannot make third.pfx: $(cat "$WORK/third.err")"
 SERVER=$CERTS/server.pfx; OTHER=$CERTS/other.pfx; THIRD=$WORK/third.pfx
 
-P=$(free_port); S=$(free_port)
+P=$(free_port); S=$(free_port); M=$(free_port)
 ID="pfx_password = file:$CERTS/pfx-password
 ticket_key_file = $WORK/ticket.key"
 section() {  # section NAME SERVER_NAME PFX BACKEND [extra lines]
@@ -72,7 +73,7 @@ section() {  # section NAME SERVER_NAME PFX BACKEND [extra lines]
 }
 conf() {  # conf with|without lax2 with|without extra
     {
-        printf '[global]\nworkers = 2\nlog_level = debug\n'
+        printf '[global]\nworkers = 2\nlog_level = debug\nmetrics = 127.0.0.1:%s\n' "$M"
         section web "" "$SERVER, $OTHER, $THIRD" "$BA"
         section secure "secure.test, special.apps.test" "$OTHER" "$BB" \
             "verify_client = require" "client_ca = $CERTS/ca.pem" "min_version = 1.3"
@@ -185,6 +186,20 @@ curl_sni localhost;                                    expect "curl localhost ->
 curl_sni secure.test -k --cert "$CERTS/client.pem" --key "$CERTS/client.key"; expect "curl secure.test with client1 -> secure" from-b
 curl_sni secure.test -k;                               expect "curl secure.test without a certificate is refused" none
 curl_sni lax2.test -k;                                 expect "curl lax2.test -> lax2" from-d
+
+# metrics and readiness per section
+METRICS=$(curl -s --max-time 5 "http://127.0.0.1:$M/metrics")
+for want in 'tlsgate_handshakes_total{listener="secure",result="ok"} [1-9]' \
+            'tlsgate_handshakes_total{listener="secure",result="no_client_certificate"} [1-9]' \
+            'tlsgate_handshakes_total{listener="apps",result="ok"} [1-9]' \
+            'tlsgate_connections_total{listener="web"} [1-9]' \
+            'tlsgate_bytes_total{listener="lax2",from="backend"} [1-9]'; do
+    grep >/dev/null -cE "^$want" <<<"$METRICS" || error "metrics: no line /$want/: $(grep -aE 'listener="(secure|apps|lax2)"' <<<"$METRICS" | head -n 5)"
+done
+READY=$(curl -s --max-time 5 "http://127.0.0.1:$M/readyz")
+for l in web secure apps lax2 one two; do
+    grep >/dev/null -cE "^listener $l: ready" <<<"$READY" || error "/readyz: listener $l is not ready: $READY"
+done
 
 # ---- 3. sessions per section --------------------------------------------------------
 hello_len() {  # hello_len NAME [s_client args...]: ClientHello length as s_client -msg prints it
