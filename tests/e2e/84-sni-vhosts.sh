@@ -302,6 +302,7 @@ sc "$P" lax2-gone -servername lax2.test;               expect "after reload: lax
 sc "$P" apps-after -servername x.apps.test "${CF[@]}"; expect "after reload: x.apps.test -> apps" echo
 
 stop_tlsgate
+[ "$TLSGATE_RC" = 0 ] || error "tlsgate exited $TLSGATE_RC on SIGTERM (sanitizer report?)"
 
 # ---- 7. systemd socket activation: a socket named after any section -------------------------
 if command -v systemd-socket-activate >/dev/null; then
@@ -316,6 +317,7 @@ if command -v systemd-socket-activate >/dev/null; then
     sc "$A" act-web -servername localhost;                 expect "activated socket 'secure': localhost -> web" from-a
     assert_log_not_contains "matches no listener"
     stop_tlsgate
+    [ "$TLSGATE_RC" = 0 ] || error "the activated tlsgate exited $TLSGATE_RC on SIGTERM"
 else
     log "systemd-socket-activate not installed: part 7 not run"
 fi
