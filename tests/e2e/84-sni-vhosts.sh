@@ -26,7 +26,8 @@
 #      (full handshake); it resumes on its own section (control).  TLS 1.2
 #      and 1.3.
 #   4. strict_sni on another port: named sections pass (control), an
-#      unclaimed name and a ClientHello without a name are refused and logged.
+#      unclaimed name and a ClientHello without a name are refused and logged;
+#      a lone section with strict_sni refuses names not its own.
 #   5. per-bind keys that differ, two default sections, server_name on udp
 #      or on a plaintext listener: -t fails with file:line: [section] key.
 #   6. reload removes lax2 and adds extra while a connection to apps stays up
@@ -61,7 +62,7 @@ openssl pkcs12 -export -in "$WORK/third.pem" -inkey "$WORK/third.key" -certfile 
     fail "cannot make third.pfx: $(cat "$WORK/third.err")"
 SERVER=$CERTS/server.pfx; OTHER=$CERTS/other.pfx; THIRD=$WORK/third.pfx
 
-P=$(free_port); S=$(free_port); M=$(free_port)
+P=$(free_port); S=$(free_port); M=$(free_port); L=$(free_port)
 ID="pfx_password = file:$CERTS/pfx-password
 ticket_key_file = $WORK/ticket.key"
 section() {  # section NAME SERVER_NAME PFX BACKEND [extra lines]
@@ -98,6 +99,14 @@ strict_sni = on
 pfx = $OTHER, $THIRD
 pfx_password = file:$CERTS/pfx-password
 backend = 127.0.0.1:$BB
+
+[listener:solo]
+bind = 127.0.0.1:$L
+server_name = solo.test
+strict_sni = on
+pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password
+backend = 127.0.0.1:$BD
 EOF
     } > "$WORK/sni.ini"
     CONFIG=$WORK/sni.ini
@@ -197,7 +206,7 @@ for want in 'tlsgate_handshakes_total{listener="secure",result="ok"} [1-9]' \
     grep >/dev/null -cE "^$want" <<<"$METRICS" || error "metrics: no line /$want/: $(grep -aE 'listener="(secure|apps|lax2)"' <<<"$METRICS" | head -n 5)"
 done
 READY=$(curl -s --max-time 5 "http://127.0.0.1:$M/readyz")
-for l in web secure apps lax2 one two; do
+for l in web secure apps lax2 one two solo; do
     grep >/dev/null -cE "^listener $l: ready" <<<"$READY" || error "/readyz: listener $l is not ready: $READY"
 done
 
@@ -238,6 +247,9 @@ sc "$S" strict-unclaimed -servername nobody.test;      expect "strict: nobody.te
 assert_log_contains "on one: close: handshake failed: strict_sni: server name 'nobody.test' matches no server_name of bind 127.0.0.1:$S" 5 --since-mark
 sc "$S" strict-noname -noservername;                   expect "strict: no server name is refused" none
 assert_log_contains "strict_sni: no server name sent matches no server_name" 5 --since-mark
+# a lone section with strict_sni answers for its own names only
+sc "$L" solo -servername solo.test;                    expect "strict, alone: solo.test -> solo (control)" from-d localhost
+sc "$L" solo-other -servername secure.test;            expect "strict, alone: secure.test is refused" none
 
 # ---- 5. config errors ----------------------------------------------------------------------
 bad() {  # bad NAME REGEX: the config on stdin (two sections on one bind) fails -t with REGEX
