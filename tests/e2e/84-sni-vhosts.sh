@@ -35,6 +35,8 @@
 #      its new backend.
 #   7. systemd socket activation: one socket named after a non-default
 #      section serves the whole bind.
+#   8. (with SoftHSM2) a section whose key is on a PKCS#11 token, beside a
+#      default section with a file key, TLS 1.2 and 1.3.
 . "$(dirname "$0")/lib.sh"
 require_cmd openssl socat curl
 
@@ -332,5 +334,31 @@ if command -v systemd-socket-activate >/dev/null; then
     [ "$TLSGATE_RC" = 0 ] || error "the activated tlsgate exited $TLSGATE_RC on SIGTERM"
 else
     log "systemd-socket-activate not installed: part 7 not run"
+fi
+# ---- 8. a section whose key is on a PKCS#11 token (SoftHSM2), when there is one ----
+SOFTHSM=${SOFTHSM:-/usr/lib/softhsm/libsofthsm2.so}
+LIBS=$(ldd "$TLSGATE" 2>/dev/null); VER=$("$TLSGATE" -V 2>&1)
+if ! command -v softhsm2-util >/dev/null || ! command -v pkcs11-tool >/dev/null || [ ! -f "$SOFTHSM" ]; then
+    log "no SoftHSM2: part 8 not run"
+elif [[ $VER == *BoringSSL* && ( $LIBS == *libasan* || $LIBS == *libtsan* ) ]]; then
+    log "BoringSSL with a sanitizer cannot host PKCS#11 modules: part 8 not run"
+else
+    . "$E2E_DIR/pkcs11-helpers.sh"
+    make_token
+    {
+        printf '[global]\nworkers = 1\n'
+        section web "" "$SERVER" "$BA"
+        section tok "tok.test" "" "$BB" "cert = $CERTS/server.pem" "key = $TOKEN_URI;object=server" \
+            "pkcs11_module = $SOFTHSM" "pkcs11_pin = file:$PINFILE"
+    } | sed '/^pfx = $/d' > "$WORK/token.ini"
+    start_tlsgate "$WORK/token.ini"
+    for v in 1_2 1_3; do
+        sc "$P" "token-$v" "-tls$v" -servername tok.test -verify_return_error
+        expect "TLS $v: tok.test -> tok, signed by its token key" from-b localhost
+        sc "$P" "token-web-$v" "-tls$v" -servername localhost
+        expect "TLS $v: localhost -> web beside it (control)" from-a localhost
+    done
+    stop_tlsgate
+    [ "$TLSGATE_RC" = 0 ] || error "tlsgate with a token section exited $TLSGATE_RC on SIGTERM"
 fi
 finish
