@@ -48,6 +48,12 @@ int tg_session_start(tg_session_t *s, const tg_session_ops_t *ops, tg_worker_t *
   return active;
 }
 
+void tg_session_switch_service(tg_session_t *s, tg_service_t *to) {
+  atomic_fetch_sub_explicit(&s->svc->stats->active, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&to->stats->active, 1, memory_order_relaxed);
+  s->svc = to;
+}
+
 void tg_session_unref(tg_session_t *s) {
   assert(s->refs > 0);
   if (--s->refs > 0) return;

@@ -78,6 +78,10 @@ void tg_format_peer(const struct sockaddr *sa, char *buf, size_t size);
 int tg_session_start(tg_session_t *s, const tg_session_ops_t *ops, tg_worker_t *w,
                      tg_runtime_t *rt, tg_service_t *svc, const struct sockaddr *peer);
 
+/* The session belongs to service to (of the same runtime) from now on, e.g.
+ * the section an SNI virtual host chose: it counts as active there. */
+void tg_session_switch_service(tg_session_t *s, tg_service_t *to);
+
 /* Drops one reference; the last one frees the session (ops->destroy), then
  * the runtime reference, and tells the worker. */
 void tg_session_unref(tg_session_t *s);
