@@ -6,6 +6,7 @@
 #ifndef TG_TLS_H
 #define TG_TLS_H
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "acl.h"
@@ -82,6 +83,16 @@ void tg_tls_handshake_step(SSL *ssl, const tg_tls_note_t *note, tg_hs_step_t *ou
  * bytes are copied into or kept in memory BIOs. */
 SSL *tg_tls_new_stream(SSL_CTX *ctx, tg_tls_note_t *note, const char *host,
                        tg_tls_io_t *io);
+
+/* Empties this thread's error queue before a TLS call whose result goes
+ * to SSL_get_error (a stale entry would turn "wants more input" into a
+ * failure).  The queue is nearly always empty already, and OpenSSL 3's
+ * ERR_clear_error rewrites all 16 slots (two frees each) every time: on the
+ * data path, where it runs per SSL_read/SSL_write, that showed in profiles.
+ * SSL_get_error looks only at ERR_peek_error, so this is the same test. */
+static inline void tg_tls_clear_errors(void) {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
 
 /* One line that says why a handshake failed: the verify reason if there is
  * one, then the library's queued errors.  Clears the error queue. */
