@@ -36,7 +36,11 @@
  * tg_dtls_set_cookie_cbs / tg_dtls_listen: OpenSSL's cookie callbacks and
  * DTLSv1_listen (1: a ClientHello with a valid cookie was taken and the
  * session continues after the HelloVerifyRequest); no-ops / -1 on
- * BoringSSL, where TG_DTLS_COOKIES keeps them from being used. */
+ * BoringSSL, where TG_DTLS_COOKIES keeps them from being used.
+ *
+ * tg_dtls_shed_when_established: an idle association is mostly its SSL;
+ * BoringSSL can drop the certificate, key and other handshake-only
+ * configuration once the handshake completes (nothing renegotiates). */
 typedef int (*tg_cookie_gen_cb)(SSL *ssl, uint8_t *cookie, unsigned *len);
 typedef int (*tg_cookie_verify_cb)(SSL *ssl, const uint8_t *cookie, unsigned len);
 #ifdef OPENSSL_IS_BORINGSSL
@@ -57,6 +61,9 @@ static inline void tg_dtls_set_cookie_cbs(SSL_CTX *ctx, tg_cookie_gen_cb gen,
 static inline int tg_dtls_listen(SSL *ssl) {
   (void)ssl;
   return -1;
+}
+static inline void tg_dtls_shed_when_established(SSL *ssl) {
+  SSL_set_shed_handshake_config(ssl, 1);
 }
 #else
 #define TG_DTLS_COOKIES 1
@@ -80,6 +87,9 @@ static inline int tg_dtls_listen(SSL *ssl) {
   int r = DTLSv1_listen(ssl, peer);
   BIO_ADDR_free(peer);
   return r;
+}
+static inline void tg_dtls_shed_when_established(SSL *ssl) {
+  (void)ssl; /* OpenSSL keeps its configuration; buffers: see udp_assoc.c */
 }
 #endif
 

@@ -579,6 +579,7 @@ void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
     tg_assoc_close(a, TG_LOG_ERROR, 0, "cannot create DTLS state");
     return;
   }
+  tg_dtls_shed_when_established(a->ssl);
   a->deadline_ms = uv_now(loop_of(a)) + svc->conf->handshake_timeout_ms;
   a->cio.rdata = p;
   a->cio.rlen = n;
