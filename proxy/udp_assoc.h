@@ -65,6 +65,9 @@
 #define TG_AMP_FACTOR 3
 #define TG_AMP_HOLD_MAX (32 * 1024) /* flight bytes held for such a peer */
 #define TG_SUCCESSOR_WAIT_MS 500    /* below any client's retransmission timer */
+/* An established association quiet this long releases its record buffers
+ * (where the library keeps them, TG_DTLS_IDLE_BUFFERS). */
+#define TG_ASSOC_IDLE_BUFFERS_MS 1000
 
 /* Service-wide UDP state, shared by every worker. */
 struct tg_dtls_svc {
@@ -214,6 +217,8 @@ struct tg_udp_assoc {
   int refs;                         /* open handles + pending requests */
   int half_open;                    /* counted in the half-open caps */
   uint64_t started_ms, last_activity_ms, deadline_ms;
+  int buffers_released;             /* a->ssl's record buffers, while idle */
+  uint64_t buffers_retry_ms;        /* release not before (data was pending) */
   qdgram_t *qhead, *qtail;
   size_t qcount, qbytes;
   uint64_t bytes_from_client, bytes_from_backend;
