@@ -36,7 +36,17 @@
  * tg_dtls_set_cookie_cbs / tg_dtls_listen: OpenSSL's cookie callbacks and
  * DTLSv1_listen (1: a ClientHello with a valid cookie was taken and the
  * session continues after the HelloVerifyRequest); no-ops / -1 on
- * BoringSSL, where TG_DTLS_COOKIES keeps them from being used. */
+ * BoringSSL, where TG_DTLS_COOKIES keeps them from being used.
+ *
+ * tg_dtls_shed_when_established: an idle association is mostly its SSL;
+ * BoringSSL can drop the certificate, key and other handshake-only
+ * configuration once the handshake completes (nothing renegotiates).
+ *
+ * TG_DTLS_IDLE_BUFFERS: the library keeps its record buffers (OpenSSL: two
+ * of about 17 KiB) for the life of the SSL.  tg_dtls_free_buffers releases
+ * them (1; 0 when data is pending), tg_dtls_alloc_buffers takes them back
+ * (1, or 0 out of memory) -- needed before any further SSL call, as
+ * OpenSSL 3.0's DTLS write path writes into the released buffer. */
 typedef int (*tg_cookie_gen_cb)(SSL *ssl, uint8_t *cookie, unsigned *len);
 typedef int (*tg_cookie_verify_cb)(SSL *ssl, const uint8_t *cookie, unsigned len);
 #ifdef OPENSSL_IS_BORINGSSL
@@ -57,6 +67,18 @@ static inline void tg_dtls_set_cookie_cbs(SSL_CTX *ctx, tg_cookie_gen_cb gen,
 static inline int tg_dtls_listen(SSL *ssl) {
   (void)ssl;
   return -1;
+}
+static inline void tg_dtls_shed_when_established(SSL *ssl) {
+  SSL_set_shed_handshake_config(ssl, 1);
+}
+#define TG_DTLS_IDLE_BUFFERS 0 /* BoringSSL releases empty buffers itself */
+static inline int tg_dtls_free_buffers(SSL *ssl) {
+  (void)ssl;
+  return 0;
+}
+static inline int tg_dtls_alloc_buffers(SSL *ssl) {
+  (void)ssl;
+  return 1;
 }
 #else
 #define TG_DTLS_COOKIES 1
@@ -81,6 +103,12 @@ static inline int tg_dtls_listen(SSL *ssl) {
   BIO_ADDR_free(peer);
   return r;
 }
+static inline void tg_dtls_shed_when_established(SSL *ssl) {
+  (void)ssl; /* OpenSSL keeps its configuration; buffers: see below */
+}
+#define TG_DTLS_IDLE_BUFFERS 1
+static inline int tg_dtls_free_buffers(SSL *ssl) { return SSL_free_buffers(ssl); }
+static inline int tg_dtls_alloc_buffers(SSL *ssl) { return SSL_alloc_buffers(ssl); }
 #endif
 
 /* ---- the earliest server callback (SNI virtual hosts, tls.c) ---------------
