@@ -230,7 +230,7 @@ static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
      * TLS 1.2 and 1.3. */
     tg_tls_io_reserve(&to->io, len + (len / 16384 + 1) * 64);
     while (len > 0) {
-      ERR_clear_error();
+      tg_tls_clear_errors();
       int n = SSL_write(to->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
       if (n <= 0) {
         char why[500];
@@ -300,7 +300,7 @@ static void http_refuse(tg_conn_t *c, const tg_http_refusal_t *r) {
   tg_side_t *s = &c->client;
   if (s->ssl) {
     tg_tls_io_reserve(&s->io, n + 64);
-    ERR_clear_error();
+    tg_tls_clear_errors();
     if (SSL_write(s->ssl, buf, (int)n) != (int)n) {
       fail(c, "TLS write to client failed");
       return;
@@ -414,9 +414,9 @@ static void shut_side(tg_conn_t *c, tg_side_t *s) {
   if (s->shut || !s->open) return;
   s->shut = 1;
   if (s->ssl) {
-    ERR_clear_error();
+    tg_tls_clear_errors();
     SSL_shutdown(s->ssl);
-    ERR_clear_error();
+    tg_tls_clear_errors();
     if (flush_tls(c, s) != 0) return;
   }
   uv_shutdown_t *req = malloc(sizeof(*req));
@@ -517,6 +517,7 @@ static void adopt_section(tg_conn_t *c) {
 static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len);
 static void tls_unfeed(tg_conn_t *c, tg_side_t *s);
 static void handshake_step_off_loop(tg_conn_t *c, tg_side_t *s);
+static void handshake_step(tg_conn_t *c, tg_side_t *s);
 
 /* Goes on after a handshake step: sends its output, then done, waiting or
  * failed. */
@@ -530,6 +531,8 @@ static void handshake_stepped(tg_conn_t *c, tg_side_t *s, const tg_hs_step_t *st
     /* Waits for input, or (BoringSSL) for a token's signature:
      * resume_handshake runs when it is ready. */
     return;
+  } else if (st->rc == 2) {
+    handshake_step(c, s); /* the section chosen needs the next step off the loop */
   } else if (s == &c->client) {
     tg_session_count_handshake(&c->s, tg_tls_hs_result(s->note));
     fail(c, "handshake failed: %s", st->why);
@@ -641,7 +644,9 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
       X509_free(peer);
     }
   }
-  describe_tls(s->ssl, s->note, desc, sizeof(desc));
+  desc[0] = '\0'; /* only for the log lines below: not formatted when they are off */
+  if (tg_log_enabled(s == &c->client ? TG_LOG_INFO : TG_LOG_DEBUG))
+    describe_tls(s->ssl, s->note, desc, sizeof(desc));
   if (s == &c->client) {
     tg_session_handshake_ok(&c->s, s->ssl);
     tg_session_log(&c->s, TG_LOG_INFO, "handshake", "%s", desc);
@@ -663,7 +668,7 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
 static void pump_tls(tg_conn_t *c, tg_side_t *s) {
   char *buf = c->s.w->plainbuf;
   for (;;) {
-    ERR_clear_error();
+    tg_tls_clear_errors();
     int n = SSL_read(s->ssl, buf, TG_PLAIN_BUF_SIZE);
     if (n > 0) {
       if (deliver(c, s, buf, (size_t)n) != 0) return;

@@ -6,6 +6,7 @@
 #ifndef TG_TLS_H
 #define TG_TLS_H
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "acl.h"
@@ -76,7 +77,8 @@ tg_tls_note_t *tg_tls_get_note(const SSL *ssl);
 void tg_tls_set_note(SSL *ssl, tg_tls_note_t *note);
 
 /* What one SSL_do_handshake call did.  rc: 1 finished, 0 waits for input
- * (or, on BoringSSL, for a signature), -1 failed with why (and
+ * (or, on BoringSSL, for a signature), 2 wants to be called again (an SNI
+ * section's token key: see TG_HELLO_AGAIN), -1 failed with why (and
  * note->result, see tg_tls_failure).  Reads the calling thread's error
  * queue, so it runs where the call ran. */
 typedef struct {
@@ -89,6 +91,16 @@ void tg_tls_handshake_step(SSL *ssl, tg_tls_note_t *note, tg_hs_step_t *out);
  * bytes are copied into or kept in memory BIOs. */
 SSL *tg_tls_new_stream(SSL_CTX *ctx, tg_tls_note_t *note, const char *host,
                        tg_tls_io_t *io);
+
+/* Empties this thread's error queue before a TLS call whose result goes
+ * to SSL_get_error (a stale entry would turn "wants more input" into a
+ * failure).  The queue is nearly always empty already, and OpenSSL 3's
+ * ERR_clear_error rewrites all 16 slots (two frees each) every time: on the
+ * data path, where it runs per SSL_read/SSL_write, that showed in profiles.
+ * SSL_get_error looks only at ERR_peek_error, so this is the same test. */
+static inline void tg_tls_clear_errors(void) {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
 
 /* One line that says why a handshake failed: the verify reason if there is
  * one, then the library's queued errors.  Clears the error queue.  Records

@@ -30,6 +30,18 @@ static int udp_send(tg_udp_listener_t *ul, uv_udp_t *h, const struct sockaddr *t
     ul->st.drop_sendq++;
     return -1;
   }
+  /* Straight to the kernel when nothing is queued (the common case): no
+   * copy, no request, no allocation.  UV_EAGAIN: queue it below. */
+  uv_buf_t direct = uv_buf_init((char *)data, (unsigned)len);
+  int sent = uv_udp_try_send(h, &direct, 1, to);
+  if (sent >= 0) return 0;
+  if (sent != UV_EAGAIN) {
+    ul->st.send_errors++;
+    if (tg_udp_rate_ok(ul, RL_SEND))
+      tg_log(TG_LOG_DEBUG, "listener %s: sending a datagram failed: %s",
+             ul->svc->conf->name, uv_strerror(sent));
+    return -1;
+  }
   sreq_t *r = malloc(sizeof(*r) + len);
   if (!r) {
     ul->st.send_errors++;
