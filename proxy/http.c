@@ -547,6 +547,17 @@ static int add_der(char **out, size_t *len, size_t *cap, const char *name, int *
   return 0;
 }
 
+typedef struct {
+  char **out;
+  size_t *len, *cap;
+  int *first;
+} chain_acc_t;
+
+static int add_chain_der(void *arg, const uint8_t *der, size_t n) {
+  chain_acc_t *a = arg;
+  return add_der(a->out, a->len, a->cap, "Client-Cert-Chain", a->first, der, n);
+}
+
 /* RFC 9440: Client-Cert (the verified end-entity certificate) and
  * Client-Cert-Chain (the other certificates as the client sent them), as
  * structured-field byte sequences (:base64:). */
@@ -561,28 +572,10 @@ static void client_cert_lines(tg_http_t *h, SSL *ssl) {
   if (n <= 0 || add_der(&out, &len, &cap, "Client-Cert", &first, der, (size_t)n) != 0) fail = 1;
   OPENSSL_free(der);
   if (!fail) len += (size_t)snprintf(out + len, cap - len, "\r\n");
-#ifdef OPENSSL_IS_BORINGSSL
-  /* the certificates as sent, the leaf first */
-  const STACK_OF(CRYPTO_BUFFER) *sent = SSL_get0_peer_certificates(ssl);
-  for (size_t i = 1; !fail && sent && i < sk_CRYPTO_BUFFER_num(sent); i++) {
-    const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(sent, i);
-    if (add_der(&out, &len, &cap, "Client-Cert-Chain", &firstc, CRYPTO_BUFFER_data(b),
-                CRYPTO_BUFFER_len(b)) != 0)
-      fail = 1;
+  if (!fail) {
+    chain_acc_t acc = {&out, &len, &cap, &firstc};
+    if (tg_compat_each_peer_chain_cert(ssl, leaf, add_chain_der, &acc) != 0) fail = 1;
   }
-#else
-  /* on a server: the certificates as sent, without the leaf */
-  STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
-  for (int i = 0; !fail && sent && i < sk_X509_num(sent); i++) {
-    X509 *x = sk_X509_value(sent, i);
-    if (X509_cmp(x, leaf) == 0) continue;
-    unsigned char *d = NULL;
-    int m = i2d_X509(x, &d);
-    if (m <= 0 || add_der(&out, &len, &cap, "Client-Cert-Chain", &firstc, d, (size_t)m) != 0)
-      fail = 1;
-    OPENSSL_free(d);
-  }
-#endif
   if (!fail && !firstc) len += (size_t)snprintf(out + len, cap - len, "\r\n");
   X509_free(leaf);
   if (fail) {

@@ -28,7 +28,6 @@ typedef struct {
 } tg_tls_note_t;
 
 int tg_tls_init(char *err, size_t errsize);
-const char *tg_tls_library_version(void);
 
 /* Builds the listener-side context (secure = on).  NULL with errors added. */
 SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
