@@ -52,10 +52,9 @@ typedef struct {
   const char *bad; /* NULL, or why a name is refused ("CN contains a NUL byte") */
 } tg_peer_id_t;
 
-/* Parses a comma-separated list.  Returns 0, or -1 with why pointing at a
- * static reason and bad at the offending entry (copied). */
-int tg_acl_parse(const char *text, tg_acl_t *acl, const char **why, char *bad,
-                 size_t badsize);
+/* Parses a comma-separated list.  Returns 0, or -1 with "'ENTRY': reason"
+ * in err. */
+int tg_acl_parse(const char *text, tg_acl_t *acl, char *err, size_t errsize);
 
 /* Returns 1 when the identity is admitted. */
 int tg_acl_match(const tg_acl_t *acl, const tg_peer_id_t *id);

@@ -1171,8 +1171,8 @@ static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len) {
   c->hdrlen += take;
   tg_proxy_info_t info;
   size_t used = 0;
-  const char *why = NULL;
-  int r = tg_proxy_parse(c->hdr, c->hdrlen, &info, &used, &why);
+  char why[64];
+  int r = tg_proxy_parse(c->hdr, c->hdrlen, &info, &used, why, sizeof(why));
   if (r < 0 || (r == 0 && c->hdrlen == TG_PROXY_PARSE_MAX)) {
     atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
     fail(c, "bad PROXY header: %s", r < 0 ? why : "too long");

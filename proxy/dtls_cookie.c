@@ -164,7 +164,7 @@ int tg_cookie_make(tg_cookie_keys_t *k, uint64_t now_ms,
   return rc;
 }
 
-int tg_cookie_check(tg_cookie_keys_t *k, uint64_t now_ms,
+int tg_cookie_valid(tg_cookie_keys_t *k, uint64_t now_ms,
                     const struct sockaddr *peer, const uint8_t *cookie,
                     size_t len) {
   uint8_t msg[19], cur[TG_COOKIE_SECRET_LEN], prev[TG_COOKIE_SECRET_LEN];

@@ -172,21 +172,18 @@ static const char *check_host_entry(const char *e) {
   return NULL;
 }
 
-int tg_http_check_list(const char *list, int origins, char *bad, size_t badsize,
-                       const char **why) {
+int tg_http_check_list(const char *list, int origins, char *err, size_t errsize) {
   size_t n;
   char **v = split_list(list, &n);
   if (!v) {
-    snprintf(bad, badsize, "%s", list);
-    *why = "out of memory";
+    snprintf(err, errsize, "'%s': out of memory", list);
     return -1;
   }
   int rc = 0;
   for (size_t i = 0; i < n && rc == 0; i++) {
     const char *w = origins ? check_origin_entry(v[i]) : check_host_entry(v[i]);
     if (w) {
-      snprintf(bad, badsize, "%s", v[i]);
-      *why = w;
+      snprintf(err, errsize, "'%s': %s", v[i], w);
       rc = -1;
     }
   }
@@ -374,15 +371,15 @@ typedef struct {
 } chunk_t;
 
 /* Walks a chunked body.  Returns the bytes consumed, up to and including
- * the end of the message (*done = 1), or -1 with *why and the bytes before
- * the bad one in *valid (so that what passes on never depends on how the
+ * the end of the message (*done = 1), or -1 with a reason in err and the
+ * bytes before the bad one in *valid (so that what passes on never depends on how the
  * input was cut). */
 static long chunk_scan(chunk_t *k, const unsigned char *p, size_t n, size_t max_trailer,
-                       int *done, const char **why, size_t *valid) {
+                       int *done, char *err, size_t errsize, size_t *valid) {
   size_t i = 0;
   *done = 0;
   *valid = 0;
-#define return_bad(text) return *valid = i, *why = (text), -1
+#define return_bad(text) return *valid = i, snprintf(err, errsize, "%s", text), -1
   while (i < n) {
     unsigned char ch = p[i];
     switch (k->st) {
@@ -1052,10 +1049,10 @@ static int process(tg_http_t *h, const char *data, size_t len, tg_http_emit_fn e
     }
     case RQ_BODY_CHUNKED: {
       int done;
-      const char *why = NULL;
+      char why[64];
       size_t valid;
       long used = chunk_scan(&h->rq_chunk, (const unsigned char *)data, len,
-                             h->g->max_head, &done, &why, &valid);
+                             h->g->max_head, &done, why, sizeof(why), &valid);
       if (used < 0) {
         if (valid && emit(ctx, data, valid) != 0) return -1;
         refuse(h, TG_HTTP_R_FRAMING, 1, "chunked request body: %s", why);
@@ -1326,10 +1323,10 @@ int tg_http_backend_input(tg_http_t *h, const char *data, size_t len,
     }
     case RS_BODY_CHUNKED: {
       int done;
-      const char *why;
+      char why[64];
       size_t valid;
       long used = chunk_scan(&h->rs_chunk, (const unsigned char *)data + i, len - i,
-                             1u << 20, &done, &why, &valid);
+                             1u << 20, &done, why, sizeof(why), &valid);
       if (used < 0) {
         i += valid;
         h->rs = RS_RAW;

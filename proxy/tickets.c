@@ -68,7 +68,8 @@ static int ticket_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
   return r;
 }
 
-int tg_tickets_load(SSL_CTX *ctx, const char *path, char *err, size_t errsize) {
+int tg_tickets_load(SSL_CTX *ctx, const char *path, size_t *nkeys, char *err,
+                    size_t errsize) {
   size_t n = 0;
   /* One byte more than the most keys, to tell a file that is too long. */
   uint8_t *buf = (uint8_t *)tg_secret_file_read(path, TG_TICKET_KEY_LEN * TG_TICKET_KEYS_MAX + 1,
@@ -91,7 +92,8 @@ int tg_tickets_load(SSL_CTX *ctx, const char *path, char *err, size_t errsize) {
     if (keys_index < 0 || !SSL_CTX_set_ex_data(ctx, keys_index, k) || !tg_ctx_set_ticket_cb(ctx, ticket_cb)) {
       snprintf(err, errsize, "%s: cannot install the ticket keys", path);
     } else {
-      rc = (int)k->n;
+      *nkeys = k->n;
+      rc = 0;
       k = NULL; /* owned by ctx now */
     }
   }

@@ -533,7 +533,8 @@ static void hex32(const uint8_t *b, char out[65]) {
   for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-/* The leaf against every entry of backend_pin: 1 when one matches. */
+/* The leaf against every entry of backend_pin: 0 when one matches, or -1
+ * with why. */
 static int check_pins(const char *pins, X509 *cert, char *why, size_t whysize) {
   leaf_digests_t d;
   unsigned int len = 0;
@@ -542,12 +543,12 @@ static int check_pins(const char *pins, X509 *cert, char *why, size_t whysize) {
   if (dlen <= 0 || !X509_digest(cert, EVP_sha256(), d.cert, &len)) {
     OPENSSL_free(der);
     snprintf(why, whysize, "certificate verify failed: cannot digest the backend's certificate");
-    return 0;
+    return -1;
   }
   SHA256(der, (size_t)dlen, d.spki);
   OPENSSL_free(der);
   int r = each_pin(pins, why, whysize, pin_matches, &d);
-  if (r == 1) return 1;
+  if (r == 1) return 0;
   if (r == 0) {
     char hex[65], b64[49];
     hex32(d.cert, hex);
@@ -555,7 +556,7 @@ static int check_pins(const char *pins, X509 *cert, char *why, size_t whysize) {
     snprintf(why, whysize, "certificate verify failed: backend certificate does not match "
              "backend_pin (its sha256:%s, spki-sha256:%s)", hex, b64);
   }
-  return 0;
+  return -1;
 }
 
 /* ---- peer verification ------------------------------------------------------ */
@@ -609,7 +610,7 @@ static int check_leaf(tg_tls_note_t *note, X509 *leaf, char *why, size_t whysize
     return -1;
   }
   if (note->backend) {
-    if (l->backend_pin[0] && !check_pins(l->backend_pin, leaf, why, whysize)) return -1;
+    if (l->backend_pin[0] && check_pins(l->backend_pin, leaf, why, whysize) != 0) return -1;
   } else if (!tg_acl_match(&l->allow_clients, &id)) {
     snprintf(why, whysize, "client certificate %s is not in allow_clients", desc);
     return -1;
@@ -1017,11 +1018,10 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
       !SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx)))
     tg_errors_add(errs, "%s: cannot compute the session context",
                   tg_config_where(l, "client_ca", where, sizeof(where)));
-  int nkeys = 0;
+  size_t nkeys = 0;
   if (l->ticket_key_file[0]) {
     char terr[400];
-    nkeys = tg_tickets_load(ctx, l->ticket_key_file, terr, sizeof(terr));
-    if (nkeys < 0)
+    if (tg_tickets_load(ctx, l->ticket_key_file, &nkeys, terr, sizeof(terr)) != 0)
       tg_errors_add(errs, "%s: %s",
                     tg_config_where(l, "ticket_key_file", where, sizeof(where)), terr);
   }
@@ -1041,7 +1041,7 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
            l->allow_clients.n ? ", allow_clients ACL" : "");
   if (nkeys > 0) {
     size_t n = strlen(summary);
-    snprintf(summary + n, sumsize - n, ", %d shared ticket key%s", nkeys, nkeys == 1 ? "" : "s");
+    snprintf(summary + n, sumsize - n, ", %zu shared ticket key%s", nkeys, nkeys == 1 ? "" : "s");
   }
   if (ocsp_len) {
     size_t n = strlen(summary);
