@@ -6,26 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
-int tg_parse_hex(const char *s, uint8_t *out, size_t outlen) {
-  size_t n = 0;
-  int hi = -1;
-  for (; *s; s++) {
-    int c = (unsigned char)*s, v;
-    if (c == ':' && hi < 0) continue;
-    if (c >= '0' && c <= '9') v = c - '0';
-    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
-    else return -1;
-    if (hi < 0) {
-      hi = v;
-    } else {
-      if (n == outlen) return -1;
-      out[n++] = (uint8_t)(hi << 4 | v);
-      hi = -1;
-    }
-  }
-  return (hi < 0 && n == outlen) ? 0 : -1;
-}
+#include "util.h"
 
 static int parse_entry(const char *e, tg_acl_entry_t *out, char *err, size_t errsize) {
   static const struct {

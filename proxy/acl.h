@@ -59,7 +59,4 @@ int tg_acl_parse(const char *text, tg_acl_t *acl, char *err, size_t errsize);
 /* Returns 1 when the identity is admitted. */
 int tg_acl_match(const tg_acl_t *acl, const tg_peer_id_t *id);
 
-/* Parses "AB:CD:..." or "abcd..." hex of exactly outlen bytes.  0 or -1. */
-int tg_parse_hex(const char *s, uint8_t *out, size_t outlen);
-
 #endif

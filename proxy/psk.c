@@ -12,6 +12,7 @@
 #include "secret.h"
 #include "tls.h"
 #include "tls_compat.h"
+#include "util.h"
 
 typedef struct {
   char identity[PSK_MAX_IDENTITY_LEN + 1];
@@ -38,13 +39,6 @@ void tg_psk_printable(const char *in, char *out, size_t size) {
   for (; in[i] && i + 1 < size; i++)
     out[i] = isprint((unsigned char)in[i]) ? in[i] : '?';
   out[i] = '\0';
-}
-
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = tolower(c);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
 }
 
 /* One "identity:hexkey" entry (trimmed).  Returns 0 or -1 with a reason. */
@@ -80,7 +74,7 @@ static int parse_entry(const char *s, size_t len, psk_entry_t *out, char *err,
     return -1;
   }
   for (size_t i = 0; i < hexlen; i += 2) {
-    int hi = hexval((unsigned char)colon[1 + i]), lo = hexval((unsigned char)colon[2 + i]);
+    int hi = tg_hex_digit((unsigned char)colon[1 + i]), lo = tg_hex_digit((unsigned char)colon[2 + i]);
     if (hi < 0 || lo < 0) {
       OPENSSL_cleanse(out->key, sizeof(out->key));
       snprintf(err, errsize, "key is not hex");

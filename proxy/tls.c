@@ -22,6 +22,7 @@
 #include "tickets.h"
 #include "secret.h"
 #include "tls_compat.h"
+#include "util.h"
 
 static int note_index = -1;
 
@@ -1154,6 +1155,26 @@ static SSL *tls_setup(SSL *ssl, tg_tls_note_t *note, const char *host) {
     SSL_set_accept_state(ssl);
   }
   return ssl;
+}
+
+const char *tg_tls_errors(char *buf, unsigned long size) {
+  size_t n = 0;
+  unsigned long e;
+  buf[0] = '\0';
+  while ((e = ERR_get_error()) != 0) {
+    const char *reason = ERR_reason_error_string(e);
+    char tmp[64];
+    if (!reason) {
+      snprintf(tmp, sizeof(tmp), "error %lx", e);
+      reason = tmp;
+    }
+    if (n > 0 && strstr(buf, reason)) continue; /* drop repeats */
+    int w = snprintf(buf + n, size - n, "%s%s", n ? ": " : "", reason);
+    if (w < 0 || (size_t)w >= size - n) break;
+    n += (size_t)w;
+  }
+  if (n == 0) snprintf(buf, size, "no error detail");
+  return buf;
 }
 
 const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "acl.h"
+#include "util.h"
 
 static void must(int cond, const char *what) {
   if (!cond) {

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 
 #include "acl.h"
+#include "util.h"
 #include "unit.h"
 
 static tg_peer_id_t client1(void) {
