@@ -1,4 +1,4 @@
-/* Configuration: the INI schema of DESIGN.md parsed into plain values.
+/* Configuration: the INI schema (man/tlsgate.ini.5) parsed into plain values.
  *
  * tg_config_load() reads a file through inih with a reader of our own that
  * counts lines, so every error names file:line: [section] key.  It only
@@ -104,7 +104,7 @@ typedef struct {
   int dtls_mtu;
   uint64_t session_timeout_ms;
 
-  /* Keys of the second round (DESIGN.md).  Each is parsed by the schema;
+  /* Keys added after the first ones.  Each is parsed by the schema;
    * the ones still flagged F_NOT_YET in config.c are refused when set. */
   char *backend_ciphers;
   int backend_min_version; /* 12 or 13 */
