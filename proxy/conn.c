@@ -289,7 +289,7 @@ static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
      * TLS 1.2 and 1.3. */
     tg_tls_io_reserve(&to->io, len + (len / 16384 + 1) * 64);
     while (len > 0) {
-      ERR_clear_error();
+      tg_tls_clear_errors();
       int n = SSL_write(to->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
       if (n <= 0) {
         char why[500];
@@ -359,7 +359,7 @@ static void http_refuse(tg_conn_t *c, const tg_http_refusal_t *r) {
   tg_side_t *s = &c->client;
   if (s->ssl) {
     tg_tls_io_reserve(&s->io, n + 64);
-    ERR_clear_error();
+    tg_tls_clear_errors();
     if (SSL_write(s->ssl, buf, (int)n) != (int)n) {
       fail(c, "TLS write to client failed");
       return;
@@ -473,9 +473,9 @@ static void shut_side(tg_conn_t *c, tg_side_t *s) {
   if (s->shut || !s->open) return;
   s->shut = 1;
   if (s->ssl) {
-    ERR_clear_error();
+    tg_tls_clear_errors();
     SSL_shutdown(s->ssl);
-    ERR_clear_error();
+    tg_tls_clear_errors();
     if (flush_tls(c, s) != 0) return;
   }
   uv_shutdown_t *req = malloc(sizeof(*req));
@@ -709,7 +709,9 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
       X509_free(peer);
     }
   }
-  describe_tls(s->ssl, s->note, desc, sizeof(desc));
+  desc[0] = '\0'; /* only for the log lines below: not formatted when they are off */
+  if (tg_log_enabled(s == &c->client ? TG_LOG_INFO : TG_LOG_DEBUG))
+    describe_tls(s->ssl, s->note, desc, sizeof(desc));
   if (s == &c->client) {
     tg_lstats_t *st = c->svc->stats;
     count_handshake(c, TG_HS_OK);
@@ -737,7 +739,7 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
 static void pump_tls(tg_conn_t *c, tg_side_t *s) {
   char *buf = c->w->scratch.plain;
   for (;;) {
-    ERR_clear_error();
+    tg_tls_clear_errors();
     int n = SSL_read(s->ssl, buf, (int)sizeof(c->w->scratch.plain));
     if (n > 0) {
       if (deliver(c, s, buf, (size_t)n) != 0) return;

@@ -1229,7 +1229,7 @@ tg_tls_note_t *tg_tls_get_note(const SSL *ssl) {
 void tg_tls_set_note(SSL *ssl, tg_tls_note_t *note) { SSL_set_ex_data(ssl, note_index, note); }
 
 void tg_tls_handshake_step(SSL *ssl, const tg_tls_note_t *note, tg_hs_step_t *out) {
-  ERR_clear_error();
+  tg_tls_clear_errors();
   int r = SSL_do_handshake(ssl);
   int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
   out->why[0] = '\0';

@@ -7,6 +7,7 @@
 #ifndef TG_TLS_H
 #define TG_TLS_H
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "acl.h"
@@ -87,6 +88,16 @@ SSL *tg_tls_new_stream(SSL_CTX *ctx, tg_tls_note_t *note, const char *host,
 /* Writes the TLS library's queued errors as "reason: reason" into buf and
  * clears the queue.  Returns buf ("no error detail" when the queue is empty). */
 const char *tg_tls_errors(char *buf, unsigned long size);
+
+/* Empties this thread's error queue before a TLS call whose result goes
+ * to SSL_get_error (a stale entry would turn "wants more input" into a
+ * failure).  The queue is nearly always empty already, and OpenSSL 3's
+ * ERR_clear_error rewrites all 16 slots (two frees each) every time: on the
+ * data path, where it runs per SSL_read/SSL_write, that showed in profiles.
+ * SSL_get_error looks only at ERR_peek_error, so this is the same test. */
+static inline void tg_tls_clear_errors(void) {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
 
 /* One line that says why a handshake failed: the verify reason if there is
  * one, then the library's queued errors.  Clears the error queue. */
