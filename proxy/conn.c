@@ -580,6 +580,7 @@ static void adopt_section(tg_conn_t *c) {
 static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len);
 static void tls_unfeed(tg_conn_t *c, tg_side_t *s);
 static void handshake_step_off_loop(tg_conn_t *c, tg_side_t *s);
+static void handshake_step(tg_conn_t *c, tg_side_t *s);
 
 /* Goes on after a handshake step: sends its output, then done, waiting or
  * failed. */
@@ -593,6 +594,8 @@ static void handshake_stepped(tg_conn_t *c, tg_side_t *s, const tg_hs_step_t *st
     /* Waits for input, or (BoringSSL) for a token's signature:
      * resume_handshake runs when it is ready. */
     return;
+  } else if (st->rc == 2) {
+    handshake_step(c, s); /* the section chosen needs the next step off the loop */
   } else if (s == &c->client) {
     count_handshake(c, strstr(st->why, "certificate required")        ? TG_HS_NO_CERT
                        : strstr(st->why, "not in allow_clients")      ? TG_HS_ACL

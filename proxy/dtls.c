@@ -8,7 +8,9 @@
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
+#include <linux/sock_diag.h> /* SK_MEMINFO_DROPS */
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +201,7 @@ void tg_udp_listener_forget(tg_udp_listener_t *ul, tg_udp_assoc_t *a) {
 }
 
 static void close_socket(tg_udp_listener_t *ul);
+static void count_kernel_drops(tg_udp_listener_t *ul);
 
 /* Called when an association's memory is gone. */
 void tg_udp_listener_assoc_freed(tg_udp_listener_t *ul) {
@@ -509,6 +512,18 @@ static int udp_send(tg_udp_listener_t *ul, uv_udp_t *h, const struct sockaddr *t
     ul->st.drop_sendq++;
     return -1;
   }
+  /* Straight to the kernel when nothing is queued (the common case): no
+   * copy, no request, no allocation.  UV_EAGAIN: queue it below. */
+  uv_buf_t direct = uv_buf_init((char *)data, (unsigned)len);
+  int sent = uv_udp_try_send(h, &direct, 1, to);
+  if (sent >= 0) return 0;
+  if (sent != UV_EAGAIN) {
+    ul->st.send_errors++;
+    if (tg_udp_rate_ok(ul, RL_SEND))
+      tg_log(TG_LOG_DEBUG, "listener %s: sending a datagram failed: %s",
+             ul->svc->conf->name, uv_strerror(sent));
+    return -1;
+  }
   sreq_t *r = malloc(sizeof(*r) + len);
   if (!r) {
     ul->st.send_errors++;
@@ -805,7 +820,7 @@ static void log_stats(tg_udp_listener_t *ul) {
          "address, max_connections %llu, draining %llu, send queue %llu, held "
          "queue %llu, too large %llu, send errors %llu, evicted %llu, "
          "amplification-limited %llu, associations per source %llu, process "
-         "cap %llu, local errors %llu",
+         "cap %llu, local errors %llu, kernel (receive buffer full) %llu",
          name, wi, (unsigned long long)s->drop_short,
          (unsigned long long)s->drop_garbage,
          (unsigned long long)s->drop_not_hello,
@@ -819,7 +834,7 @@ static void log_stats(tg_udp_listener_t *ul) {
          (unsigned long long)s->amp_held,
          (unsigned long long)s->drop_assoc_source,
          (unsigned long long)s->drop_assoc_total,
-         (unsigned long long)s->local_errors);
+         (unsigned long long)s->local_errors, (unsigned long long)s->kernel_drops);
 }
 
 static void on_socket_closed(uv_handle_t *h) {
@@ -839,20 +854,78 @@ static void on_socket_closed(uv_handle_t *h) {
   }
   free(ul->addr_buckets);
   free(ul->buckets);
+  free(ul->mmsgbuf);
   ul->magic = 0;
   free(ul);
 }
 
 static void close_socket(tg_udp_listener_t *ul) {
   if (ul->closing) return;
+  count_kernel_drops(ul);
   ul->closing = 1;
   uv_close((uv_handle_t *)&ul->udp, on_socket_closed);
 }
 
+/* One buffer for a whole recvmmsg batch: libuv cuts it into
+ * TG_UDP_RECV_BUF chunks, calls on_recv with UV_UDP_MMSG_CHUNK for each
+ * datagram and last with UV_UDP_MMSG_FREE (nothing to free: the listener
+ * owns it). */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   tg_udp_listener_t *ul = h->data;
-  buf->base = (char *)ul->recvbuf;
-  buf->len = sizeof(ul->recvbuf);
+  if (ul->mmsgbuf) {
+    buf->base = (char *)ul->mmsgbuf;
+    buf->len = (size_t)TG_UDP_MMSG_CHUNKS * TG_UDP_RECV_BUF;
+  } else {
+    buf->base = (char *)ul->recvbuf;
+    buf->len = sizeof(ul->recvbuf);
+  }
+}
+
+/* The kernel's count of datagrams dropped on the listening socket
+ * (SO_MEMINFO; 0 where the kernel does not say). */
+static uint32_t kernel_drops(tg_udp_listener_t *ul) {
+  uv_os_fd_t fd;
+  uint32_t mi[SK_MEMINFO_VARS] = {0};
+  socklen_t len = sizeof(mi);
+  if (uv_fileno((uv_handle_t *)&ul->udp, &fd) != 0 ||
+      getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mi, &len) != 0 ||
+      len <= SK_MEMINFO_DROPS * sizeof(uint32_t))
+    return ul->drops_seen;
+  return mi[SK_MEMINFO_DROPS];
+}
+
+/* Adds the drops since the last look to the stats and the metric.  A
+ * draining listener leaves it to its successor on the same socket. */
+static void count_kernel_drops(tg_udp_listener_t *ul) {
+  if (ul->draining || ul->closing) return;
+  ul->drops_read_ms = uv_now(ul->udp.loop);
+  uint32_t now = kernel_drops(ul), delta = now - ul->drops_seen;
+  ul->drops_seen = now;
+  if (!delta) return;
+  ul->st.kernel_drops += delta;
+  atomic_fetch_add_explicit(&ul->svc->stats->udp_kernel_drops, delta,
+                            memory_order_relaxed);
+}
+
+/* Room for bursts (handshakes, devices waking together): SO_RCVBUFFORCE
+ * when privileged, else SO_RCVBUF up to net.core.rmem_max.  Says what it
+ * got once per listener. */
+static void size_receive_buffer(tg_udp_listener_t *ul, int fd) {
+  int want = TG_UDP_RCVBUF, got = 0;
+  socklen_t len = sizeof(got);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) != 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want));
+  if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) != 0) return;
+  if (ul->w->index != 0) return;
+  got /= 2; /* Linux reports twice what it accounts for the payload */
+  if (got < want)
+    tg_log(TG_LOG_WARN, "listener %s: receive buffer %d KiB (asked for %d KiB; "
+           "raise net.core.rmem_max, or run with CAP_NET_ADMIN): a burst "
+           "beyond it is dropped by the kernel (tlsgate_udp_kernel_drops_total)",
+           ul->svc->conf->name, got / 1024, want / 1024);
+  else
+    tg_log(TG_LOG_INFO, "listener %s: receive buffer %d KiB", ul->svc->conf->name,
+           got / 1024);
 }
 
 static void send_hvr(tg_udp_listener_t *ul, const struct sockaddr *to,
@@ -952,7 +1025,8 @@ static void route_records(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
 static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
                     const struct sockaddr *from, unsigned flags) {
   tg_udp_listener_t *ul = h->data;
-  if (nread == 0 || !from) return; /* nothing more to read now */
+  if (uv_now(h->loop) - ul->drops_read_ms >= 1000) count_kernel_drops(ul);
+  if (nread == 0 || !from) return; /* nothing more to read now, or batch end */
   if (nread < 0) {
     if (tg_udp_rate_ok(ul, RL_RECV_ERROR))
       tg_log(TG_LOG_WARN, "listener %s: receive failed: %s", ul->svc->conf->name,
@@ -1184,8 +1258,10 @@ static int listener_open(tg_worker_t *w, tg_service_t *s, char *err,
   ul->svc = s;
   ul->ds = s->dtls;
   if (RAND_bytes((uint8_t *)&ul->seed, sizeof(ul->seed)) != 1) ERR_clear_error();
-  uv_udp_init(&w->loop, &ul->udp);
+  uv_udp_init_ex(&w->loop, &ul->udp, AF_UNSPEC | UV_UDP_RECVMMSG);
   ul->udp.data = ul;
+  /* Without it, one datagram per read (on_alloc falls back to recvbuf). */
+  ul->mmsgbuf = malloc((size_t)TG_UDP_MMSG_CHUNKS * TG_UDP_RECV_BUF);
   ul->next = w->udp_listeners;
   w->udp_listeners = ul;
   /* Our own dup() of the runtime's socket for this worker: the runtime
@@ -1194,9 +1270,9 @@ static int listener_open(tg_worker_t *w, tg_service_t *s, char *err,
   int rc = fd < 0 ? UV_EBADF : uv_udp_open(&ul->udp, fd);
   if (rc < 0 && fd >= 0) close(fd);
   if (rc == 0) {
-    /* Room for bursts of handshakes (the kernel caps it at rmem_max). */
-    int size = 4 << 20;
-    uv_recv_buffer_size((uv_handle_t *)&ul->udp, &size);
+    size_receive_buffer(ul, fd);
+    ul->drops_seen = kernel_drops(ul); /* count from now on */
+    ul->drops_read_ms = uv_now(&w->loop);
     rc = uv_udp_recv_start(&ul->udp, on_alloc, on_recv);
   }
   if (rc < 0) {

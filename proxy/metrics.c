@@ -274,6 +274,13 @@ char *tg_metrics_render(size_t *len) {
   for (size_t i = 0; i < n; i++)
     add(&b, "tlsgate_backend_local_errors_total{listener=\"%s\"} %llu\n",
         esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->backend_local_errors));
+  header(&b, "tlsgate_udp_kernel_drops_total", "counter",
+         "Datagrams the kernel dropped before tlsgate read them: a UDP listening "
+         "socket's receive buffer was full (read at most once a second while "
+         "datagrams arrive).");
+  for (size_t i = 0; i < n; i++)
+    add(&b, "tlsgate_udp_kernel_drops_total{listener=\"%s\"} %llu\n",
+        esc(snap[i]->name, l, sizeof(l)), LOAD(snap[i]->udp_kernel_drops));
   header(&b, "tlsgate_reloads_total", "counter", "SIGHUP reloads by result.");
   add(&b, "tlsgate_reloads_total{result=\"ok\"} %llu\n", LOAD(reloads_ok));
   add(&b, "tlsgate_reloads_total{result=\"failed\"} %llu\n", LOAD(reloads_failed));

@@ -55,6 +55,7 @@ typedef struct tg_lstats {
   atomic_ullong udp_refused_source;  /* new peers over max_associations_per_source */
   atomic_ullong udp_refused_total;   /* new peers over the process-wide fd-derived cap */
   atomic_ullong backend_local_errors; /* EMFILE/ENFILE/ENOMEM/ENOBUFS: backend not rested */
+  atomic_ullong udp_kernel_drops;    /* datagrams the kernel dropped: receive buffer full */
 } tg_lstats_t;
 
 /* The stats of listener name, created on first use.  Thread-safe. */

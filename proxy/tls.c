@@ -951,12 +951,12 @@ static int vhost_hello(SSL *ssl, const uint8_t *ext, size_t extlen) {
   vhosts_t *t = vhosts_index < 0 ? NULL : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), vhosts_index);
   /* A second ClientHello (after HelloRetryRequest) keeps the first choice:
    * it must name the same server (RFC 8446 4.1.2). */
-  if (!t || (note && note->section)) return 1;
+  if (!t || (note && note->section)) return TG_HELLO_GO_ON;
   char name[TG_SNI_NAME_MAX + 2], esc[4 * 64 + 8];
   int len = ext ? tg_sni_from_ext(ext, extlen, name, sizeof(name)) : 0;
   if (len < 0) {
     if (note) snprintf(note->reason, sizeof(note->reason), "malformed server_name extension");
-    return 0;
+    return TG_HELLO_REFUSE;
   }
   int k = tg_sni_choose(&t->names, len ? name : NULL, (size_t)len);
   if (k < 0) {
@@ -965,10 +965,10 @@ static int vhost_hello(SSL *ssl, const uint8_t *ext, size_t extlen) {
       snprintf(note->reason, sizeof(note->reason), "strict_sni: %s%s%s matches no "
                "server_name of bind %s", len ? "server name '" : "no server name sent",
                len ? esc : "", len ? "'" : "", t->v[0].conf->bind.text);
-    return 0;
+    return TG_HELLO_REFUSE;
   }
   const tg_tls_vhost_t *v = &t->v[k];
-  if (v->ctx != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, v->ctx)) return 0;
+  if (v->ctx != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, v->ctx)) return TG_HELLO_REFUSE;
   SSL_set_verify(ssl, client_verify_mode(v->conf),
                  v->conf->verify_client != TG_VERIFY_NONE ? verify_cb : NULL);
   SSL_set_min_proto_version(ssl, v->conf->min_version == 13 ? TLS1_3_VERSION
@@ -977,7 +977,10 @@ static int vhost_hello(SSL *ssl, const uint8_t *ext, size_t extlen) {
     note->conf = v->conf;
     note->section = v->section;
   }
-  return 1;
+  /* The section signs with a token key and the step that signs must not
+   * run on the loop (OpenSSL build): stop, the caller moves the next step
+   * to the token's thread, where this callback goes on at once. */
+  return note && tg_p11_hs_off_loop(ssl) ? TG_HELLO_AGAIN : TG_HELLO_GO_ON;
 }
 
 TG_DEFINE_HELLO_CB(vhost_hello_cb, vhost_hello)
@@ -1237,6 +1240,8 @@ void tg_tls_handshake_step(SSL *ssl, const tg_tls_note_t *note, tg_hs_step_t *ou
     out->rc = 1;
   } else if (e == SSL_ERROR_WANT_READ || e == TG_SSL_ERROR_WANT_PRIVATE_KEY) {
     out->rc = 0;
+  } else if (e == TG_SSL_ERROR_HELLO_AGAIN) {
+    out->rc = 2;
   } else {
     out->rc = -1;
     tg_tls_failure(ssl, note, out->why, sizeof(out->why));

@@ -72,7 +72,8 @@ tg_tls_note_t *tg_tls_get_note(const SSL *ssl);
 void tg_tls_set_note(SSL *ssl, tg_tls_note_t *note);
 
 /* What one SSL_do_handshake call did.  rc: 1 finished, 0 waits for input
- * (or, on BoringSSL, for a signature), -1 failed with why.  Reads the
+ * (or, on BoringSSL, for a signature), 2 wants to be called again (an SNI
+ * section's token key: see TG_HELLO_AGAIN), -1 failed with why.  Reads the
  * calling thread's error queue, so it runs where the call ran. */
 typedef struct {
   int rc;

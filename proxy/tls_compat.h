@@ -73,7 +73,17 @@ int tg_compat_ticket_mac_init(tg_ticket_mac_t *m, const uint8_t *key, size_t len
  * tg_dtls_set_cookie_cbs / tg_dtls_listen: OpenSSL's cookie callbacks and
  * DTLSv1_listen (1: a ClientHello with a valid cookie was taken and the
  * session continues after the HelloVerifyRequest); no-ops / -1 on
- * BoringSSL, where TG_DTLS_COOKIES keeps them from being used. */
+ * BoringSSL, where TG_DTLS_COOKIES keeps them from being used.
+ *
+ * tg_dtls_shed_when_established: an idle association is mostly its SSL;
+ * BoringSSL can drop the certificate, key and other handshake-only
+ * configuration once the handshake completes (nothing renegotiates).
+ *
+ * TG_DTLS_IDLE_BUFFERS: the library keeps its record buffers (OpenSSL: two
+ * of about 17 KiB) for the life of the SSL.  tg_dtls_free_buffers releases
+ * them (1; 0 when data is pending), tg_dtls_alloc_buffers takes them back
+ * (1, or 0 out of memory) -- needed before any further SSL call, as
+ * OpenSSL 3.0's DTLS write path writes into the released buffer. */
 typedef int (*tg_cookie_gen_cb)(SSL *ssl, uint8_t *cookie, unsigned *len);
 typedef int (*tg_cookie_verify_cb)(SSL *ssl, const uint8_t *cookie, unsigned len);
 #ifdef OPENSSL_IS_BORINGSSL
@@ -94,6 +104,18 @@ static inline void tg_dtls_set_cookie_cbs(SSL_CTX *ctx, tg_cookie_gen_cb gen,
 static inline int tg_dtls_listen(SSL *ssl) {
   (void)ssl;
   return -1;
+}
+static inline void tg_dtls_shed_when_established(SSL *ssl) {
+  SSL_set_shed_handshake_config(ssl, 1);
+}
+#define TG_DTLS_IDLE_BUFFERS 0 /* BoringSSL releases empty buffers itself */
+static inline int tg_dtls_free_buffers(SSL *ssl) {
+  (void)ssl;
+  return 0;
+}
+static inline int tg_dtls_alloc_buffers(SSL *ssl) {
+  (void)ssl;
+  return 1;
 }
 #else
 #define TG_DTLS_COOKIES 1
@@ -118,20 +140,31 @@ static inline int tg_dtls_listen(SSL *ssl) {
   BIO_ADDR_free(peer);
   return r;
 }
+static inline void tg_dtls_shed_when_established(SSL *ssl) {
+  (void)ssl; /* OpenSSL keeps its configuration; buffers: see below */
+}
+#define TG_DTLS_IDLE_BUFFERS 1
+static inline int tg_dtls_free_buffers(SSL *ssl) { return SSL_free_buffers(ssl); }
+static inline int tg_dtls_alloc_buffers(SSL *ssl) { return SSL_alloc_buffers(ssl); }
 #endif
 
 /* ---- the earliest server callback (SNI virtual hosts, tls.c) ---------------
  * TG_DEFINE_HELLO_CB(name, fn) defines a callback called name that hands
  * fn(ssl, ext, extlen) the raw server_name extension of the ClientHello
  * (ext NULL when absent) before the library looks at sessions, versions or
- * ciphers; fn answers 1 to go on, 0 to refuse the handshake.
+ * ciphers; fn answers TG_HELLO_GO_ON, TG_HELLO_REFUSE, or TG_HELLO_AGAIN:
+ * stop here, SSL_do_handshake fails with TG_SSL_ERROR_HELLO_AGAIN, and the
+ * next call runs the callback again (OpenSSL: so that a step whose section
+ * signs with a token key can move to the token's thread, pkcs11_offload.c).
  * tg_ctx_set_hello_cb(ctx, name) installs it.  OpenSSL calls it the
  * client_hello callback, BoringSSL the select_certificate callback.
  *
  * Neither library carries the verify mode, its callback or the version
  * range over SSL_set_SSL_CTX (they are copied into the SSL when it is
  * made); the caller sets those on the SSL itself (tg_tls_vhosts_attach). */
+enum { TG_HELLO_REFUSE = 0, TG_HELLO_GO_ON = 1, TG_HELLO_AGAIN = 2 };
 #ifdef OPENSSL_IS_BORINGSSL
+#define TG_SSL_ERROR_HELLO_AGAIN SSL_ERROR_PENDING_CERTIFICATE
 #define TG_DEFINE_HELLO_CB(name, fn)                                              \
   static enum ssl_select_cert_result_t name(const SSL_CLIENT_HELLO *hello) {      \
     const uint8_t *ext = NULL;                                                    \
@@ -139,11 +172,15 @@ static inline int tg_dtls_listen(SSL *ssl) {
     if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_server_name,     \
                                               &ext, &extlen))                     \
       ext = NULL;                                                                 \
-    return fn(hello->ssl, ext, extlen) ? ssl_select_cert_success                  \
-                                       : ssl_select_cert_error;                   \
+    switch (fn(hello->ssl, ext, extlen)) {                                        \
+    case TG_HELLO_GO_ON: return ssl_select_cert_success;                          \
+    case TG_HELLO_AGAIN: return ssl_select_cert_retry;                            \
+    default: return ssl_select_cert_error;                                        \
+    }                                                                             \
   }
 #define tg_ctx_set_hello_cb(ctx, name) SSL_CTX_set_select_certificate_cb(ctx, name)
 #else
+#define TG_SSL_ERROR_HELLO_AGAIN SSL_ERROR_WANT_CLIENT_HELLO_CB
 #define TG_DEFINE_HELLO_CB(name, fn)                                              \
   static int name(SSL *ssl, int *alert, void *arg) {                              \
     const unsigned char *ext = NULL;                                              \
@@ -151,9 +188,11 @@ static inline int tg_dtls_listen(SSL *ssl) {
     (void)arg;                                                                    \
     if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &extlen))  \
       ext = NULL;                                                                 \
-    if (fn(ssl, ext, extlen)) return SSL_CLIENT_HELLO_SUCCESS;                    \
-    *alert = SSL_AD_UNRECOGNIZED_NAME;                                            \
-    return SSL_CLIENT_HELLO_ERROR;                                                \
+    switch (fn(ssl, ext, extlen)) {                                               \
+    case TG_HELLO_GO_ON: return SSL_CLIENT_HELLO_SUCCESS;                         \
+    case TG_HELLO_AGAIN: return SSL_CLIENT_HELLO_RETRY;                           \
+    default: *alert = SSL_AD_UNRECOGNIZED_NAME; return SSL_CLIENT_HELLO_ERROR;    \
+    }                                                                             \
   }
 #define tg_ctx_set_hello_cb(ctx, name) SSL_CTX_set_client_hello_cb(ctx, name, NULL)
 #endif

@@ -175,6 +175,44 @@ static void on_handle_closed(uv_handle_t *h) {
   unref(a);
 }
 
+/* ---- idle record buffers (TG_DTLS_IDLE_BUFFERS) ---------------------------------
+ * Where the library keeps its record buffers for the life of the SSL
+ * (OpenSSL: about 34 KiB), an established association quiet for
+ * TG_ASSOC_IDLE_BUFFERS_MS gives them back (on its timer, see schedule),
+ * and takes them again before its SSL is used: a fleet of mostly idle
+ * devices then holds buffers only for the ones talking. */
+
+static void schedule(tg_udp_assoc_t *a);
+
+/* Before any SSL call on a->ssl: 0, or -1 out of memory.  The timer then
+ * looks again when they may go. */
+static int buffers_wake(tg_udp_assoc_t *a) {
+  if (!a->buffers_released) return 0;
+  if (!tg_dtls_alloc_buffers(a->ssl)) return -1;
+  a->buffers_released = 0;
+  schedule(a);
+  return 0;
+}
+
+/* When the buffers may go (UINT64_MAX: nothing to release). */
+static uint64_t buffers_due(const tg_udp_assoc_t *a) {
+  if (!TG_DTLS_IDLE_BUFFERS || !a->ssl || a->buffers_released ||
+      a->state != TG_ASSOC_ESTABLISHED)
+    return UINT64_MAX;
+  uint64_t due = a->last_activity_ms + TG_ASSOC_IDLE_BUFFERS_MS;
+  return due > a->buffers_retry_ms ? due : a->buffers_retry_ms;
+}
+
+static void buffers_release_if_idle(tg_udp_assoc_t *a, uint64_t now) {
+  if (buffers_due(a) > now) return;
+  ERR_clear_error();
+  if (tg_dtls_free_buffers(a->ssl))
+    a->buffers_released = 1;
+  else /* data pending in them: later */
+    a->buffers_retry_ms = now + TG_ASSOC_IDLE_BUFFERS_MS;
+  ERR_clear_error();
+}
+
 void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
                     const char *fmt, ...) {
   if (a->state == TG_ASSOC_CLOSING) return;
@@ -186,7 +224,7 @@ void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
   /* close_notify towards whoever has a finished session (it goes out now:
    * the sockets close only after the send was handed to the kernel or
    * cancelled). */
-  if (notify && a->ssl && SSL_is_init_finished(a->ssl)) {
+  if (notify && a->ssl && SSL_is_init_finished(a->ssl) && buffers_wake(a) == 0) {
     ERR_clear_error();
     SSL_shutdown(a->ssl);
     ERR_clear_error();
@@ -297,6 +335,7 @@ static void schedule(tg_udp_assoc_t *a) {
   if (a->state == TG_ASSOC_ESTABLISHED &&
       a->last_activity_ms + conf_of(a)->session_timeout_ms < due)
     due = a->last_activity_ms + conf_of(a)->session_timeout_ms;
+  if (buffers_due(a) < due) due = buffers_due(a);
   if (due == UINT64_MAX) return;
   if (a->timer_armed && a->timer_due <= due) return;
   uv_timer_start(&a->timer, on_timer, due > now ? due - now : 0, 0);
@@ -334,7 +373,7 @@ static void on_timer(uv_timer_t *t) {
   }
   if (a->ssl && a->validated && dtls_timer_expired(a->ssl)) {
     ERR_clear_error();
-    if (DTLSv1_handle_timeout(a->ssl) < 0) {
+    if (buffers_wake(a) != 0 || DTLSv1_handle_timeout(a->ssl) < 0) {
       a->ul->st.hs_failed++;
       count_handshake(a, TG_HS_TIMEOUT);
       tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s",
@@ -358,6 +397,7 @@ static void on_timer(uv_timer_t *t) {
                    (unsigned long long)l->session_timeout_ms);
     return;
   }
+  buffers_release_if_idle(a, now);
   schedule(a);
 }
 
@@ -443,6 +483,10 @@ static void to_client(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
     too_large(a, "backend", n, max);
     return;
   }
+  if (buffers_wake(a) != 0) {
+    tg_assoc_close(a, TG_LOG_ERROR, 0, "out of memory for DTLS buffers");
+    return;
+  }
   ERR_clear_error();
   if (SSL_write(a->ssl, p, (int)n) <= 0) {
     char why[700];
@@ -462,6 +506,9 @@ static int attach_io(tg_udp_assoc_t *a, SSL *ssl, tg_dgram_io_t *io, int backend
   SSL_set_bio(ssl, b, b); /* replaces (and frees) the memory BIOs */
   SSL_set_options(ssl, SSL_OP_NO_QUERY_MTU);
   SSL_set_mtu(ssl, io->mtu);
+  /* No record is larger than a datagram: OpenSSL sizes its write buffer
+   * by this (16 KiB otherwise), for every association. */
+  if (io->mtu >= 512 && io->mtu <= 16384) SSL_set_max_send_fragment(ssl, io->mtu);
   SSL_set_ex_data(ssl, tg_dtls_assoc_index(), a);
   return 0;
 }
@@ -579,6 +626,7 @@ void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
     tg_assoc_close(a, TG_LOG_ERROR, 0, "cannot create DTLS state");
     return;
   }
+  tg_dtls_shed_when_established(a->ssl);
   a->deadline_ms = uv_now(loop_of(a)) + svc->conf->handshake_timeout_ms;
   a->cio.rdata = p;
   a->cio.rlen = n;
@@ -611,6 +659,10 @@ void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
   a->last_activity_ms = uv_now(loop_of(a));
   if (!a->ssl) {
     to_backend(a, p, n);
+    return;
+  }
+  if (buffers_wake(a) != 0) {
+    tg_assoc_close(a, TG_LOG_ERROR, 0, "out of memory for DTLS buffers");
     return;
   }
   a->cio.rdata = p;

@@ -47,6 +47,13 @@
 #define TG_UDP_LISTENER_MAGIC 0x7467756cu
 #define TG_UDP_ASSOC_MAGIC 0x74677561u
 #define TG_UDP_RECV_BUF 65536
+/* The listening socket reads with recvmmsg: libuv hands out one chunk of
+ * TG_UDP_RECV_BUF per datagram (it needs that size), this many per call. */
+#define TG_UDP_MMSG_CHUNKS 16
+/* Receive buffer asked for the listening socket (bursts of handshakes and
+ * of devices waking together); SO_RCVBUFFORCE when allowed, else capped
+ * by net.core.rmem_max. */
+#define TG_UDP_RCVBUF (8 << 20)
 #define TG_DTLS_MAX_PLAIN 16384   /* largest DTLS record payload */
 #define TG_UDP_SENDQ_MAX (4u << 20) /* bytes queued on one socket before dropping */
 #define TG_ASSOC_QUEUE_MAX 32     /* client datagrams held while connecting */
@@ -58,6 +65,9 @@
 #define TG_AMP_FACTOR 3
 #define TG_AMP_HOLD_MAX (32 * 1024) /* flight bytes held for such a peer */
 #define TG_SUCCESSOR_WAIT_MS 500    /* below any client's retransmission timer */
+/* An established association quiet this long releases its record buffers
+ * (where the library keeps them, TG_DTLS_IDLE_BUFFERS). */
+#define TG_ASSOC_IDLE_BUFFERS_MS 1000
 
 /* Service-wide UDP state, shared by every worker. */
 struct tg_dtls_svc {
@@ -89,6 +99,7 @@ typedef struct {
   uint64_t amp_held, evicted, drop_assoc_source, drop_assoc_total, local_errors;
   uint64_t assoc_created, assoc_peak, half_open_peak;
   uint64_t hs_ok, hs_failed, hs_timeout, restarted;
+  uint64_t kernel_drops;            /* the listening socket's receive queue overflowed */
 } tg_udp_stats_t;
 
 typedef struct tg_udp_assoc tg_udp_assoc_t;
@@ -126,6 +137,9 @@ struct tg_udp_listener {
   addr_count_t **addr_buckets;      /* this worker's half-open handshakes per source */
   tg_udp_stats_t st;
   uint64_t last_log_ms[8];          /* rate limits, see dtls.c */
+  uint8_t *mmsgbuf;                 /* the listening socket's recvmmsg chunks; NULL: recvbuf */
+  uint32_t drops_seen;              /* the kernel's drop count when last read */
+  uint64_t drops_read_ms;
   uint8_t recvbuf[TG_UDP_RECV_BUF];
   uint8_t plainbuf[TG_DTLS_MAX_PLAIN + 1024];
 };
@@ -203,6 +217,8 @@ struct tg_udp_assoc {
   int refs;                         /* open handles + pending requests */
   int half_open;                    /* counted in the half-open caps */
   uint64_t started_ms, last_activity_ms, deadline_ms;
+  int buffers_released;             /* a->ssl's record buffers, while idle */
+  uint64_t buffers_retry_ms;        /* release not before (data was pending) */
   qdgram_t *qhead, *qtail;
   size_t qcount, qbytes;
   uint64_t bytes_from_client, bytes_from_backend;

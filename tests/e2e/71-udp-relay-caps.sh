@@ -155,7 +155,16 @@ assert_log_contains "cannot open a socket to backend 127.0.0.1:$EPORT: too many 
 assert_log_contains "cannot connect to backend 127.0.0.1:$TEPORT: too many open files \(a local limit: the backend does not rest\)"
 assert_log_not_contains "resting it"
 
-sleep 4.5   # session_timeout: phase A's associations end
+# session_timeout (4 s): phase A's associations end; under load that takes
+# longer, and leftovers would turn phase B's per-source refusals into
+# process-cap ones
+for _ in $(seq 200); do
+    m=$(metrics)
+    grep >/dev/null -cx 'tlsgate_connections_active{listener="relay"} 0' <<<"$m" && break
+    sleep 0.1
+done
+grep >/dev/null -cx 'tlsgate_connections_active{listener="relay"} 0' <<<"$m" ||
+    fail "phase A's associations did not time out: $(grep relay <<<"$m" | grep active)"
 "$PY" - "$UPORT" "$TPORT" <<'EOF' || fail "phase B (caps) failed"
 import selectors, socket, sys, threading, time
 import e2elib as e

@@ -82,7 +82,7 @@ conf() {  # conf with|without lax2 with|without extra
             "verify_client = require" "client_ca = $CERTS/ca.pem" "min_version = 1.3"
         section apps "*.apps.test" "$SERVER" "$BE" \
             "verify_client = require" "client_ca = $CERTS/foreign-ca.pem"
-        [ "$1" = with ] && section lax2 "lax2.test, www.third.test" "$SERVER" "$BD"
+        [ "$1" = with ] && section lax2 "lax2.test, www.third.test" "$SERVER" "$BD" "ciphers = ECDHE+CHACHA20"
         [ "$2" = with ] && section extra "extra.test" "$OTHER" "$BX"
         cat <<EOF
 
@@ -186,6 +186,13 @@ sc "$P" lax2-third -servername www.third.test;          expect "www.third.test -
 sc "$P" web-other -servername other.example;            expect "other.example -> web, whose pfx list picks other.pfx" from-a other.example
 sc "$P" secure-tls12 -tls1_2 -servername secure.test "${C1[@]}"; expect "TLS 1.2 to secure (min_version 1.3) is refused" none
 sc "$P" web-tls12 -tls1_2 -servername localhost;        expect "TLS 1.2 to web (control)" from-a localhost
+# a section's own TLS 1.2 suites: lax2 offers only ChaCha20, web (the
+# context every connection starts on) AES-GCM too
+GCM=ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256
+CHACHA=ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305
+sc "$P" lax2-gcm -tls1_2 -cipher "$GCM" -servername lax2.test;       expect "TLS 1.2 AES-GCM only to lax2 (ciphers ChaCha20) is refused" none
+sc "$P" web-gcm -tls1_2 -cipher "$GCM" -servername localhost;        expect "TLS 1.2 AES-GCM only to web (control)" from-a localhost
+sc "$P" lax2-chacha -tls1_2 -cipher "$CHACHA" -servername lax2.test; expect "TLS 1.2 ChaCha20 to lax2 (control)" from-d localhost
 
 curl_sni() {  # curl_sni NAME [curl args...] -> GOT
     local host=$1; shift

@@ -263,6 +263,46 @@ assert_log_contains "token 'tlsgate-dev' is back; key found again" 5 --since-mar
 stop_tlsgate
 [ "$TLSGATE_RC" = 0 ] || error "tlsgate exited with $TLSGATE_RC"
 
+# -- an SNI section whose key is on the slow token, behind a default section
+#    with a file key: the connection starts on the default's context and the
+#    name moves it to the token's section; the signature still stalls nothing
+SNIP=$(free_port)
+write_config sni-slow.ini <<EOC
+[global]
+workers = 1
+log_level = info
+
+[listener:front]
+bind = 127.0.0.1:$SNIP
+secure = on
+pfx = $CERTS/other.pfx
+pfx_password = file:$CERTS/pfx-password
+backend = 127.0.0.1:$EPORT
+
+[listener:tok]
+bind = 127.0.0.1:$SNIP
+server_name = localhost
+secure = on
+cert = $CERTS/server.pem
+key = $TOKEN_URI;object=server
+pkcs11_module = $SHIM
+pkcs11_pin = file:$PINFILE
+backend = 127.0.0.1:$EPORT
+
+$(neighbours)
+EOC
+start_tlsgate "$CONFIG"
+r=$("$PY" "$WORK/slowtoken.py" "$SNIP" "$ECHO" "$CERTS/ca.pem" "$TG_SHIM_LOG" "$FILEKEY" 2>&1) || fail "slow token SNI client: $r"
+log "slow token in an SNI section ($TG_LIB): $r"
+grep >/dev/null -c "handshake=ok" <<<"$r" || error "slow token SNI section: the handshake failed: $r"
+n=$(sed -n 's/.*trips_inside=\([0-9]*\).*/\1/p' <<<"$r")
+[ "${n:-0}" -ge 3 ] || error "slow token SNI section: only ${n:-0} echo round trips completed while the signature was pending"
+n=$(sed -n 's/.*filekey_handshakes_inside=\([0-9]*\).*/\1/p' <<<"$r")
+[ "${n:-0}" -ge 1 ] || error "slow token SNI section: no file-key handshake completed while the signature was pending"
+assert_log_contains "on tok: handshake: TLS" 5 || error "the token section did not serve the handshake"
+stop_tlsgate
+[ "$TLSGATE_RC" = 0 ] || error "tlsgate exited with $TLSGATE_RC"
+
 # -- the backend side: a slow signature for backend_key stalls nothing
 #    else; and timers that fire while a signature is pending (OpenSSL: while
 #    the handshake step is on the signer thread) end that connection only
