@@ -1,5 +1,5 @@
 /* A proxied connection: a client side and a backend side, each plaintext or
- * TLS over memory BIOs, and one explicit state.
+ * TLS over the stream BIO (tls_bio.h), and one explicit state.
  *
  *   PROXY_HEADER  reading a PROXY v1/v2 header (accept_proxy = on)
  *   HANDSHAKE   client TLS handshake (skipped when secure = off)
@@ -30,6 +30,8 @@
 #define TG_HIGH_WATER (128 * 1024)
 #define TG_LOW_WATER (32 * 1024)
 #define TG_CONN_MAGIC 0x7467636eu
+
+typedef struct tg_conn tg_conn_t;
 
 typedef enum {
   TG_CONN_PROXY_HEADER = 0,

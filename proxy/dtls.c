@@ -663,7 +663,7 @@ static int cookie_generate(SSL *ssl, uint8_t *cookie, unsigned *len) {
 
 static int cookie_verify(SSL *ssl, const uint8_t *cookie, unsigned len) {
   tg_udp_assoc_t *a = assoc_of(ssl);
-  return a && tg_cookie_check(&a->svc->dtls->keys, tg_now_ms(),
+  return a && tg_cookie_valid(&a->svc->dtls->keys, tg_now_ms(),
                               (const struct sockaddr *)&a->peer, cookie, len);
 }
 
@@ -1114,7 +1114,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   }
   if (ul->ds->cookies) {
     if (info.cookie_len == 0 ||
-        !tg_cookie_check(&ul->ds->keys, tg_now_ms(), from, info.cookie,
+        !tg_cookie_valid(&ul->ds->keys, tg_now_ms(), from, info.cookie,
                          info.cookie_len)) {
       if (info.cookie_len) {
         ul->st.cookie_bad++;
