@@ -4,10 +4,11 @@
 # Provides: WORK (per-scenario work dir, also the cwd), TLSGATE, CERTS, PY,
 # free_port, wait_port, wait_listen, wait_udp, wait_not_listening,
 # start_tlsgate, stop_tlsgate, check_config, wait_exit, stop_pid, bg_start,
+# global_section and SERVER_PFX (config pieces), start_capture,
 # start_demo_backend, start_echo, start_py_server, write_config, write_py,
 # fail (stop now), error + finish (record, go on, fail at the end), skip, log,
 # assert_log_contains, assert_log_not_contains, log_mark/log_since,
-# require_cmd, and a Python helper module (import e2elib).
+# require_cmd; Python helpers live in tests/e2e/py (on PYTHONPATH: import e2elib).
 # Exit codes: 0 pass, 77 skip, anything else fail. Cleanup kills only the
 # PIDs recorded here (TERM, then KILL after a bounded wait).
 
@@ -26,7 +27,9 @@ WORK=${E2E_WORKDIR:-$E2E_DIR/.work}/$NAME
 rm -rf "$WORK"
 mkdir -p "$WORK"
 cd "$WORK" || exit 1
-export TLSGATE CERTS WORK PYTHONPATH=$WORK PYTHONDONTWRITEBYTECODE=1
+# Python helpers: tests/e2e/py (import e2elib, dtlslib, http_helpers), then what
+# a scenario writes into WORK with write_py
+export TLSGATE CERTS WORK PYTHONPATH=$E2E_DIR/py:$WORK PYTHONDONTWRITEBYTECODE=1
 
 _T0=${EPOCHREALTIME//[!0-9]/}
 now_ms() { local t=${EPOCHREALTIME//[!0-9]/}; echo $((t / 1000)); }
@@ -265,6 +268,17 @@ write_config() {
     cat >"$CONFIG"
 }
 
+# Config pieces for write_config heredocs:
+#   $(global_section workers=1 log_level=debug [KEY=VALUE...]) -- a [global] section
+#   $SERVER_PFX -- the server certificate lines (certs/server.pfx, its password file)
+global_section() {
+    local kv
+    echo "[global]"
+    for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
+}
+SERVER_PFX="pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password"
+
 # write_py NAME <<'EOF' ... EOF -- writes WORK/NAME.py (for background Python clients)
 write_py() { cat >"$WORK/$1.py"; }
 
@@ -375,169 +389,19 @@ start_echo() {
 # | sink (reads, discards) | stall (accepts, never reads); PID in BG_PID
 start_py_server() {
     local kind=$1 port=$2; shift 2
-    bg_start "$kind-$port" "$PY" "$WORK/e2elib.py" "$kind" "$port" "$@"
+    bg_start "$kind-$port" "$PY" "$E2E_DIR/py/e2elib.py" "$kind" "$port" "$@"
     local pid=$BG_PID
     wait_listen "$port" 10 "$pid" || fail "python $kind server on port $port did not start: $(cat "$WORK/$kind-$port.log")"
     BG_PID=$pid
 }
 
-# ---- Python helpers (import e2elib) ---------------------------------------------------------
-cat >"$WORK/e2elib.py" <<'PYEOF'
-"""Helpers for tlsgate e2e scenarios (written by tests/e2e/lib.sh)."""
-import os, socket, ssl, sys, threading, time
-
-CERTS = os.environ.get("CERTS", "certs")
-
-def cert(name):
-    return os.path.join(CERTS, name)
-
-def tls_context(ca="ca.pem", certfile=None, keyfile=None, verify=True, version=None):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if verify:
-        ctx.load_verify_locations(cert(ca))
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if certfile:
-        ctx.load_cert_chain(cert(certfile), cert(keyfile) if keyfile else None)
-    if version == "1.2":
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    elif version == "1.3":
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    return ctx
-
-def tcp_connect(port, host="127.0.0.1", timeout=10, rcvbuf=None):
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(timeout)
-    s.connect((host, port))
-    return s
-
-def tls_connect(port, host="127.0.0.1", sni="localhost", timeout=10, rcvbuf=None, **kw):
-    raw = tcp_connect(port, host, timeout, rcvbuf)
-    s = tls_context(**kw).wrap_socket(raw, server_hostname=sni)
-    return s
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        d = s.recv(min(1 << 20, n - len(buf)))
-        if not d:
-            raise EOFError("EOF after %d of %d bytes" % (len(buf), n))
-        buf += d
-    return bytes(buf)
-
-def recv_until_eof(s, limit=1 << 30):
-    buf = bytearray()
-    while len(buf) < limit:
-        try:
-            d = s.recv(1 << 20)
-        except ssl.SSLZeroReturnError:
-            break
-        if not d:
-            break
-        buf += d
-    return bytes(buf)
-
-def closed_within(s, seconds):
-    """Wait until the peer closes s (EOF, reset or TLS alert). Returns the delay or None."""
-    t0 = time.monotonic()
-    s.settimeout(0.1)
-    while time.monotonic() - t0 < seconds:
-        try:
-            d = s.recv(65536)
-            if not d:
-                return time.monotonic() - t0
-        except (socket.timeout, ssl.SSLWantReadError):
-            continue
-        except (ConnectionError, ssl.SSLError, OSError):
-            return time.monotonic() - t0
-    return None
-
-PATTERN = bytes(range(256)) * 256   # 64 KiB, offset-checkable stream
-
-def check_pattern(data, offset):
-    for i in range(0, len(data), 65536):
-        chunk = data[i:i + 65536]
-        start = (offset + i) % 256
-        want = (PATTERN[start:] + PATTERN[:start])[:len(chunk)]
-        if chunk != want:
-            return False
-    return True
-
-# ---- servers: python3 e2elib.py echo|flood|sink PORT [ARGS] ----------------------------
-def _serve(port, handler):
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(128)
-    print("listening on 127.0.0.1:%d" % port, flush=True)
-    n = 0
-    while True:
-        c, addr = ls.accept()
-        n += 1
-        print("accepted #%d from %s:%d" % (n, addr[0], addr[1]), flush=True)
-        threading.Thread(target=handler, args=(c, n), daemon=True).start()
-
-def _echo(c, n):
-    try:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                break
-            c.sendall(d)
-        c.shutdown(socket.SHUT_WR)
-    except OSError as e:
-        print("echo #%d: %s" % (n, e), flush=True)
-    finally:
-        c.close()
-
-def _flood_factory(counter_file, seconds, limit):
-    def flood(c, n):
-        sent, t0, last = 0, time.monotonic(), 0
-        with open(counter_file, "w") as f:
-            f.write("0\n")
-        try:
-            while sent < limit and time.monotonic() - t0 < seconds:
-                sent += c.send(PATTERN[sent % 256:] + PATTERN[:sent % 256])
-                if sent - last >= (1 << 20):
-                    last = sent
-                    with open(counter_file + ".tmp", "w") as f:
-                        f.write("%d\n" % sent)
-                    os.replace(counter_file + ".tmp", counter_file)
-        except OSError as e:
-            print("flood #%d: %s after %d bytes" % (n, e, sent), flush=True)
-        with open(counter_file, "w") as f:
-            f.write("%d\n" % sent)
-        print("flood #%d: done, %d bytes" % (n, sent), flush=True)
-        c.close()
-    return flood
-
-_held = []
-def _stall(c, n):
-    _held.append(c)   # accept, never read, never close
-
-def _sink(c, n):
-    try:
-        while c.recv(65536):
-            pass
-    except OSError:
-        pass
-    c.close()
-
-if __name__ == "__main__":
-    kind, port = sys.argv[1], int(sys.argv[2])
-    if kind == "echo":
-        _serve(port, _echo)
-    elif kind == "flood":
-        counter = sys.argv[3]
-        _serve(port, _flood_factory(counter, float(sys.argv[4]) if len(sys.argv) > 4 else 60,
-                                    int(sys.argv[5]) if len(sys.argv) > 5 else 4 << 30))
-    elif kind == "sink":
-        _serve(port, _sink)
-    elif kind == "stall":
-        _serve(port, _stall)
-    else:
-        sys.exit("unknown server kind " + kind)
-PYEOF
+# start_capture PORT DIR -- py/capture.py: a backend that saves what each connection
+# sent up to "END" into DIR/connN.bin and answers "ok"; PID in BG_PID
+start_capture() {
+    local port=$1 dir=$2
+    mkdir -p "$dir"
+    bg_start "capture-$port" "$PY" "$E2E_DIR/py/capture.py" "$port" "$dir"
+    local pid=$BG_PID
+    wait_listen "$port" 10 "$pid" || fail "capture backend on port $port did not start: $(cat "$WORK/capture-$port.log")"
+    BG_PID=$pid
+}
