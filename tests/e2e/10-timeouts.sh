@@ -10,16 +10,12 @@ LTLS=$(free_port)
 LPLAIN=$(free_port)
 start_echo "$EPORT"
 write_config timeouts.ini <<EOF
-[global]
-workers = 1
-log_level = debug
-drain_timeout = 2s
+$(global_section workers=1 log_level=debug drain_timeout=2s)
 
 [listener:tls]
 bind = 127.0.0.1:$LTLS
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 1s
 idle_timeout = 1500ms

@@ -118,10 +118,7 @@ common() {
         "$CERTS/server.pfx" "$CERTS/pfx-password" "$BPORT"
 }
 write_config certs.ini <<EOF
-[global]
-workers = 1
-log_level = info
-drain_timeout = 2s
+$(global_section workers=1 log_level=info drain_timeout=2s)
 
 [listener:req]
 bind = 127.0.0.1:$P_REQ

@@ -69,14 +69,11 @@ short_cert() {
 P=$(free_port); PO=$(free_port)
 conf() {  # conf ALLOW_CLIENTS
     write_config resume.ini <<EOF
-[global]
-workers = 1
-log_level = info
+$(global_section workers=1 log_level=info)
 
 [listener:r]
 bind = 127.0.0.1:$P
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 verify_client = require
 client_ca = $CERTS/ca.pem
@@ -86,8 +83,7 @@ ticket_key_file = $WORK/ticket.key
 
 [listener:open]
 bind = 127.0.0.1:$PO
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 ticket_key_file = $WORK/ticket.key
 EOF

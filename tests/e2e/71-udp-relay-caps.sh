@@ -39,10 +39,7 @@ chmod +x "$WORK/tlsgate-lowfd"
 TLSGATE=$WORK/tlsgate-lowfd
 
 write_config caps.ini <<EOF
-[global]
-workers = 2
-log_level = info
-metrics = 127.0.0.1:$MPORT
+$(global_section workers=2 log_level=info metrics=127.0.0.1:$MPORT)
 
 [listener:relay]
 bind = 127.0.0.1:$UPORT

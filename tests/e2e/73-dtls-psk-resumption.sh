@@ -22,8 +22,7 @@ chmod 600 "$WORK/psk.txt"
 head -c 80 /dev/urandom >"$WORK/ticket.key"
 chmod 600 "$WORK/ticket.key"
 write_config psk.ini <<EOF
-[global]
-log_level = info
+$(global_section log_level=info)
 
 [listener:dtls]
 bind = 127.0.0.1:$DPORT
