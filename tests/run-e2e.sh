@@ -9,6 +9,8 @@
 #                            ones, E2E_LONG=only runs only them (make test-long)
 #   E2E_WORKDIR=dir          where work dirs go (default tests/e2e/.work; set it to run
 #                            two suites at once, e.g. for both TLS builds)
+#   E2E_SERIAL=0|only        leave out the "serial" scenarios / run only them (run-all.sh
+#                            runs two suites' parallel parts at once, then the serial ones)
 #
 # A scenario passes with exit 0, is skipped with 77, fails otherwise. Each one
 # logs into $E2E_WORKDIR/NAME/ and its output goes to $E2E_WORKDIR/NAME.out.
@@ -49,6 +51,7 @@ mkdir -p "$WORKDIR"
 # peers and timers, and each picks its own ports and work dir).
 JOBS=${E2E_JOBS:-4}
 LONG=${E2E_LONG:-0}
+SERIAL=${E2E_SERIAL:-1}
 par=() ser=()
 declare -A limit=()
 for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
@@ -59,7 +62,10 @@ for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
         *" long "*) [ "$LONG" = 0 ] && continue ;;
         *) [ "$LONG" = only ] && continue ;;
     esac
-    case " $tags " in *" serial "*) ser+=("$f") ;; *) par+=("$f") ;; esac
+    case " $tags " in
+        *" serial "*) [ "$SERIAL" = 0 ] && continue; ser+=("$f") ;;
+        *) [ "$SERIAL" = only ] && continue; par+=("$f") ;;
+    esac
     # "# e2e: timeout=N": a scenario that needs more than E2E_TIMEOUT
     t=$(sed -n 's/.*timeout=\([0-9][0-9]*\).*/\1/p' <<<"$tags" | head -n1)
     [ -n "$t" ] && limit[$(basename "$f" .sh)]=$t
