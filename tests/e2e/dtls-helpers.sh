@@ -13,26 +13,13 @@ TG_LIB=$("$TLSGATE" -V | awk -F': ' '/^TLS library/ { split($2, a, " "); print a
 PSK_KEY=$(awk -F: '$1 == "client1" { print $2 }' "$CERTS/psk.txt")
 
 # wait_running [TIMEOUT_S=10] -- until tlsgate logged that its workers run
-wait_running() {
-    local t=${1:-10} end
-    end=$(( $(now_ms) + t * 1000 ))
-    until grep -q "running with" "$TLSGATE_LOG" 2>/dev/null; do
-        is_alive "$TLSGATE_PID" || { wait_exit "$TLSGATE_PID" 2; fail "tlsgate exited (status ${WAIT_RC:-?}) at start-up"; }
-        [ "$(now_ms)" -ge "$end" ] && fail "tlsgate did not start within ${t}s"
-        sleep 0.05
-    done
-}
+wait_running() { wait_ready "$TLSGATE_PID" "$TLSGATE_LOG" tlsgate "running with" "${1:-10}"; }
 
 # start_udp_echo PORT [NAME] -- Python UDP echo server on 127.0.0.1:PORT; PID in BG_PID
 start_udp_echo() {
-    local port=$1 name=${2:-udp-echo-$1} end
+    local port=$1 name=${2:-udp-echo-$1}
     bg_start "$name" "$PY" "$E2E_DIR/py/dtlslib.py" echo "$port"
-    end=$(( $(now_ms) + 10000 ))
-    until grep -q "^listening" "$WORK/$name.log" 2>/dev/null; do
-        is_alive "$BG_PID" || fail "udp echo on port $port died: $(cat "$WORK/$name.log")"
-        [ "$(now_ms)" -ge "$end" ] && fail "udp echo on port $port not ready in 10s"
-        sleep 0.05
-    done
+    wait_ready "$BG_PID" "$WORK/$name.log" "udp echo on port $port"
 }
 
 # udp_stats NAME [LISTENER] -- sums counter NAME (e.g. "created",

@@ -3,7 +3,7 @@
 #
 # Provides: WORK (per-scenario work dir, also the cwd), TLSGATE, CERTS, PY,
 # free_port, wait_port, wait_listen, wait_udp, wait_not_listening,
-# start_tlsgate, stop_tlsgate, check_config, wait_exit, stop_pid, bg_start,
+# start_tlsgate, stop_tlsgate, check_config, wait_exit, stop_pid, bg_start, wait_ready,
 # global_section and SERVER_PFX (config pieces), start_capture,
 # start_demo_backend, start_echo, start_py_server, write_config, write_py,
 # fail (stop now), error + finish (record, go on, fail at the end), skip, log,
@@ -33,6 +33,14 @@ export TLSGATE CERTS WORK PYTHONPATH=$E2E_DIR/py:$WORK PYTHONDONTWRITEBYTECODE=1
 
 _T0=${EPOCHREALTIME//[!0-9]/}
 now_ms() { local t=${EPOCHREALTIME//[!0-9]/}; echo $((t / 1000)); }
+# The polling loops below run in every waiting scenario, many at once: they
+# fork nothing per round. _deadline T sets _END (ms); _past_deadline tests it;
+# nap SECONDS sleeps without a process (a read that times out on an empty pipe;
+# bg_start and start_tlsgate do not pass that pipe on).
+_deadline() { local t=${EPOCHREALTIME//[!0-9]/}; _END=$(( t / 1000 + ${1%.*} * 1000 )); }
+_past_deadline() { local t=${EPOCHREALTIME//[!0-9]/}; [ $(( t / 1000 )) -ge "$_END" ]; }
+exec {_NAP_FD}<> <(:)
+nap() { read -r -t "$1" -u "$_NAP_FD" _ 2>/dev/null; return 0; }
 log() { local t=${EPOCHREALTIME//[!0-9]/}; printf '[%s %6.2fs] %s\n' "$NAME" "$(( (t - _T0) / 10000 ))e-2" "$*"; }
 
 _PIDS=()
@@ -78,22 +86,24 @@ fi
 # ---- processes ------------------------------------------------------------------
 track_pid() { _PIDS+=("$1"); _PIDNAME[$1]=${2:-pid}; }
 
-# _state PID -> prints "gone", "zombie" or "alive"
-_state() {
-    local st
-    st=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || { echo gone; return; }
-    case $st in Z|X|"") echo zombie ;; *) echo alive ;; esac
+# _running PID -- the process exists and is neither a zombie nor dead (no fork:
+# /proc/PID/stat is "PID (comm) STATE ...")
+_running() {
+    local line st
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    st=${line##*) }; st=${st%% *}
+    case $st in Z|X|"") return 1 ;; *) return 0 ;; esac
 }
-is_alive() { [ -z "${_REAPED[$1]:-}" ] && [ "$(_state "$1")" = alive ]; }
+is_alive() { [ -z "${_REAPED[$1]:-}" ] && _running "$1"; }
 
 # wait_exit PID [TIMEOUT_S=10] -> 0 when exited (exit status in WAIT_RC), 1 on timeout
 wait_exit() {
-    local pid=$1 t=${2:-10} end
-    end=$(( $(now_ms) + ${t%.*} * 1000 ))
+    local pid=$1 t=${2:-10} _END
+    _deadline "$t"
     if [ -n "${_REAPED[$pid]:-}" ]; then WAIT_RC=${_REAPED[$pid]}; return 0; fi
-    while [ "$(_state "$pid")" = alive ]; do
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.05
+    while _running "$pid"; do
+        _past_deadline && return 1
+        nap 0.05
     done
     wait "$pid" 2>/dev/null
     WAIT_RC=$?
@@ -104,7 +114,7 @@ wait_exit() {
 # bg_start NAME CMD... -- run CMD in the background, output in WORK/NAME.log; PID in BG_PID
 bg_start() {
     local name=$1; shift
-    "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+    "$@" >"$WORK/$name.log" 2>&1 </dev/null {_NAP_FD}>&- &
     BG_PID=$!
     track_pid "$BG_PID" "$name"
 }
@@ -122,15 +132,15 @@ stop_pid() {
 }
 
 _cleanup() {
-    local rc=$? pid end
+    local rc=$? pid _END
     trap - EXIT TERM INT
     set +e
     for pid in "${_PIDS[@]}"; do
         is_alive "$pid" && kill -TERM "$pid" 2>/dev/null
     done
-    end=$(( $(now_ms) + 5000 ))
+    _deadline 5
     for pid in "${_PIDS[@]}"; do
-        while is_alive "$pid" && [ "$(now_ms)" -lt "$end" ]; do sleep 0.05; done
+        while is_alive "$pid" && ! _past_deadline; do nap 0.05; done
         if is_alive "$pid"; then
             echo "cleanup: pid $pid (${_PIDNAME[$pid]:-?}) still alive after SIGTERM, sending SIGKILL" >&2
             kill -KILL "$pid" 2>/dev/null
@@ -217,13 +227,13 @@ PY
 # wait_port HOST PORT [TIMEOUT_S=10] [PID] -- until a TCP connect succeeds (bounded);
 # returns 1 on timeout, 2 if PID died meanwhile
 wait_port() {
-    local host=$1 port=$2 t=${3:-10} pid=${4:-} end
-    end=$(( $(now_ms) + t * 1000 ))
+    local host=$1 port=$2 t=${3:-10} pid=${4:-} _END
+    _deadline "$t"
     while :; do
         if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
         if [ -n "$pid" ] && ! is_alive "$pid"; then return 2; fi
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.05
+        _past_deadline && return 1
+        nap 0.05
     done
 }
 
@@ -242,22 +252,22 @@ _listening() {
 wait_listen() { _wait_sock tcp "$@"; }
 wait_udp() { _wait_sock udp "$@"; }
 _wait_sock() {
-    local kind=$1 port=$2 t=${3:-10} pid=${4:-} end
-    end=$(( $(now_ms) + t * 1000 ))
+    local kind=$1 port=$2 t=${3:-10} pid=${4:-} _END
+    _deadline "$t"
     while ! _listening "$kind" "$port"; do
         if [ -n "$pid" ] && ! is_alive "$pid"; then return 2; fi
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.05
+        _past_deadline && return 1
+        nap 0.05
     done
 }
 
 # wait_refused PORT [TIMEOUT_S=5] -- until nothing listens on PORT any more
 wait_not_listening() {
-    local port=$1 t=${2:-5} end
-    end=$(( $(now_ms) + t * 1000 ))
+    local port=$1 t=${2:-5} _END
+    _deadline "$t"
     while _listening tcp "$port"; do
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.05
+        _past_deadline && return 1
+        nap 0.05
     done
 }
 
@@ -302,7 +312,7 @@ start_tlsgate() {
     [ -f "$conf" ] || fail "start_tlsgate: no config $1"
     _TG_N=$((_TG_N + 1))
     if [ "$_TG_N" = 1 ]; then TLSGATE_LOG=$WORK/tlsgate.log; else TLSGATE_LOG=$WORK/tlsgate.$_TG_N.log; fi
-    "$TLSGATE" -c "$conf" >"$TLSGATE_LOG" 2>&1 </dev/null &
+    "$TLSGATE" -c "$conf" >"$TLSGATE_LOG" 2>&1 </dev/null {_NAP_FD}>&- &
     TLSGATE_PID=$!
     track_pid "$TLSGATE_PID" tlsgate
     _TLSGATE_PIDS+=("$TLSGATE_PID")
@@ -343,8 +353,8 @@ log_since() { tail -c +"$(( ${LOG_MARK:-0} + 1 ))" "$TLSGATE_LOG" 2>/dev/null; }
 # assert_log_contains REGEX [TIMEOUT_S=5] [--since-mark] -- grep -E (case-insensitive) in
 # TLSGATE_LOG, polling (log lines may lag); prints the first matching lines
 assert_log_contains() {
-    local re=$1 t=${2:-5} since=${3:-} end out
-    end=$(( $(now_ms) + t * 1000 ))
+    local re=$1 t=${2:-5} since=${3:-} _END out
+    _deadline "$t"
     while :; do
         if [ "$since" = --since-mark ]; then out=$(log_since | grep -aiE -- "$re")
         else out=$(grep -aiE -- "$re" "$TLSGATE_LOG"); fi
@@ -352,8 +362,8 @@ assert_log_contains() {
             log "log matches /$re/:"; printf '%s\n' "$out" | head -n 5 | sed 's/^/    | /'
             return 0
         fi
-        [ "$(now_ms)" -ge "$end" ] && fail "tlsgate log ($TLSGATE_LOG) has no line matching /$re/"
-        sleep 0.05
+        _past_deadline && fail "tlsgate log ($TLSGATE_LOG) has no line matching /$re/"
+        nap 0.05
     done
 }
 assert_log_not_contains() {
@@ -363,16 +373,27 @@ assert_log_not_contains() {
 }
 
 # ---- backends ----------------------------------------------------------------------------
+# wait_ready PID LOGFILE WHAT [REGEX=^listening] [TIMEOUT_S=10] -- until LOGFILE has a
+# line matching REGEX (for servers that cannot be probed without noise: UDP, or
+# ready only after their start-up line); fails when PID dies or time runs out
+wait_ready() {
+    local pid=$1 file=$2 what=$3 re=${4:-^listening} t=${5:-10} _END
+    _deadline "$t"
+    until grep -q -- "$re" "$file" 2>/dev/null; do
+        if ! is_alive "$pid"; then
+            wait_exit "$pid" 2
+            fail "$what exited (status ${WAIT_RC:-?}) before it was ready: $(tail -n 5 "$file" 2>/dev/null)"
+        fi
+        _past_deadline && fail "$what not ready within ${t}s"
+        nap 0.05
+    done
+}
+
 # start_demo_backend PORT [NAME] -- tools/demo-backend.py (HTTP + WebSocket echo); PID in BG_PID
 start_demo_backend() {
-    local port=$1 name=${2:-backend-$1} end
+    local port=$1 name=${2:-backend-$1}
     bg_start "$name" "$PY" "$ROOT/tools/demo-backend.py" --port "$port"
-    end=$(( $(now_ms) + 10000 ))
-    until grep -q "^listening on" "$WORK/$name.log" 2>/dev/null; do
-        is_alive "$BG_PID" || fail "demo backend on port $port died: $(cat "$WORK/$name.log")"
-        [ "$(now_ms)" -ge "$end" ] && fail "demo backend on port $port not ready in 10s"
-        sleep 0.05
-    done
+    wait_ready "$BG_PID" "$WORK/$name.log" "demo backend on port $port"
 }
 
 # start_echo PORT [NAME] -- socat TCP echo server (fork, EXEC:cat); PID in BG_PID
