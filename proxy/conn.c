@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "pkcs11.h"
 #include "proxyproto.h"
 #include "tls_compat.h"
 
@@ -563,37 +564,78 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
 static void handshake_done(tg_conn_t *c, tg_side_t *s);
 
 
-/* Advances a TLS handshake with whatever arrived. */
-static void handshake_step(tg_conn_t *c, tg_side_t *s) {
-  ERR_clear_error();
-  int r = SSL_do_handshake(s->ssl);
-  int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(s->ssl, r);
-  /* A token is signing (pkcs11.c): resume_handshake runs when it is done. */
-  int waits = e == SSL_ERROR_WANT_READ || e == TG_SSL_ERROR_WANT_PRIVATE_KEY;
-  char why[700] = "";
-  if (r != 1 && !waits)
-    tg_tls_failure(s->ssl, s->note, why, sizeof(why));
+static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len);
+static void tls_unfeed(tg_conn_t *c, tg_side_t *s);
+static void handshake_step_off_loop(tg_conn_t *c, tg_side_t *s);
+
+/* Goes on after a handshake step: sends its output, then done, waiting or
+ * failed. */
+static void handshake_stepped(tg_conn_t *c, tg_side_t *s, const tg_hs_step_t *st) {
   /* Our flight, or the alert that tells the peer why it failed. */
   if (flush_tls(c, s) != 0) return;
-  if (r == 1) {
+  if (st->rc == 1) {
     handshake_done(c, s);
-  } else if (waits) {
+  } else if (st->rc == 0) {
+    /* Waits for input, or (BoringSSL) for a token's signature:
+     * resume_handshake runs when it is ready. */
     return;
   } else if (s == &c->client) {
-    count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
-                       : strstr(why, "not in allow_clients")      ? TG_HS_ACL
-                       : strstr(why, "certificate verify failed") ? TG_HS_VERIFY
-                                                                  : TG_HS_PROTOCOL);
-    fail(c, "handshake failed: %s", why);
+    count_handshake(c, strstr(st->why, "certificate required")        ? TG_HS_NO_CERT
+                       : strstr(st->why, "not in allow_clients")      ? TG_HS_ACL
+                       : strstr(st->why, "certificate verify failed") ? TG_HS_VERIFY
+                                                                      : TG_HS_PROTOCOL);
+    fail(c, "handshake failed: %s", st->why);
   } else {
     char reason[800];
-    snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
+    snprintf(reason, sizeof(reason), "TLS handshake failed: %s", st->why);
     backend_attempt_failed(c, reason);
   }
 }
 
-static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len);
-static void tls_unfeed(tg_conn_t *c, tg_side_t *s);
+/* Advances a TLS handshake with whatever arrived. */
+static void handshake_step(tg_conn_t *c, tg_side_t *s) {
+  if (tg_p11_hs_off_loop(s->ssl)) {
+    handshake_step_off_loop(c, s);
+    return;
+  }
+  tg_hs_step_t st;
+  tg_tls_handshake_step(s->ssl, s->note, &st);
+  handshake_stepped(c, s, &st);
+}
+
+/* ---- handshake steps off the loop (OpenSSL build, token keys) -------------
+ * pkcs11_offload.c runs the step on the token's signer thread.  Meanwhile
+ * the side is not read and its SSL and TLS buffers belong to the step;
+ * the step holds a reference on c, which may close, or drop a backend
+ * attempt, meanwhile (timers, the other side): then the result is
+ * dropped. */
+static void handshake_back_on_loop(void *arg, tg_p11_hs_job_t *job);
+
+static void handshake_step_off_loop(tg_conn_t *c, tg_side_t *s) {
+  if (!tg_p11_hs_start(s->ssl, &s->io, &c->w->loop, handshake_back_on_loop, s)) {
+    fail(c, "cannot hand the TLS handshake to the token's signer thread");
+    return;
+  }
+  c->refs++;
+  stop_reading(s);
+}
+
+static void handshake_back_on_loop(void *arg, tg_p11_hs_job_t *job) {
+  tg_side_t *s = arg;
+  tg_conn_t *c = s->tcp.data;
+  if (c->state != TG_CONN_CLOSING && s->ssl == tg_p11_hs_ssl(job)) {
+    tg_p11_hs_return(job, &s->io, s->note);
+    const uint8_t *left = s->io.in;
+    size_t leftlen = s->io.inlen;
+    if (tls_feed(c, s, left, leftlen) == 0) {
+      start_reading(c, s);
+      if (c->state != TG_CONN_CLOSING) handshake_stepped(c, s, tg_p11_hs_result(job));
+      tls_unfeed(c, s); /* keeps what the step did not read */
+    }
+  }
+  tg_p11_hs_free(job);
+  unref(c);
+}
 
 /* The signature a handshake waited for is ready (called on our loop). */
 static void resume_handshake(void *owner, void *note) {

@@ -122,9 +122,15 @@ void *dlopen(const char *file, int flags) {
 static void finalize_all(void);
 
 /* RTLD_DEEPBIND would hand a module libc's malloc while everything else
- * uses the sanitizer's: sanitizer builds never deep-bind, and the BoringSSL
- * one cannot keep modules apart from BoringSSL at all.  The OpenSSL build
- * shares the system's libcrypto with its modules and needs no deep binding. */
+ * uses the sanitizer's (memory libc allocates for the module, e.g. by
+ * strdup, would be freed by the wrong allocator): sanitizer builds never
+ * deep-bind, and the BoringSSL one cannot keep modules apart from BoringSSL
+ * at all.  A link namespace of their own (dlmopen LM_ID_NEWLM) was tried
+ * and fails too: the namespace gets a second libc, whose thread-exit code
+ * runs the sanitizer's thread destructors (crash at exit), and glib-linked
+ * modules that p11-kit's proxy loads crash in their constructors there.
+ * The OpenSSL build shares the system's libcrypto with its modules and
+ * needs no deep binding. */
 #if defined(OPENSSL_IS_BORINGSSL) && \
     (defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__))
 #define TG_P11_NO_DEEPBIND 1
@@ -793,6 +799,7 @@ X509 *tg_p11_cert_load(const char *module, const char *uristr, char *err, size_t
 
 const char *tg_p11_key_describe(const tg_p11_key_t *k) { return k->desc; }
 int tg_p11_key_is_rsa(const tg_p11_key_t *k) { return k->type == CKK_RSA; }
+int tg_p11_key_usable(const tg_p11_key_t *k) { return k->usable; }
 
 /* ---- the signer thread ------------------------------------------------------- */
 
@@ -809,6 +816,11 @@ struct tg_p11_op {
   CK_RV rv;
   char why[300];
   int sync, done;        /* sync: the caller waits on donecond */
+  /* A job instead of a signature (tg_p11_run_on_signer): run(arg) on the
+   * signer thread, then done(arg) on the loop. */
+  void (*run)(void *arg);
+  void (*job_done)(void *arg);
+  void *arg;
   struct tg_p11_op *next;
   /* loop side only */
   int fired, abandoned;
@@ -877,8 +889,14 @@ static void op_run(tg_p11_op_t *op) {
   pthread_mutex_unlock(&t->lock);
 }
 
+/* Set on signer threads: a signature wanted by a job running there (a
+ * handshake step, OpenSSL build) is made in place, not queued behind the
+ * job itself. */
+static __thread int on_signer_thread;
+
 static void *signer_main(void *arg) {
   token_t *t = arg;
+  on_signer_thread = 1;
   pthread_mutex_lock(&t->qlock);
   for (;;) {
     while (!t->qhead && !t->stop) pthread_cond_wait(&t->qcond, &t->qlock);
@@ -887,7 +905,8 @@ static void *signer_main(void *arg) {
     t->qhead = op->next;
     if (!t->qhead) t->qtail = NULL;
     pthread_mutex_unlock(&t->qlock);
-    op_run(op);
+    if (op->run) op->run(op->arg); /* takes t->lock itself when it signs */
+    else op_run(op);
     pthread_mutex_lock(&t->qlock);
     if (op->sync) {
       op->done = 1;
@@ -932,12 +951,18 @@ int tg_p11_sign_wait(tg_p11_key_t *k, unsigned long mech, const void *param,
   }
   memcpy(op->in, in, inlen);
   op->inlen = inlen;
-  op->sync = 1;
-  op_queue(op);
-  token_t *t = k->tok;
-  pthread_mutex_lock(&t->qlock);
-  while (!op->done) pthread_cond_wait(&t->donecond, &t->qlock);
-  pthread_mutex_unlock(&t->qlock);
+  if (on_signer_thread) {
+    /* Inside a job on a signer thread: sign here, under the token's
+     * session lock (the key may be on another token than the job's). */
+    op_run(op);
+  } else {
+    op->sync = 1;
+    op_queue(op);
+    token_t *t = k->tok;
+    pthread_mutex_lock(&t->qlock);
+    while (!op->done) pthread_cond_wait(&t->donecond, &t->qlock);
+    pthread_mutex_unlock(&t->qlock);
+  }
   int r = -1;
   if (op->rv != CKR_OK) snprintf(why, whysize, "%s", op->why);
   else if (op->siglen > outsize) snprintf(why, whysize, "signature too long");
@@ -947,6 +972,35 @@ int tg_p11_sign_wait(tg_p11_key_t *k, unsigned long mech, const void *param,
   }
   free(op);
   return r;
+}
+
+static void op_free_cb(uv_handle_t *h) { free(h->data); }
+
+static void on_job_done(uv_async_t *a) {
+  tg_p11_op_t *op = a->data;
+  /* Orders our reads after the job's writes (see on_sig_ready). */
+  pthread_mutex_lock(&op->key->tok->qlock);
+  pthread_mutex_unlock(&op->key->tok->qlock);
+  op->job_done(op->arg);
+  uv_close((uv_handle_t *)&op->async, op_free_cb);
+}
+
+int tg_p11_run_on_signer(tg_p11_key_t *k, struct uv_loop_s *loop, void (*run)(void *),
+                         void (*done)(void *), void *arg) {
+  if (!k->tok->thread_started) return -1;
+  tg_p11_op_t *op = calloc(1, sizeof(*op));
+  if (!op) return -1;
+  if (uv_async_init(loop, &op->async, on_job_done) != 0) {
+    free(op);
+    return -1;
+  }
+  op->async.data = op;
+  op->key = k;
+  op->run = run;
+  op->job_done = done;
+  op->arg = arg;
+  op_queue(op);
+  return 0;
 }
 
 static void finalize_all(void) {
@@ -1058,10 +1112,12 @@ static int finish_tls_sig(const tg_p11_op_t *op, uint8_t *out, size_t *outlen, s
 
 static int ctx_key_index = -1;
 
+tg_p11_key_t *tg_p11_ssl_key(const SSL *ssl) {
+  return ctx_key_index < 0 ? NULL : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_key_index);
+}
+
 #ifdef OPENSSL_IS_BORINGSSL
 static int ssl_op_index = -1;
-
-static void op_free_cb(uv_handle_t *h) { free(h->data); }
 
 /* The SSL no longer waits for op (it finished, or the SSL is freed). */
 static void op_release(tg_p11_op_t *op) {

@@ -16,7 +16,9 @@
  * an asynchronous private-key method (the handshake returns
  * SSL_ERROR_WANT_PRIVATE_KEY_OPERATION and the note's resume callback runs
  * on the loop when the signature is ready); on OpenSSL 3 through a key whose
- * RSA/EC method signs synchronously (pkcs11_ossl.c, see README). */
+ * RSA/EC method signs synchronously (pkcs11_ossl.c), so there the whole
+ * handshake step runs on the token's signer thread instead of the loop
+ * (pkcs11_offload.c, see README). */
 #ifndef TG_PKCS11_H
 #define TG_PKCS11_H
 
@@ -24,6 +26,8 @@
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
+
+#include "tls.h"
 
 typedef struct tg_p11_key tg_p11_key_t;
 
@@ -61,16 +65,63 @@ const char *tg_p11_key_describe(const tg_p11_key_t *k);
 int tg_p11_use_key(SSL_CTX *ctx, tg_p11_key_t *k, X509 *cert, int min13,
                    char *err, size_t errsize);
 
-/* ---- shared with pkcs11_ossl.c ------------------------------------------- */
+/* ---- handshake steps off the loop (pkcs11_offload.c) ----------------------
+ * The OpenSSL build has no asynchronous key hook short of ASYNC fibers, so
+ * a connection whose SSL signs with a token key runs each SSL_do_handshake
+ * on the token's signer thread, where the signature is made in place:
+ *
+ *   loop:   tg_p11_hs_start(ssl, io, ...)  -- stop touching ssl and io
+ *   signer: SSL_do_handshake on the job's copies of input, output, note
+ *   loop:   done(arg, job); tg_p11_hs_return() if the side still uses ssl;
+ *           tg_p11_hs_free()
+ *
+ * The job holds its own reference to ssl, so the connection may free its
+ * side (close, a failed backend attempt) while the step runs. */
+typedef struct tg_p11_hs_job tg_p11_hs_job_t;
+
+/* 1 when ssl's handshake steps must run off the loop (OpenSSL build, the
+ * SSL's context signs with a token key); always 0 on BoringSSL. */
+int tg_p11_hs_off_loop(const SSL *ssl);
+
+/* Starts one handshake step of ssl on its token's signer thread.  Takes
+ * over io's state (the unread input window, copied, and the output block)
+ * and works on a copy of the SSL's note; until done(arg, job) runs on
+ * loop the caller must not use ssl.  NULL when it could not start (io and
+ * ssl untouched). */
+tg_p11_hs_job_t *tg_p11_hs_start(SSL *ssl, tg_tls_io_t *io, struct uv_loop_s *loop,
+                                 void (*done)(void *arg, tg_p11_hs_job_t *job), void *arg);
+SSL *tg_p11_hs_ssl(const tg_p11_hs_job_t *job);
+/* What the step did. */
+const tg_hs_step_t *tg_p11_hs_result(const tg_p11_hs_job_t *job);
+/* Gives ssl back to its side: output and the unread input go back to io
+ * (io->in stays valid until tg_p11_hs_free), note receives the step's
+ * findings and is attached again. */
+void tg_p11_hs_return(tg_p11_hs_job_t *job, tg_tls_io_t *io, tg_tls_note_t *note);
+/* On the loop: frees the job and drops its reference to ssl. */
+void tg_p11_hs_free(tg_p11_hs_job_t *job);
+
+/* ---- shared with pkcs11_ossl.c and pkcs11_offload.c ----------------------- */
+
+/* The token key ssl's context signs with, or NULL. */
+tg_p11_key_t *tg_p11_ssl_key(const SSL *ssl);
+
+/* Runs run(arg) on k's signer thread, after what is queued there, then
+ * done(arg) on loop.  A signature wanted by run is made in place.  0, or -1
+ * (neither runs). */
+int tg_p11_run_on_signer(tg_p11_key_t *k, struct uv_loop_s *loop, void (*run)(void *arg),
+                         void (*done)(void *arg), void *arg);
 
 /* Signs in (a digest, DigestInfo or padded block, per the mechanism) with k
- * on the token's signer thread and waits for the answer.  For ECDSA the
+ * on the token's signer thread and waits for the answer (called on a
+ * signer thread, e.g. inside a handshake step there: signs in place).  For ECDSA the
  * result is r||s.  Returns the signature length, or -1 with why. */
 int tg_p11_sign_wait(tg_p11_key_t *k, unsigned long mech, const void *param,
                      unsigned long paramlen, const uint8_t *in, size_t inlen,
                      uint8_t *out, size_t outsize, char *why, size_t whysize);
 
 int tg_p11_key_is_rsa(const tg_p11_key_t *k);
+/* 0 in check mode (tlsgate -t), where keys are found but never used. */
+int tg_p11_key_usable(const tg_p11_key_t *k);
 
 #ifndef OPENSSL_IS_BORINGSSL
 /* An EVP_PKEY holding pub's public half whose private operations go to k

@@ -3,10 +3,13 @@
  * OpenSSL 3.0 has no asynchronous private-key hook short of ASYNC jobs
  * (fibers, which the sanitizer builds cannot follow) and Debian ships no
  * pkcs11 provider, so the key is a "foreign" legacy RSA / EC_KEY whose
- * RSA_METHOD / EC_KEY_METHOD hands the private operation to the token's
- * signer thread and waits for it.  OpenSSL keeps foreign keys on its
- * legacy code path and never tries to export them to a provider.  The
- * deprecated API this needs is confined to this file. */
+ * RSA_METHOD / EC_KEY_METHOD signs synchronously with the token.  The
+ * handshakes that use it run on the token's signer thread
+ * (pkcs11_offload.c), where the signature is made in place; elsewhere (the
+ * start-up test signature) it is queued to that thread and waited for.
+ * OpenSSL keeps foreign keys on its legacy code path and never tries to
+ * export them to a provider.  The deprecated API this needs is confined to
+ * this file. */
 #define OPENSSL_SUPPRESS_DEPRECATED 1 /* this file only */
 #include "pkcs11.h"
 
@@ -25,8 +28,9 @@ static RSA_METHOD *rsa_meth;
 static EC_KEY_METHOD *ec_meth;
 static int rsa_idx = -1, ec_idx = -1;
 
-/* Signing runs on the thread that drives the handshake, so the reason of
- * a failed signature waits here for tg_tls_failure (tls.c). */
+/* Signing runs on the thread that drives the handshake (the signer
+ * thread), so the reason of a failed signature waits here for
+ * tg_tls_failure (tls.c), which runs on the same thread. */
 static __thread char last_failure[300];
 
 const char *tg_p11_take_failure(char *buf, size_t size) {

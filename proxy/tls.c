@@ -1198,6 +1198,23 @@ tg_tls_note_t *tg_tls_get_note(const SSL *ssl) {
   return note_index < 0 ? NULL : SSL_get_ex_data(ssl, note_index);
 }
 
+void tg_tls_set_note(SSL *ssl, tg_tls_note_t *note) { SSL_set_ex_data(ssl, note_index, note); }
+
+void tg_tls_handshake_step(SSL *ssl, const tg_tls_note_t *note, tg_hs_step_t *out) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(ssl);
+  int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
+  out->why[0] = '\0';
+  if (r == 1) {
+    out->rc = 1;
+  } else if (e == SSL_ERROR_WANT_READ || e == TG_SSL_ERROR_WANT_PRIVATE_KEY) {
+    out->rc = 0;
+  } else {
+    out->rc = -1;
+    tg_tls_failure(ssl, note, out->why, sizeof(out->why));
+  }
+}
+
 static SSL *tls_setup(SSL *ssl, tg_tls_note_t *note, const char *host);
 
 SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host) {

@@ -44,6 +44,17 @@ SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host);
 /* The note attached by tg_tls_new (NULL if none), e.g. for callbacks that
  * record a failure reason (psk.c). */
 tg_tls_note_t *tg_tls_get_note(const SSL *ssl);
+/* Attaches another note (a handshake step off the loop works on a copy). */
+void tg_tls_set_note(SSL *ssl, tg_tls_note_t *note);
+
+/* What one SSL_do_handshake call did.  rc: 1 finished, 0 waits for input
+ * (or, on BoringSSL, for a signature), -1 failed with why.  Reads the
+ * calling thread's error queue, so it runs where the call ran. */
+typedef struct {
+  int rc;
+  char why[700];
+} tg_hs_step_t;
+void tg_tls_handshake_step(SSL *ssl, const tg_tls_note_t *note, tg_hs_step_t *out);
 
 /* The same over a stream BIO (tls_bio.h): TCP connections use this, so no
  * bytes are copied into or kept in memory BIOs. */

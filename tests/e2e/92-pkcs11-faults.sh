@@ -5,7 +5,10 @@
 # flags "user PIN count low"); a token at its final PIN try is not logged
 # into; a reload while logged in makes no login; a missing module, token or object names what was looked for; a slow
 # token (200 ms per C_Sign) does not stall other connections of the same
-# worker (BoringSSL: asserted; OpenSSL signs synchronously: reported); a
+# worker (both builds: BoringSSL waits for the signature asynchronously,
+# OpenSSL runs the handshake step on the token's signer thread): plaintext
+# echo round trips and full handshakes with a file key complete while the
+# signature is pending; a
 # token removed while running fails only the handshakes that need it, and
 # the key is found again when it comes back.
 . "$(dirname "$0")/lib.sh"
@@ -14,9 +17,27 @@ require_cmd socat
 
 make_token
 build_shim
-SLOW=$(free_port); ECHO=$(free_port); EPORT=$(free_port)
+SLOW=$(free_port); ECHO=$(free_port); FILEKEY=$(free_port); EPORT=$(free_port)
 start_echo "$EPORT"
 BADPIN=$WORK/badpin; printf '9999\n' >"$BADPIN"; chmod 600 "$BADPIN"
+
+# neighbours -- listeners on the same worker that must keep flowing while a
+# token signs: plaintext echo, and TLS with a file key
+neighbours() {
+    cat <<EOC
+[listener:echo]
+bind = 127.0.0.1:$ECHO
+secure = off
+backend = 127.0.0.1:$EPORT
+
+[listener:filekey]
+bind = 127.0.0.1:$FILEKEY
+secure = on
+pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password
+backend = 127.0.0.1:$EPORT
+EOC
+}
 
 conf() { # FILE KEY_URI MODULE PIN_SPEC
     write_config "$1" <<EOC
@@ -34,10 +55,7 @@ pkcs11_pin = $4
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 5s
 
-[listener:echo]
-bind = 127.0.0.1:$ECHO
-secure = off
-backend = 127.0.0.1:$EPORT
+$(neighbours)
 EOC
 }
 token_flags() { pkcs11-tool --module "$SOFTHSM" --token-label tlsgate-dev -T 2>/dev/null | grep -i 'token flags'; }
@@ -132,14 +150,26 @@ export TG_SHIM_SIGN_DELAY_MS=200 TG_SHIM_REMOVED=$WORK/removed
 start_tlsgate "$CONFIG"
 write_py slowtoken <<'PYEOF'
 import socket, ssl, sys, threading, time
-slow, echo, ca, shimlog = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+slow, echo, ca, shimlog, filekey = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+mode = sys.argv[6] if len(sys.argv) > 6 else "tls"
 res = {}
 def handshake():
+    # tls: a handshake that needs the token's signature; plain: a line
+    # through a listener whose backend handshake needs it (backend_key)
     ctx = ssl.create_default_context(cafile=ca)
     try:
         with socket.create_connection(("127.0.0.1", slow), timeout=10) as s:
-            with ctx.wrap_socket(s, server_hostname="localhost"):
-                res["ok"] = True
+            if mode == "tls":
+                with ctx.wrap_socket(s, server_hostname="localhost"):
+                    res["ok"] = True
+            else:
+                s.sendall(b"through\n"); buf = b""
+                while not buf.endswith(b"\n"):
+                    d = s.recv(100)
+                    if not d: break
+                    buf += d
+                if buf == b"through\n": res["ok"] = True
+                else: res["err"] = "got %r" % buf
     except Exception as e:
         res["err"] = repr(e)
 e = socket.create_connection(("127.0.0.1", echo), timeout=5)
@@ -150,30 +180,45 @@ def rtt():
         if not d: raise SystemExit("echo connection closed")
         buf += d
     return a, time.time()
+def filekey_handshake():
+    # a full handshake (no resumption) with the file-key listener, and one
+    # echo round trip through it
+    ctx = ssl.create_default_context(cafile=ca)
+    a = time.time()
+    with socket.create_connection(("127.0.0.1", filekey), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(b"tls\n"); buf = b""
+            while not buf.endswith(b"\n"):
+                d = t.recv(100)
+                if not d: raise SystemExit("file-key connection closed")
+                buf += d
+    return a, time.time()
 rtt()
-trips = []
+trips, tls = [], []
 th = threading.Thread(target=handshake); th.start()
 while th.is_alive() and len(trips) < 2000:
-    trips.append(rtt()); time.sleep(0.002)
+    trips.append(rtt())
+    if len(trips) % 4 == 0: tls.append(filekey_handshake())
+    time.sleep(0.002)
 th.join()
 lines = open(shimlog).read().split()
 starts = [int(lines[i + 1]) / 1000 for i, w in enumerate(lines) if w == "sign-start"]
 ends = [int(lines[i + 1]) / 1000 for i, w in enumerate(lines) if w == "sign-end"]
 s0, s1 = starts[-1], ends[-1]
 inside = [b - a for a, b in trips if a >= s0 and b <= s1]
-print("handshake=%s signature=%dms trips_inside=%d max_rtt_ms=%.1f" % (
+tls_inside = [b - a for a, b in tls if a >= s0 and b <= s1]
+print("handshake=%s signature=%dms trips_inside=%d max_rtt_ms=%.1f filekey_handshakes_inside=%d max_filekey_ms=%.1f" % (
     "ok" if res.get("ok") else res.get("err"), (s1 - s0) * 1000, len(inside),
-    max(inside) * 1000 if inside else -1))
+    max(inside) * 1000 if inside else -1, len(tls_inside),
+    max(tls_inside) * 1000 if tls_inside else -1))
 PYEOF
-r=$("$PY" "$WORK/slowtoken.py" "$SLOW" "$ECHO" "$CERTS/ca.pem" "$TG_SHIM_LOG" 2>&1) || fail "slow token client: $r"
+r=$("$PY" "$WORK/slowtoken.py" "$SLOW" "$ECHO" "$CERTS/ca.pem" "$TG_SHIM_LOG" "$FILEKEY" 2>&1) || fail "slow token client: $r"
 log "slow token ($TG_LIB): $r"
 grep -q "handshake=ok" <<<"$r" || error "slow token: the handshake failed: $r"
 n=$(sed -n 's/.*trips_inside=\([0-9]*\).*/\1/p' <<<"$r")
-if [ "$TG_LIB" = BoringSSL ]; then
-    [ "${n:-0}" -ge 3 ] || error "slow token: only ${n:-0} echo round trips completed while the signature was pending"
-else
-    log "OpenSSL build: signatures are synchronous (README), so the worker waits for the token"
-fi
+[ "${n:-0}" -ge 3 ] || error "slow token: only ${n:-0} echo round trips completed while the signature was pending"
+n=$(sed -n 's/.*filekey_handshakes_inside=\([0-9]*\).*/\1/p' <<<"$r")
+[ "${n:-0}" -ge 1 ] || error "slow token: no file-key handshake completed while the signature was pending"
 
 # -- a client that leaves while its signature is pending: the signature is
 #    dropped when it arrives, nothing else notices
@@ -215,6 +260,90 @@ log "token removed: handshakes needing it fail with a reason, the echo listener 
 rm -f "$TG_SHIM_REMOVED"
 tls_ok || error "no handshake after the token came back: $(tail -n 2 "$WORK/tls_ok.out")"
 assert_log_contains "token 'tlsgate-dev' is back; key found again" 5 --since-mark
+stop_tlsgate
+[ "$TLSGATE_RC" = 0 ] || error "tlsgate exited with $TLSGATE_RC"
+
+# -- the backend side: a slow signature for backend_key stalls nothing
+#    else; and timers that fire while a signature is pending (OpenSSL: while
+#    the handshake step is on the signer thread) end that connection only
+REMOTE=$(free_port); SB=$(free_port); BT=$(free_port); HT=$(free_port)
+token_client() { # NAME PORT CONNECT_TIMEOUT -- backend client identity on the token
+    cat <<EOC
+[listener:$1]
+bind = 127.0.0.1:$2
+secure = off
+protocol = tcp
+backend = 127.0.0.1:$REMOTE
+backend_secure = on
+backend_ca = $CERTS/ca.pem
+backend_cert = $CERTS/client.pem
+backend_key = $TOKEN_URI;object=client
+backend_pkcs11_pin = file:$PINFILE
+pkcs11_module = $SHIM
+connect_timeout = $3
+EOC
+}
+write_config slowback.ini <<EOC
+[global]
+workers = 1
+log_level = info
+
+[listener:remote]
+bind = 127.0.0.1:$REMOTE
+secure = on
+cert = $CERTS/server.pem
+key = $CERTS/server.key
+verify_client = require
+client_ca = $CERTS/ca.pem
+backend = 127.0.0.1:$EPORT
+
+$(token_client slowback "$SB" 5s)
+
+$(token_client backto "$BT" 100ms)
+
+[listener:hsto]
+bind = 127.0.0.1:$HT
+secure = on
+cert = $CERTS/server.pem
+key = $TOKEN_URI;object=server
+pkcs11_pin = file:$PINFILE
+pkcs11_module = $SHIM
+backend = 127.0.0.1:$EPORT
+handshake_timeout = 100ms
+
+$(neighbours)
+EOC
+export TG_SHIM_SIGN_DELAY_MS=300
+: >"$TG_SHIM_LOG"
+start_tlsgate "$CONFIG"
+log_mark
+r=$("$PY" "$WORK/slowtoken.py" "$SB" "$ECHO" "$CERTS/ca.pem" "$TG_SHIM_LOG" "$FILEKEY" plain 2>&1) || fail "slow backend token client: $r"
+log "slow backend_key ($TG_LIB): $r"
+grep -q "handshake=ok" <<<"$r" || error "slow backend_key: the line did not come back through the remote: $r"
+n=$(sed -n 's/.*trips_inside=\([0-9]*\).*/\1/p' <<<"$r")
+[ "${n:-0}" -ge 3 ] || error "slow backend_key: only ${n:-0} echo round trips completed while the signature was pending"
+n=$(sed -n 's/.*filekey_handshakes_inside=\([0-9]*\).*/\1/p' <<<"$r")
+[ "${n:-0}" -ge 1 ] || error "slow backend_key: no file-key handshake completed while the signature was pending"
+assert_log_contains "on remote: handshake: .*peer CN=client1" 5 --since-mark
+
+log_mark
+printf 'x\n' | timeout 5 socat -t 2 - "TCP:127.0.0.1:$BT" >/dev/null 2>&1
+assert_log_contains "on backto: backend: .*no connection within connect_timeout" 5 --since-mark
+assert_log_contains "on backto: close: " 5 --since-mark
+o=$("$PY" -c 'import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+try:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5) as s:
+        ctx.wrap_socket(s, server_hostname="localhost").close()
+    print("handshake ok")
+except Exception as e: print("refused:", e)' "$HT" "$CERTS/ca.pem" 2>&1)
+[[ $o == refused* ]] || error "hsto: a handshake that needs a 300 ms signature beat a 100 ms handshake_timeout: $o"
+assert_log_contains "on hsto: close: handshake timeout" 5 --since-mark
+sleep 0.5 # the pending signatures arrive for connections that are gone
+is_alive "$TLSGATE_PID" || fail "tlsgate died when timers fired during pending signatures"
+r=$(printf 'after\n' | timeout 10 socat -t 5 - "TCP:127.0.0.1:$SB" 2>&1)
+[ "$r" = after ] || error "slowback stopped working after the timeouts: '$r'"
+log "timers during pending signatures (connect_timeout, handshake_timeout) ended only those connections"
 stop_tlsgate
 [ "$TLSGATE_RC" = 0 ] || error "tlsgate exited with $TLSGATE_RC"
 finish
