@@ -4,7 +4,7 @@
 # Provides: WORK (per-scenario work dir, also the cwd), TLSGATE, CERTS, PY,
 # free_port, wait_port, wait_listen, wait_udp, wait_not_listening,
 # start_tlsgate, stop_tlsgate, check_config, wait_exit, stop_pid, bg_start, wait_ready,
-# global_section and SERVER_PFX (config pieces), start_capture,
+# global_section and SERVER_PFX (config pieces), ca_config, start_capture,
 # start_demo_backend, start_echo, start_py_server, write_config, write_py,
 # fail (stop now), error + finish (record, go on, fail at the end), skip, log,
 # assert_log_contains, assert_log_not_contains, log_mark/log_since,
@@ -288,6 +288,39 @@ global_section() {
 }
 SERVER_PFX="pfx = $CERTS/server.pfx
 pfx_password = file:$CERTS/pfx-password"
+
+# ca_config SERIAL [LEAF_LINE...] -- WORK/ca.cnf: `openssl ca -config` over the dev CA
+# (certs/ca.pem) for certificates and CRLs a scenario makes (database in WORK/ca/,
+# first serial SERIAL); its [ leaf ] extensions are a client certificate's, plus LEAF_LINEs
+ca_config() {
+    local serial=$1; shift
+    mkdir -p "$WORK/ca/newcerts"; : >"$WORK/ca/index.txt"
+    echo 01 >"$WORK/ca/crlnumber"; echo "$serial" >"$WORK/ca/serial"
+    cat >"$WORK/ca.cnf" <<EOF
+[ ca ]
+default_ca = d
+[ d ]
+dir = $WORK/ca
+database = $WORK/ca/index.txt
+new_certs_dir = $WORK/ca/newcerts
+crlnumber = $WORK/ca/crlnumber
+serial = $WORK/ca/serial
+certificate = $CERTS/ca.pem
+private_key = $CERTS/ca.key
+default_md = sha256
+default_crl_days = 30
+policy = p
+copy_extensions = none
+unique_subject = no
+[ p ]
+commonName = supplied
+[ leaf ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+EOF
+    [ $# = 0 ] || printf '%s\n' "$@" >>"$WORK/ca.cnf"
+}
 
 # write_py NAME <<'EOF' ... EOF -- writes WORK/NAME.py (for background Python clients)
 write_py() { cat >"$WORK/$1.py"; }
