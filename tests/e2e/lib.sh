@@ -183,45 +183,24 @@ trap 'exit 130' INT
 # port between the moment it is chosen and the moment it is bound.
 _PORTS_FILE=${E2E_PORTS_FILE:-${TMPDIR:-/tmp}/tlsgate-e2e-ports-$(id -u)}
 free_port() {
-    local p
-    p=$("$PY" - "${1:-tcp}" "$_PORTS_FILE" <<'PY'
-import fcntl, os, random, socket, sys, time
-kind, path = sys.argv[1], sys.argv[2]
-now = time.time()
-with open(path, "a+") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    f.seek(0)
-    recent = []
-    for line in f.read().splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit() and now - float(parts[1]) < 1800:
-            recent.append(line)
-    given = {line.split()[0] for line in recent}
-    for _ in range(500):
-        port = random.randint(20000, 32767)
-        if str(port) in given:
-            continue
-        ok = True
-        for t in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-            s = socket.socket(socket.AF_INET, t)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-        if ok:
-            recent.append("%d %d" % (port, now))
-            f.seek(0)
-            f.truncate()
-            f.write("\n".join(recent) + "\n")
-            f.flush()
-            print(port)
-            sys.exit(0)
-sys.exit(1)
-PY
-) || fail "free_port: no free port found"
-    echo "$p"
+    local now=$EPOCHSECONDS fd p n keep used
+    # (shell, awk and ss: a Python start-up per port cost more CPU than most scenarios)
+    exec {fd}>>"$_PORTS_FILE" || fail "free_port: cannot open $_PORTS_FILE"
+    flock "$fd" || fail "free_port: cannot lock $_PORTS_FILE"
+    keep=$(awk -v now="$now" 'NF == 2 && $1 ~ /^[0-9]+$/ && now - $2 < 1800' "$_PORTS_FILE")
+    used=" $(awk '{ printf "%s ", $1 }' <<<"$keep")"
+    for ((n = 0; n < 500; n++)); do
+        p=$(( 20000 + ((RANDOM << 15 | RANDOM) % 12768) ))
+        [[ $used == *" $p "* ]] && continue
+        # no TCP or UDP socket of any state (TIME_WAIT included) has it as its local port
+        [ -z "$(ss -Htuan "( sport = :$p )" 2>/dev/null)" ] || continue
+        { [ -n "$keep" ] && printf '%s\n' "$keep"; printf '%s %s\n' "$p" "$now"; } >"$_PORTS_FILE"
+        exec {fd}>&-
+        echo "$p"
+        return 0
+    done
+    exec {fd}>&-
+    fail "free_port: no free port found"
 }
 
 # wait_port HOST PORT [TIMEOUT_S=10] [PID] -- until a TCP connect succeeds (bounded);
@@ -238,13 +217,12 @@ wait_port() {
 }
 
 # _listening tcp|udp PORT -- a socket in LISTEN (tcp) / bound (udp) state on PORT
+# (ss asks the kernel for that port only: /proc/net/tcp lists every socket of the
+# machine, thousands on a busy one, and this runs every 50 ms while waiting)
 _listening() {
-    local hex files state
-    hex=$(printf ':%04X' "$2")
-    if [ "$1" = udp ]; then files="/proc/net/udp /proc/net/udp6"; state=07
-    else files="/proc/net/tcp /proc/net/tcp6"; state=0A; fi
-    # shellcheck disable=SC2086
-    awk -v h="$hex" -v st="$state" 'FNR > 1 && $4 == st && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' $files 2>/dev/null
+    local opt=-Hltn
+    [ "$1" = udp ] && opt=-Hlun
+    [ -n "$(ss "$opt" "( sport = :$2 )" 2>/dev/null)" ]
 }
 
 # wait_listen PORT [TIMEOUT_S=10] [PID] / wait_udp PORT [TIMEOUT_S] [PID]:
