@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "http.h"
 #include "log.h"
 #include "pkcs11.h"
+#include "sni.h"
 #include "tls.h"
 
 /* Debian's inih is built with INI_MAX_LINE=200: the reader hands it at most
@@ -267,8 +269,8 @@ static const key_spec_t listener_keys[] = {
     {"forward_headers", T_BOOL, L(forward_headers), "off", 0, 0, NULL, 0},
     {"max_request_head", T_SIZE, L(max_request_head), "16k", 1024, 1048576, NULL, 0},
     {"unsafe_listen", T_BOOL, L(unsafe_listen), "off", 0, 0, NULL, 0},
-    {"server_name", T_STR, L(server_name), "", 0, 0, NULL, F_NOT_YET},
-    {"strict_sni", T_BOOL, L(strict_sni), "off", 0, 0, NULL, F_NOT_YET},
+    {"server_name", T_STR, L(server_name), "", 0, 0, NULL, 0},
+    {"strict_sni", T_BOOL, L(strict_sni), "off", 0, 0, NULL, 0},
     {"pkcs11_module", T_STR, L(pkcs11_module), "", 0, 0, NULL, 0},
     {"pkcs11_pin", T_SECRET, L(pkcs11_pin), "", 0, 0, NULL, 0},
     {"backend_pkcs11_pin", T_SECRET, L(backend_pkcs11_pin), "", 0, 0, NULL, 0},
@@ -1083,6 +1085,153 @@ static void validate_listener(tg_listener_conf_t *l, tg_errors_t *errs,
   validate_http(l, errs, warns);
 }
 
+/* ---- sections sharing a bind (SNI virtual hosts) ---------------------- */
+
+/* Keys that belong to the socket or to what happens before the ClientHello
+ * names a section: equal in every section of a bind. */
+static const char *const per_bind_keys[] = {
+    "secure", "accept_proxy", "accept_proxy_from", "ticket_key_file", "strict_sni",
+    "handshake_timeout", "unix_mode", NULL};
+
+static int same_value(const tg_listener_conf_t *a, const tg_listener_conf_t *b,
+                      const key_spec_t *spec) {
+  const char *fa = (const char *)a + spec->offset, *fb = (const char *)b + spec->offset;
+  switch (spec->type) {
+  case T_STR:
+  case T_SECRET: {
+    const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+    return strcmp(sa ? sa : "", sb ? sb : "") == 0;
+  }
+  case T_DURATION: return *(const uint64_t *)fa == *(const uint64_t *)fb;
+  default: return *(const int *)fa == *(const int *)fb;
+  }
+}
+
+static int same_bind(const tg_listener_conf_t *a, const tg_listener_conf_t *b) {
+  return a->bind.addrlen && a->transport == b->transport &&
+         a->bind.addrlen == b->bind.addrlen &&
+         memcmp(&a->bind.addr, &b->bind.addr, a->bind.addrlen) == 0;
+}
+
+typedef struct {
+  tg_config_t *cfg;
+  tg_listener_conf_t *l;
+  size_t item;
+  tg_errors_t *errs;
+} name_check_t;
+
+/* One server_name item: its syntax, and that no section of the bind (this
+ * one included) claims it already. */
+static int check_name(const char *p, size_t len, void *arg) {
+  name_check_t *a = arg;
+  tg_listener_conf_t *l = a->l;
+  char w[400];
+  const char *why = NULL;
+  size_t item = a->item++;
+  if (tg_sni_check_pattern(p, len, &why) != 0) {
+    tg_errors_add(a->errs, "%s: '%.*s': %s",
+                  tg_config_item_where(l, "server_name", item, w, sizeof(w)), (int)len, p, why);
+    return 0;
+  }
+  for (size_t i = 0; i < a->cfg->nlisteners; i++) {
+    tg_listener_conf_t *o = a->cfg->listeners[i];
+    if (o->bind_group != l->bind_group) continue;
+    tg_sni_table_t t = {0};
+    size_t upto;
+    if (tg_sni_table_add(&t, o->server_name, 0) != 0) {
+      tg_sni_table_free(&t);
+      continue;
+    }
+    /* In this section, only the items before this one count. */
+    if (o == l) upto = item;
+    else upto = t.n;
+    int clash = 0;
+    for (size_t k = 0; k < upto && k < t.n; k++) {
+      size_t pl = strlen(t.pats[k].pat), off = t.pats[k].wildcard ? 1 : 0;
+      if (t.pats[k].wildcard == (p[0] == '*') && pl == len - off &&
+          strncasecmp(t.pats[k].pat, p + off, pl) == 0)
+        clash = 1;
+    }
+    tg_sni_table_free(&t);
+    if (clash) {
+      tg_errors_add(a->errs, "%s: '%.*s' is already a server_name of [listener:%s]",
+                    tg_config_item_where(l, "server_name", item, w, sizeof(w)), (int)len, p,
+                    o->name);
+      return 0;
+    }
+    if (o == l) break;
+  }
+  return 0;
+}
+
+/* Groups the sections by bind: several may share one with server_name
+ * patterns (transport = tcp, secure = on); per-bind keys must agree; at
+ * most one section without server_name, which is the default. */
+static void validate_binds(tg_config_t *cfg, tg_errors_t *errs) {
+  tg_errors_t *warns = &cfg->warnings;
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    tg_listener_conf_t *l = cfg->listeners[i];
+    l->bind_group = (int)i;
+    for (size_t j = 0; j < i; j++)
+      if (same_bind(cfg->listeners[j], l)) {
+        l->bind_group = (int)j;
+        break;
+      }
+  }
+  for (size_t i = 0; i < cfg->nlisteners; i++) {
+    tg_listener_conf_t *l = cfg->listeners[i], *g = cfg->listeners[l->bind_group];
+    size_t members = 0;
+    tg_listener_conf_t *dflt = NULL, *second = NULL;
+    for (size_t j = 0; j < cfg->nlisteners; j++) {
+      tg_listener_conf_t *o = cfg->listeners[j];
+      if (o->bind_group != l->bind_group) continue;
+      members++;
+      if (!o->server_name[0] && !dflt) dflt = o;
+      else if (!o->server_name[0] && o == l) second = o;
+    }
+    l->sni_default = l == (dflt ? dflt : g);
+    if (l->server_name[0] && l->transport == TG_TRANSPORT_UDP) {
+      LERR(l, "server_name", "SNI virtual hosts are for transport = tcp only in this "
+           "version of tlsgate");
+      continue;
+    }
+    if (l->server_name[0] && !l->secure) {
+      LERR(l, "server_name", "needs secure = on: the name comes from the TLS ClientHello");
+      continue;
+    }
+    if (l != g && l->transport == TG_TRANSPORT_UDP) {
+      LERR(l, "bind", "%s is also bound by [listener:%s] (sections share a bind by "
+           "server_name with transport = tcp only)", l->bind.text, g->name);
+      continue;
+    }
+    if (second) {
+      LERR(l, "bind", "%s is also bound by [listener:%s], and neither has server_name: "
+           "at most one section of a bind is without it (the default)", l->bind.text,
+           dflt->name);
+      continue;
+    }
+    if (l != g) {
+      for (int k = 0; per_bind_keys[k]; k++) {
+        const key_spec_t *spec = &listener_keys[find_key(listener_keys, NLISTENER,
+                                                          per_bind_keys[k])];
+        if (same_value(l, g, spec)) continue;
+        char w2[400];
+        LERR(l, per_bind_keys[k], "differs from %s, which shares bind %s: this key "
+             "must be equal in every section of a bind",
+             tg_config_where(g, per_bind_keys[k], w2, sizeof(w2)), l->bind.text);
+      }
+    }
+    if (l->strict_sni && !l->server_name[0])
+      LERR(l, "strict_sni", "on refuses every name no section claims, and this section "
+           "has no server_name: it could never be chosen");
+    else if (l->server_name[0] && members == 1 && !l->strict_sni)
+      LWARN(l, "server_name", "has no effect: no other section shares bind %s and "
+            "strict_sni is off", l->bind.text);
+    name_check_t nc = {cfg, l, 0, errs};
+    tg_sni_each(l->server_name, check_name, &nc);
+  }
+}
+
 /* ---- relative paths ---------------------------------------------------- */
 
 /* Keys whose value names a file (or a directory).  Secrets given as
@@ -1322,18 +1471,7 @@ tg_config_t *tg_config_load(const char *path, tg_errors_t *errs) {
   if (stat(path, &cst) == 0) warn_pass_secrets(cfg, cst.st_mode);
   for (size_t i = 0; i < cfg->nlisteners; i++)
     validate_listener(cfg->listeners[i], errs, &cfg->warnings);
-  for (size_t i = 0; i < cfg->nlisteners; i++)
-    for (size_t j = 0; j < i; j++)
-      if (cfg->listeners[i]->bind.addrlen &&
-          cfg->listeners[i]->transport == cfg->listeners[j]->transport &&
-          cfg->listeners[i]->bind.addrlen == cfg->listeners[j]->bind.addrlen &&
-          memcmp(&cfg->listeners[i]->bind.addr, &cfg->listeners[j]->bind.addr,
-                 cfg->listeners[i]->bind.addrlen) == 0) {
-        char w[400];
-        tg_errors_add(errs, "%s: %s is also bound by [listener:%s]",
-                      tg_config_where(cfg->listeners[i], "bind", w, sizeof(w)),
-                      cfg->listeners[i]->bind.text, cfg->listeners[j]->name);
-      }
+  validate_binds(cfg, errs);
   if (errs->n > before) {
     tg_config_free(cfg);
     return NULL;

@@ -119,8 +119,14 @@ typedef struct {
   int forward_headers;
   int max_request_head;    /* bytes */
   int unsafe_listen;
-  char *server_name;
+  char *server_name;       /* comma-separated names and *.patterns (sni.h) */
   int strict_sni;
+  /* SNI virtual hosts, set by validation: the index of the first listener
+   * with the same transport and bind (itself when none comes before), and
+   * whether this section is the default of that bind (the one without
+   * server_name, else the first; README "SNI virtual hosts"). */
+  int bind_group;
+  int sni_default;
   char *pkcs11_module;
   char *pkcs11_pin;
   char *backend_pkcs11_pin;

@@ -564,6 +564,19 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
 static void handshake_done(tg_conn_t *c, tg_side_t *s);
 
 
+/* SNI virtual hosts: the ClientHello chose a section of this bind
+ * (tg_tls_vhosts_attach); from here on the connection is that section's:
+ * backends, HTTP guard, timeouts, metrics and log name. */
+static void adopt_section(tg_conn_t *c) {
+  tg_service_t *to = c->client.note ? c->client.note->section : NULL;
+  if (!to || to == c->svc) return;
+  const char *from = lname(c);
+  atomic_fetch_sub_explicit(&c->svc->stats->active, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&to->stats->active, 1, memory_order_relaxed);
+  c->svc = to;
+  conn_log(c, TG_LOG_DEBUG, "sni", "section chosen by server name (accepted on %s)", from);
+}
+
 static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len);
 static void tls_unfeed(tg_conn_t *c, tg_side_t *s);
 static void handshake_step_off_loop(tg_conn_t *c, tg_side_t *s);
@@ -571,6 +584,7 @@ static void handshake_step_off_loop(tg_conn_t *c, tg_side_t *s);
 /* Goes on after a handshake step: sends its output, then done, waiting or
  * failed. */
 static void handshake_stepped(tg_conn_t *c, tg_side_t *s, const tg_hs_step_t *st) {
+  if (s == &c->client) adopt_section(c); /* on the loop, after any step */
   /* Our flight, or the alert that tells the peer why it failed. */
   if (flush_tls(c, s) != 0) return;
   if (st->rc == 1) {

@@ -81,6 +81,14 @@ static void on_stop_signal(uv_signal_t *h, int signum) {
 
 static void on_files_changed(void *arg, const char *what);
 
+/* One line per listener, then one per bind shared by SNI sections. */
+static void log_summaries(const tg_runtime_t *rt) {
+  for (size_t i = 0; i < rt->nservices; i++)
+    tg_log(TG_LOG_INFO, "%s", rt->services[i]->summary);
+  for (size_t i = 0; i < rt->nservices; i++)
+    if (rt->services[i]->sni_summary) tg_log(TG_LOG_INFO, "%s", rt->services[i]->sni_summary);
+}
+
 /* SIGHUP or watch_files: re-reads the config file and every certificate,
  * key, CA and CRL it names.  Only a runtime that loaded and bound
  * completely replaces the running one; otherwise the errors are logged and
@@ -134,8 +142,7 @@ static void reload(app_t *app) {
    * close as soon as every worker has switched. */
   tg_runtime_release_sockets(old);
   tg_runtime_unref(old);
-  for (size_t i = 0; i < rt->nservices; i++)
-    tg_log(TG_LOG_INFO, "%s", rt->services[i]->summary);
+  log_summaries(rt);
   tg_watch_set(app->loop, rt->cfg, on_files_changed, app);
   tg_log(TG_LOG_INFO, "reloaded: generation %u, %zu listener%s", rt->generation,
          rt->nservices, rt->nservices == 1 ? "" : "s");
@@ -213,6 +220,8 @@ int main(int argc, char **argv) {
     printf("%s: ok, %zu listener%s, %d worker%s\n", path, rt->nservices,
            rt->nservices == 1 ? "" : "s", rt->cfg->workers, rt->cfg->workers == 1 ? "" : "s");
     for (size_t i = 0; i < rt->nservices; i++) printf("  %s\n", rt->services[i]->summary);
+    for (size_t i = 0; i < rt->nservices; i++)
+      if (rt->services[i]->sni_summary) printf("  %s\n", rt->services[i]->sni_summary);
     tg_config_print_paths(rt->cfg, stdout);
     tg_runtime_unref(rt);
     return 0;
@@ -273,8 +282,7 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  for (size_t i = 0; i < rt->nservices; i++)
-    tg_log(TG_LOG_INFO, "%s", rt->services[i]->summary);
+  log_summaries(rt);
   tg_health_set_runtime(app.loop, rt);
   tg_watch_set(app.loop, rt->cfg, on_files_changed, &app);
   rt = NULL; /* app.rt from here on */

@@ -305,7 +305,7 @@ char *tg_health_render(size_t *len, int *ready) {
   for (size_t i = 0; current_rt && i < current_rt->nservices; i++) {
     const tg_service_t *s = current_rt->services[i];
     /* Read on the main thread, which is the only one that closes them. */
-    if (s->fds[0] < 0) {
+    if (s->front->fds[0] < 0) { /* an SNI section: its front's socket */
       add(&b, "listener %s: not ready: not bound (stopping)\n", s->conf->name);
       *ready = 0;
       continue;

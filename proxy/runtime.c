@@ -85,7 +85,49 @@ static void service_free(tg_service_t *s) {
   tg_http_guard_free(s->http);
   for (int i = 0; i < TG_MAX_WORKERS; i++)
     if (s->fds[i] >= 0) close(s->fds[i]);
+  free(s->sni_summary);
   free(s);
+}
+
+/* Sections sharing a bind: the default one becomes the front (it owns the
+ * socket; every connection starts on its context) and learns the others'
+ * contexts and names.  A lone listener with strict_sni gets a table too. */
+static void group_sections(tg_runtime_t *rt, tg_errors_t *errs) {
+  for (size_t i = 0; i < rt->nservices; i++) rt->services[i]->front = rt->services[i];
+  for (size_t g = 0; g < rt->nservices; g++) {
+    const tg_listener_conf_t *lead = rt->services[g]->conf;
+    if (lead->bind_group != (int)g) continue;
+    tg_tls_vhost_t v[TG_MAX_LISTENERS];
+    size_t n = 0;
+    int dflt = 0;
+    tg_service_t *front = rt->services[g];
+    for (size_t i = g; i < rt->nservices; i++) {
+      tg_service_t *s = rt->services[i];
+      if (s->conf->bind_group != (int)g) continue;
+      if (s->conf->sni_default) dflt = (int)n, front = s;
+      v[n++] = (tg_tls_vhost_t){s->conf, s->server_ctx, s};
+    }
+    if (n == 1 && !lead->strict_sni) continue;
+    char *sum = malloc(4096);
+    size_t o = sum ? (size_t)snprintf(sum, 4096, "bind %s: %zu SNI section%s, strict_sni %s:",
+                                      lead->bind.text, n, n == 1 ? "" : "s",
+                                      lead->strict_sni ? "on (unclaimed names refused)" : "off")
+                   : 0;
+    for (size_t k = 0; k < n; k++) {
+      tg_service_t *s = v[k].section;
+      s->front = front;
+      if (sum && o < 4096)
+        o += (size_t)snprintf(sum + o, 4096 - o, "%s [listener:%s] %s%s", k ? ";" : "",
+                              s->conf->name,
+                              s->conf->server_name[0] ? s->conf->server_name : "(no server_name)",
+                              (int)k != dflt ? ""
+                              : lead->strict_sni ? " (default)"
+                                                 : " (default: no or unclaimed name)");
+    }
+    front->sni_summary = sum;
+    if (front->server_ctx)
+      tg_tls_vhosts_attach(front->server_ctx, v, n, dflt, lead->strict_sni, errs);
+  }
 }
 
 tg_runtime_t *tg_runtime_new(tg_config_t *cfg, tg_errors_t *errs) {
@@ -95,7 +137,9 @@ tg_runtime_t *tg_runtime_new(tg_config_t *cfg, tg_errors_t *errs) {
   for (size_t i = 0; i < cfg->nlisteners; i++) {
     tg_service_t *s = service_new(cfg->listeners[i], errs);
     if (s) rt->services[rt->nservices++] = s;
+    else tg_errors_add(errs, "listener %s: out of memory", cfg->listeners[i]->name);
   }
+  if (errs->n == before) group_sections(rt, errs);
   if (errs->n > before) {
     for (size_t i = 0; i < rt->nservices; i++) service_free(rt->services[i]);
     free(rt);
@@ -144,9 +188,14 @@ void tg_runtime_inherit_sockets(void) {
   unsetenv("LISTEN_FDNAMES");
 }
 
-static int inherited_for(const tg_listener_conf_t *l) {
+/* The socket systemd handed over for front s: named after s or, for a
+ * shared bind, after any section of it. */
+static int inherited_for(const tg_runtime_t *rt, const tg_service_t *s) {
   for (size_t i = 0; i < ninherited; i++)
-    if (strcmp(inherited[i].name, l->name) == 0) return (int)i;
+    for (size_t k = 0; k < rt->nservices; k++)
+      if (rt->services[k]->front == s &&
+          strcmp(inherited[i].name, rt->services[k]->conf->name) == 0)
+        return (int)i;
   return -1;
 }
 
@@ -267,8 +316,9 @@ int tg_runtime_bind(tg_runtime_t *rt, int nworkers, const tg_runtime_t *old,
   size_t before = errs->n;
   for (size_t i = 0; i < rt->nservices; i++) {
     tg_service_t *s = rt->services[i];
+    if (s->front != s) continue; /* an SNI section: its front has the socket */
     const tg_service_t *o = same_socket(old, s->conf);
-    int k = inherited_for(s->conf);
+    int k = inherited_for(rt, s);
     if (k >= 0) {
       char err[300], where[400];
       if (use_inherited(s->conf, k, nworkers, err, sizeof(err)) != 0) {
@@ -343,7 +393,7 @@ void tg_runtime_release_sockets(tg_runtime_t *rt) {
 void tg_runtime_unlink_unix(const tg_runtime_t *rt) {
   for (size_t i = 0; i < rt->nservices; i++) {
     const tg_service_t *s = rt->services[i];
-    if (s->conf->bind.addr.ss_family == AF_UNIX && !s->inherited)
+    if (s->conf->bind.addr.ss_family == AF_UNIX && !s->inherited && s->front == s)
       unlink(((const struct sockaddr_un *)&s->conf->bind.addr)->sun_path);
   }
 }

@@ -28,7 +28,7 @@ typedef struct {
   atomic_int fails;                   /* consecutive failures */
 } tg_backend_t;
 
-typedef struct {
+typedef struct tg_service {
   const tg_listener_conf_t *conf;
   SSL_CTX *server_ctx;  /* NULL when secure = off */
   SSL_CTX *backend_ctx; /* NULL when backend_secure = off */
@@ -40,6 +40,12 @@ typedef struct {
   struct tg_http_guard *http; /* protocol = http: the effective guard (http.c) */
   int inherited;        /* the socket came from systemd (LISTEN_FDS) */
   char summary[1024];
+  /* SNI virtual hosts: sections sharing a bind share the socket of their
+   * front, the default section (README "SNI virtual hosts"), which alone
+   * has fds; its connections move to the section the ClientHello names.
+   * A listener that shares its bind with no one is its own front. */
+  struct tg_service *front;
+  char *sni_summary;    /* on a front with sections: the bind, its sections */
 } tg_service_t;
 
 typedef struct tg_runtime {

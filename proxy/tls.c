@@ -24,6 +24,7 @@
 #include "pkcs11.h"
 #include "tickets.h"
 #include "secret.h"
+#include "sni.h"
 #include "tls_compat.h"
 
 static int note_index = -1;
@@ -711,6 +712,26 @@ static int leaf_revoked(SSL_CTX *ctx, X509 *leaf) {
   return 0;
 }
 
+/* The session id context each server context was given (policy_digest),
+ * for the check of resumed sessions. */
+static int sid_index = -1;
+
+static void free_sid(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
+                     void *argp) {
+  free(ptr);
+}
+
+/* A resumed session was made under the context the SSL is on now: the
+ * library checks this before it resumes; checked again here because the
+ * context may have been switched by SNI (a session of one section must
+ * never resume in another). */
+static int session_in_context(SSL *ssl) {
+  const uint8_t *want = sid_index < 0 ? NULL : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), sid_index);
+  unsigned len = 0;
+  const uint8_t *got = SSL_SESSION_get0_id_context(SSL_get_session(ssl), &len);
+  return !want || (len == 32 && CRYPTO_memcmp(got, want, 32) == 0);
+}
+
 int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysize) {
   const tg_listener_conf_t *l = note->conf;
   int reused = SSL_session_reused(ssl);
@@ -725,6 +746,10 @@ int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysiz
     } else if (l->backend_pin[0]) {
       rc = check_leaf(note, peer, why, whysize);
     }
+  } else if (reused && !session_in_context(ssl)) {
+    snprintf(why, whysize, "resumed session refused: it was made by another listener "
+             "section or under another client policy");
+    rc = -1;
   } else if (l->verify_client != TG_VERIFY_NONE && !(l->psk[0] && SSL_get_psk_identity(ssl))) {
     /* (A client of the listener's psk is authenticated by its key; no
      * certificate is asked.  Only where psk is configured, so a resumption
@@ -907,6 +932,16 @@ static int load_ocsp(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *path
   return 0;
 }
 
+/* The verify mode of a listener's client side.  An ACL admits
+ * certificates: optional + allow_clients refuses a client without one, as
+ * require does. */
+static int client_verify_mode(const tg_listener_conf_t *l) {
+  if (l->verify_client == TG_VERIFY_NONE) return SSL_VERIFY_NONE;
+  if (l->verify_client == TG_VERIFY_REQUIRE || l->allow_clients.n)
+    return SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  return SSL_VERIFY_PEER;
+}
+
 /* ---- several identities, chosen by SNI ------------------------------------ */
 
 #define TG_MAX_IDENTITIES 16
@@ -931,7 +966,10 @@ static void free_sni(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
 static int sni_cb(SSL *ssl, int *alert, void *arg) {
   sni_t *t = arg;
   const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  if (!name) return SSL_TLSEXT_ERR_OK;
+  /* OpenSSL falls back to the first context's callback when an SNI
+   * section (tg_tls_vhosts_attach) moved the SSL to one without any: the
+   * identities of another section are not this section's to choose. */
+  if (!name || SSL_get_SSL_CTX(ssl) != t->ctx[0]) return SSL_TLSEXT_ERR_OK;
   for (int i = 0; i < t->n; i++) {
     X509 *cert = SSL_CTX_get0_certificate(t->ctx[i]);
     if (cert && X509_check_host(cert, name, strlen(name), 0, NULL) == 1) {
@@ -986,6 +1024,94 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
   SSL_CTX_set_tlsext_servername_callback(t->ctx[0], sni_cb);
   SSL_CTX_set_tlsext_servername_arg(t->ctx[0], t);
   return t->ctx[0];
+}
+
+/* ---- SNI virtual hosts: sections sharing a bind -------------------------- */
+
+typedef struct {
+  tg_sni_table_t names;
+  size_t n;
+  tg_tls_vhost_t v[];
+} vhosts_t;
+
+static int vhosts_index = -1;
+
+static void free_vhosts(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
+                        long argl, void *argp) {
+  vhosts_t *t = ptr;
+  if (!t) return;
+  tg_sni_table_free(&t->names);
+  free(t);
+}
+
+/* The ClientHello of a connection on a shared bind (see tls.h). */
+static int vhost_hello(SSL *ssl, const uint8_t *ext, size_t extlen) {
+  tg_tls_note_t *note = SSL_get_ex_data(ssl, note_index);
+  vhosts_t *t = vhosts_index < 0 ? NULL : SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), vhosts_index);
+  /* A second ClientHello (after HelloRetryRequest) keeps the first choice:
+   * it must name the same server (RFC 8446 4.1.2). */
+  if (!t || (note && note->section)) return 1;
+  char name[TG_SNI_NAME_MAX + 2], esc[4 * 64 + 8];
+  int len = ext ? tg_sni_from_ext(ext, extlen, name, sizeof(name)) : 0;
+  if (len < 0) {
+    if (note) snprintf(note->reason, sizeof(note->reason), "malformed server_name extension");
+    return 0;
+  }
+  int k = tg_sni_choose(&t->names, len ? name : NULL, (size_t)len);
+  if (k < 0) {
+    tg_sni_escape(name, (size_t)(len < 64 ? len : 64), esc, sizeof(esc));
+    if (note)
+      snprintf(note->reason, sizeof(note->reason), "strict_sni: %s%s%s matches no "
+               "server_name of bind %s", len ? "server name '" : "no server name sent",
+               len ? esc : "", len ? "'" : "", t->v[0].conf->bind.text);
+    return 0;
+  }
+  const tg_tls_vhost_t *v = &t->v[k];
+  if (v->ctx != SSL_get_SSL_CTX(ssl) && !SSL_set_SSL_CTX(ssl, v->ctx)) return 0;
+  SSL_set_verify(ssl, client_verify_mode(v->conf),
+                 v->conf->verify_client != TG_VERIFY_NONE ? verify_cb : NULL);
+  SSL_set_min_proto_version(ssl, v->conf->min_version == 13 ? TLS1_3_VERSION
+                                                            : TLS1_2_VERSION);
+  if (note) {
+    note->conf = v->conf;
+    note->section = v->section;
+  }
+  return 1;
+}
+
+TG_DEFINE_HELLO_CB(vhost_hello_cb, vhost_hello)
+
+int tg_tls_vhosts_attach(SSL_CTX *front, const tg_tls_vhost_t *v, size_t n, int dflt,
+                         int strict, tg_errors_t *errs) {
+  char where[400];
+  vhosts_t *t = calloc(1, sizeof(*t) + n * sizeof(t->v[0]));
+  if (!t) {
+    tg_errors_add(errs, "%s: out of memory", tg_config_where(v[0].conf, "server_name",
+                                                            where, sizeof(where)));
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    t->v[i] = v[i];
+    if (tg_sni_table_add(&t->names, v[i].conf->server_name, (int)i) != 0) {
+      tg_errors_add(errs, "%s: cannot build the name table",
+                    tg_config_where(v[i].conf, "server_name", where, sizeof(where)));
+      free_vhosts(NULL, t, NULL, 0, 0, NULL);
+      return -1;
+    }
+  }
+  t->n = n;
+  t->names.dflt = dflt;
+  t->names.strict = strict;
+  if (vhosts_index < 0)
+    vhosts_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_vhosts);
+  if (vhosts_index < 0 || !SSL_CTX_set_ex_data(front, vhosts_index, t)) {
+    free_vhosts(NULL, t, NULL, 0, 0, NULL);
+    tg_errors_add(errs, "%s: SSL_CTX_set_ex_data failed",
+                  tg_config_where(v[0].conf, "server_name", where, sizeof(where)));
+    return -1;
+  }
+  tg_ctx_set_hello_cb(front, vhost_hello_cb);
+  return 0;
 }
 
 /* The session id context: a digest of what decides whether a client is
@@ -1088,12 +1214,7 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
   size_t ocsp_len = 0;
   if (first && l->ocsp[0]) load_ocsp(ctx, l, l->ocsp, errs, &ocsp_len);
   if (l->verify_client != TG_VERIFY_NONE) {
-    int mode = SSL_VERIFY_PEER;
-    /* An ACL admits certificates: optional + allow_clients refuses a
-     * client without one, as require does. */
-    if (l->verify_client == TG_VERIFY_REQUIRE || l->allow_clients.n)
-      mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-    SSL_CTX_set_verify(ctx, mode, verify_cb);
+    SSL_CTX_set_verify(ctx, client_verify_mode(l), verify_cb);
     SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
     load_ca(ctx, l, "client_ca", l->client_ca, 1, errs);
     if (l->crl[0]) load_crl(ctx, l, l->crl, errs);
@@ -1114,10 +1235,17 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
   /* Sessions (cache and tickets alike) resume only under the policy they
    * were verified by; revocation is re-checked on resumption. */
   uint8_t sid_ctx[32];
-  if (policy_digest(l, sid_ctx) != 0 ||
-      !SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx)))
+  uint8_t *kept = malloc(sizeof(sid_ctx));
+  if (sid_index < 0) sid_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_sid);
+  if (policy_digest(l, sid_ctx) != 0 || !kept || sid_index < 0 ||
+      !SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx))) {
+    free(kept);
     tg_errors_add(errs, "%s: cannot compute the session context",
                   tg_config_where(l, "client_ca", where, sizeof(where)));
+  } else {
+    memcpy(kept, sid_ctx, sizeof(sid_ctx));
+    if (!SSL_CTX_set_ex_data(ctx, sid_index, kept)) free(kept);
+  }
   int nkeys = 0;
   if (l->ticket_key_file[0]) {
     char terr[400];

@@ -16,6 +16,9 @@
  * connection; attached with tg_tls_attach(). */
 typedef struct {
   const tg_listener_conf_t *conf;
+  /* SNI virtual hosts: the section the ClientHello chose (its conf is
+   * then in conf), NULL until one was chosen (tg_tls_vhosts_attach). */
+  void *section;
   int backend;        /* 1: we are the client of a backend */
   char reason[300];   /* first verification failure, for the log */
   char peer[300];     /* identity of the verified peer, for the log */
@@ -36,6 +39,25 @@ SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
 /* Builds the backend-side context (backend_secure = on). */
 SSL_CTX *tg_tls_backend_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
                             char *summary, size_t sumsize);
+
+/* SNI virtual hosts (sni.h): the sections sharing one bind, each with its
+ * own context.  Every connection of the bind starts on front (the default
+ * section's context).  Its ClientHello callback runs before the library
+ * decides on resumption, versions or ciphers: it moves the SSL to the
+ * chosen section's context, sets that section's verification policy and
+ * minimum version on the SSL (no library carries them over), and records
+ * the choice in the note (conf, section); with strict, a name no section
+ * claims (or none) ends the handshake.  Each context's session id context
+ * digests its section, so a session resumes only in the section that
+ * made it.  0, or -1 with an error added. */
+typedef struct {
+  const tg_listener_conf_t *conf;
+  SSL_CTX *ctx;
+  void *section; /* the caller's, handed back in tg_tls_note_t.section */
+} tg_tls_vhost_t;
+
+int tg_tls_vhosts_attach(SSL_CTX *front, const tg_tls_vhost_t *v, size_t n, int dflt,
+                         int strict, tg_errors_t *errs);
 
 /* Creates an SSL with memory BIOs for one side of a connection.  For a
  * backend, host is the name or address the certificate must match. */

@@ -83,4 +83,42 @@ static inline int tg_dtls_listen(SSL *ssl) {
 }
 #endif
 
+/* ---- the earliest server callback (SNI virtual hosts, tls.c) ---------------
+ * TG_DEFINE_HELLO_CB(name, fn) defines a callback called name that hands
+ * fn(ssl, ext, extlen) the raw server_name extension of the ClientHello
+ * (ext NULL when absent) before the library looks at sessions, versions or
+ * ciphers; fn answers 1 to go on, 0 to refuse the handshake.
+ * tg_ctx_set_hello_cb(ctx, name) installs it.  OpenSSL calls it the
+ * client_hello callback, BoringSSL the select_certificate callback.
+ *
+ * Neither library carries the verify mode, its callback or the version
+ * range over SSL_set_SSL_CTX (they are copied into the SSL when it is
+ * made); the caller sets those on the SSL itself (tg_tls_vhosts_attach). */
+#ifdef OPENSSL_IS_BORINGSSL
+#define TG_DEFINE_HELLO_CB(name, fn)                                              \
+  static enum ssl_select_cert_result_t name(const SSL_CLIENT_HELLO *hello) {      \
+    const uint8_t *ext = NULL;                                                    \
+    size_t extlen = 0;                                                            \
+    if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_server_name,     \
+                                              &ext, &extlen))                     \
+      ext = NULL;                                                                 \
+    return fn(hello->ssl, ext, extlen) ? ssl_select_cert_success                  \
+                                       : ssl_select_cert_error;                   \
+  }
+#define tg_ctx_set_hello_cb(ctx, name) SSL_CTX_set_select_certificate_cb(ctx, name)
+#else
+#define TG_DEFINE_HELLO_CB(name, fn)                                              \
+  static int name(SSL *ssl, int *alert, void *arg) {                              \
+    const unsigned char *ext = NULL;                                              \
+    size_t extlen = 0;                                                            \
+    (void)arg;                                                                    \
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &ext, &extlen))  \
+      ext = NULL;                                                                 \
+    if (fn(ssl, ext, extlen)) return SSL_CLIENT_HELLO_SUCCESS;                    \
+    *alert = SSL_AD_UNRECOGNIZED_NAME;                                            \
+    return SSL_CLIENT_HELLO_ERROR;                                                \
+  }
+#define tg_ctx_set_hello_cb(ctx, name) SSL_CTX_set_client_hello_cb(ctx, name, NULL)
+#endif
+
 #endif

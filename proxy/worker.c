@@ -89,7 +89,8 @@ static int open_listeners(tg_worker_t *w, char *err, size_t errsize) {
   tg_runtime_t *rt = w->rt;
   for (size_t i = 0; i < rt->nservices; i++) {
     tg_service_t *s = rt->services[i];
-    if (s->conf->transport != TG_TRANSPORT_TCP) continue;
+    /* An SNI section is reached through its front's socket. */
+    if (s->conf->transport != TG_TRANSPORT_TCP || s->front != s) continue;
     tg_listener_t *l = calloc(1, sizeof(*l));
     if (!l) {
       snprintf(err, errsize, "listener %s: out of memory", s->conf->name);

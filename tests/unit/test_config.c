@@ -25,8 +25,7 @@ static int fails_with(const char *text, int line, const char *want) {
   }
   if (!found) {
     fprintf(stderr, "  wanted \"%s%s\", got:\n", prefix, want);
-    for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.msgs[i]);
-  }
+    }
   if (cfg) {
     fprintf(stderr, "  config was accepted\n");
     found = 0;
@@ -503,7 +502,6 @@ TEST(relative_paths_resolve_against_config_dir) {
                           "backend_pfx_password = pass:rel/not-a-path\n",
                           &errs);
   ASSERT(cfg != NULL);
-  for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.msgs[i]);
   if (!cfg) return;
   tg_listener_conf_t *l = cfg->listeners[0];
   ASSERT_STREQ(cfg->dir, "/tmp");
@@ -537,7 +535,6 @@ TEST(list_keys_repeat_and_keep_their_lines) {
   tg_errors_t errs = {0};
   tg_config_t *cfg = load(text, &errs);
   ASSERT(cfg != NULL);
-  for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.msgs[i]);
   if (!cfg) return;
   tg_listener_conf_t *l = cfg->listeners[0];
   ASSERT_EQ(l->nbackends, 3);
@@ -592,7 +589,6 @@ TEST(continuation_lines) {
   tg_errors_t errs = {0};
   tg_config_t *cfg = load(text, &errs);
   ASSERT(cfg != NULL);
-  for (size_t i = 0; i < errs.n; i++) fprintf(stderr, "    %s\n", errs.msgs[i]);
   if (!cfg) return;
   tg_listener_conf_t *l = cfg->listeners[0];
   ASSERT_EQ(strlen(l->ciphers), 230);
@@ -608,6 +604,108 @@ TEST(continuation_lines) {
   /* Non-list keys cannot be continued into a second value either. */
   ASSERT(fails_with(PLAIN_LISTENER "connect_timeout = 5s\n  5s\n", 5,
                     "connect_timeout: '5s5s' is not a duration"));
+}
+
+/* ---- SNI virtual hosts: sections sharing a bind --------------------------- */
+
+#define SNI_SECTION(name, extra)                                              \
+  "[listener:" name "]\n"                                                      \
+  "bind = 127.0.0.1:9443\n"                                                    \
+  "pfx = x.pfx\n"                                                              \
+  "backend = 127.0.0.1:9001\n" extra
+
+TEST(sni_sections_group_by_bind) {
+  tg_errors_t errs = {0};
+  tg_config_t *cfg = load(SNI_SECTION("a", "server_name = a.test\n")
+                          SNI_SECTION("b", "")
+                          SNI_SECTION("c", "server_name = *.c.test, C.example\n")
+                          "[listener:p]\nbind = 127.0.0.1:9000\nsecure = off\n"
+                          "backend = 127.0.0.1:9001\n", &errs);
+  ASSERT(cfg != NULL);
+  ASSERT_EQ(errs.n, 0);
+  if (!cfg) return;
+  ASSERT_EQ(cfg->nlisteners, 4);
+  ASSERT_EQ(cfg->listeners[0]->bind_group, 0);
+  ASSERT_EQ(cfg->listeners[1]->bind_group, 0);
+  ASSERT_EQ(cfg->listeners[2]->bind_group, 0);
+  ASSERT_EQ(cfg->listeners[3]->bind_group, 3); /* another bind: a group of its own */
+  /* the section without server_name is the default, wherever it stands */
+  ASSERT_EQ(cfg->listeners[0]->sni_default, 0);
+  ASSERT_EQ(cfg->listeners[1]->sni_default, 1);
+  ASSERT_EQ(cfg->listeners[2]->sni_default, 0);
+  ASSERT_EQ(cfg->listeners[3]->sni_default, 1);
+  tg_config_free(cfg);
+  /* without one, the first section is the default */
+  cfg = load(SNI_SECTION("a", "server_name = a.test\n") SNI_SECTION("b", "server_name = b.test\n"),
+             &errs);
+  ASSERT(cfg != NULL);
+  if (cfg) {
+    ASSERT_EQ(cfg->listeners[0]->sni_default, 1);
+    ASSERT_EQ(cfg->listeners[1]->sni_default, 0);
+  }
+  tg_config_free(cfg);
+  tg_errors_free(&errs);
+}
+
+TEST(sni_errors) {
+  /* two sections without server_name on one bind (lines: a 1-4, b 5-8) */
+  ASSERT(fails_with(SNI_SECTION("a", "") SNI_SECTION("b", ""), 6,
+                    "[listener:b] bind: 127.0.0.1:9443 is also bound by [listener:a], and "
+                    "neither has server_name"));
+  /* a per-bind key that differs names both places */
+  ASSERT(fails_with(SNI_SECTION("a", "") SNI_SECTION("b", "server_name = b.test\n"
+                                                         "ticket_key_file = /t.key\n"),
+                    10, "[listener:b] ticket_key_file: differs from "));
+  ASSERT(fails_with(SNI_SECTION("a", "accept_proxy = on\n") SNI_SECTION("b", "server_name = b.test\n"),
+                    6, "[listener:b] accept_proxy: differs from "));
+  ASSERT(fails_with(SNI_SECTION("a", "") SNI_SECTION("b", "server_name = b.test\n"
+                                                         "handshake_timeout = 3s\n"),
+                    10, "[listener:b] handshake_timeout: differs from "));
+  /* strict_sni on every section, but one has no name: never chosen */
+  ASSERT(fails_with(SNI_SECTION("a", "strict_sni = on\n")
+                    SNI_SECTION("b", "server_name = b.test\nstrict_sni = on\n"),
+                    5, "[listener:a] strict_sni: on refuses every name"));
+  /* the same name twice, in two sections or in one */
+  ASSERT(fails_with(SNI_SECTION("a", "server_name = x.test\n")
+                    SNI_SECTION("b", "server_name = y.test\nserver_name = X.TEST\n"),
+                    11, "[listener:b] server_name: 'X.TEST' is already a server_name of "
+                        "[listener:a]"));
+  ASSERT(fails_with(SNI_SECTION("a", "server_name = *.x.test, *.x.test\n"), 5,
+                    "'*.x.test' is already a server_name of [listener:a]"));
+  /* bad patterns */
+  ASSERT(fails_with(SNI_SECTION("a", "server_name = a.*.test\n"), 5, "'a.*.test': '*' only"));
+  ASSERT(fails_with(SNI_SECTION("a", "server_name = a..test\n"), 5, "'a..test': empty label"));
+  ASSERT(fails_with(SNI_SECTION("a", "server_name = a.test.\n"), 5, "does not end with a dot"));
+  /* udp and plaintext listeners have no ClientHello name to dispatch on */
+  ASSERT(fails_with("[listener:u]\nbind = 127.0.0.1:9443\ntransport = udp\npfx = x.pfx\n"
+                    "backend = 127.0.0.1:9001\nserver_name = u.test\n",
+                    6, "[listener:u] server_name: SNI virtual hosts are for transport = tcp"));
+  ASSERT(fails_with(PLAIN_LISTENER "server_name = p.test\n", 5,
+                    "[listener:a] server_name: needs secure = on"));
+  /* a udp listener still cannot share its bind */
+  ASSERT(fails_with("[listener:u]\nbind = 127.0.0.1:9443\ntransport = udp\npfx = x.pfx\n"
+                    "backend = 127.0.0.1:9001\n"
+                    "[listener:v]\nbind = 127.0.0.1:9443\ntransport = udp\npfx = x.pfx\n"
+                    "backend = 127.0.0.1:9001\n",
+                    7, "[listener:v] bind: 127.0.0.1:9443 is also bound by [listener:u]"));
+}
+
+TEST(sni_lone_section) {
+  tg_errors_t errs = {0};
+  /* server_name on a bind nobody shares does nothing unless strict: a warning */
+  tg_config_t *cfg = load(SNI_SECTION("a", "server_name = a.test\n"), &errs);
+  ASSERT(cfg != NULL);
+  if (cfg) {
+    ASSERT_EQ(cfg->warnings.n, 1);
+    if (cfg->warnings.n) ASSERT_CONTAINS(cfg->warnings.msgs[0], "server_name: has no effect");
+  }
+  tg_config_free(cfg);
+  cfg = load(SNI_SECTION("a", "server_name = a.test\nstrict_sni = on\n"), &errs);
+  ASSERT(cfg != NULL);
+  if (cfg) ASSERT_EQ(cfg->warnings.n, 0);
+  tg_config_free(cfg);
+  ASSERT_EQ(errs.n, 0);
+  tg_errors_free(&errs);
 }
 
 int main(void) {
@@ -654,5 +752,8 @@ int main(void) {
   RUN(relative_paths_resolve_against_config_dir);
   RUN(list_keys_repeat_and_keep_their_lines);
   RUN(continuation_lines);
+  RUN(sni_sections_group_by_bind);
+  RUN(sni_errors);
+  RUN(sni_lone_section);
   return UNIT_DONE();
 }
