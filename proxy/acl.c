@@ -6,28 +6,9 @@
 #include <string.h>
 #include <strings.h>
 
-int tg_parse_hex(const char *s, uint8_t *out, size_t outlen) {
-  size_t n = 0;
-  int hi = -1;
-  for (; *s; s++) {
-    int c = (unsigned char)*s, v;
-    if (c == ':' && hi < 0) continue;
-    if (c >= '0' && c <= '9') v = c - '0';
-    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
-    else return -1;
-    if (hi < 0) {
-      hi = v;
-    } else {
-      if (n == outlen) return -1;
-      out[n++] = (uint8_t)(hi << 4 | v);
-      hi = -1;
-    }
-  }
-  return (hi < 0 && n == outlen) ? 0 : -1;
-}
+#include "util.h"
 
-static int parse_entry(const char *e, tg_acl_entry_t *out, const char **why) {
+static int parse_entry(const char *e, tg_acl_entry_t *out, char *err, size_t errsize) {
   static const struct {
     const char *prefix;
     tg_acl_kind_t kind;
@@ -40,11 +21,11 @@ static int parse_entry(const char *e, tg_acl_entry_t *out, const char **why) {
     if (strncasecmp(e, kinds[i].prefix, pl) != 0) continue;
     const char *v = e + pl;
     if (!*v) {
-      *why = "empty value";
+      snprintf(err, errsize, "empty value");
       return -1;
     }
     if (strlen(v) >= sizeof(out->value)) {
-      *why = "value too long";
+      snprintf(err, errsize, "value too long");
       return -1;
     }
     out->kind = kinds[i].kind;
@@ -55,24 +36,23 @@ static int parse_entry(const char *e, tg_acl_entry_t *out, const char **why) {
       } else if (inet_pton(AF_INET6, v, out->bin) == 1) {
         out->binlen = 16;
       } else {
-        *why = "not an IPv4 or IPv6 address";
+        snprintf(err, errsize, "not an IPv4 or IPv6 address");
         return -1;
       }
     } else if (out->kind == TG_ACL_SHA256) {
       if (tg_parse_hex(v, out->bin, 32) != 0) {
-        *why = "not a SHA-256 fingerprint (64 hex digits, colons allowed)";
+        snprintf(err, errsize, "not a SHA-256 fingerprint (64 hex digits, colons allowed)");
         return -1;
       }
       out->binlen = 32;
     }
     return 0;
   }
-  *why = "unknown kind (want cn:, san:dns:, san:ip:, san:uri: or sha256:)";
+  snprintf(err, errsize, "unknown kind (want cn:, san:dns:, san:ip:, san:uri: or sha256:)");
   return -1;
 }
 
-int tg_acl_parse(const char *text, tg_acl_t *acl, const char **why, char *bad,
-                 size_t badsize) {
+int tg_acl_parse(const char *text, tg_acl_t *acl, char *err, size_t errsize) {
   memset(acl, 0, sizeof(*acl));
   const char *p = text;
   while (*p) {
@@ -83,13 +63,9 @@ int tg_acl_parse(const char *text, tg_acl_t *acl, const char **why, char *bad,
     while (len > 0 && isspace((unsigned char)p[len - 1])) len--;
     char item[300];
     snprintf(item, sizeof(item), "%.*s", (int)len, p);
-    if (acl->n == TG_ACL_MAX) {
-      *why = "too many entries";
-      snprintf(bad, badsize, "%s", item);
-      return -1;
-    }
-    if (parse_entry(item, &acl->entries[acl->n], why) != 0) {
-      snprintf(bad, badsize, "%s", item);
+    char why[100] = "too many entries";
+    if (acl->n == TG_ACL_MAX || parse_entry(item, &acl->entries[acl->n], why, sizeof(why)) != 0) {
+      snprintf(err, errsize, "'%s': %s", item, why);
       return -1;
     }
     acl->n++;

@@ -52,15 +52,11 @@ typedef struct {
   const char *bad; /* NULL, or why a name is refused ("CN contains a NUL byte") */
 } tg_peer_id_t;
 
-/* Parses a comma-separated list.  Returns 0, or -1 with why pointing at a
- * static reason and bad at the offending entry (copied). */
-int tg_acl_parse(const char *text, tg_acl_t *acl, const char **why, char *bad,
-                 size_t badsize);
+/* Parses a comma-separated list.  Returns 0, or -1 with "'ENTRY': reason"
+ * in err. */
+int tg_acl_parse(const char *text, tg_acl_t *acl, char *err, size_t errsize);
 
 /* Returns 1 when the identity is admitted. */
 int tg_acl_match(const tg_acl_t *acl, const tg_peer_id_t *id);
-
-/* Parses "AB:CD:..." or "abcd..." hex of exactly outlen bytes.  0 or -1. */
-int tg_parse_hex(const char *s, uint8_t *out, size_t outlen);
 
 #endif

@@ -8,12 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_one(const char *item, tg_cidr_t *out, const char **why) {
+static int parse_one(const char *item, tg_cidr_t *out, char *err, size_t errsize) {
   char addr[INET6_ADDRSTRLEN + 8];
   const char *slash = strchr(item, '/');
   size_t alen = slash ? (size_t)(slash - item) : strlen(item);
   if (alen == 0 || alen >= sizeof(addr)) {
-    *why = "not an IP address or CIDR block";
+    snprintf(err, errsize, "not an IP address or CIDR block");
     return -1;
   }
   memcpy(addr, item, alen);
@@ -24,7 +24,7 @@ static int parse_one(const char *item, tg_cidr_t *out, const char **why) {
   } else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
     out->family = AF_INET6;
   } else {
-    *why = "not an IP address or CIDR block (names are not allowed)";
+    snprintf(err, errsize, "not an IP address or CIDR block (names are not allowed)");
     return -1;
   }
   int max = out->family == AF_INET ? 32 : 128;
@@ -35,7 +35,7 @@ static int parse_one(const char *item, tg_cidr_t *out, const char **why) {
     errno = 0;
     long v = strtol(p, &end, 10);
     if (!isdigit((unsigned char)*p) || *end || errno || v < 0 || v > max) {
-      *why = out->family == AF_INET ? "prefix length must be 0-32" : "prefix length must be 0-128";
+      snprintf(err, errsize, "prefix length must be 0-%d", max);
       return -1;
     }
     out->prefix = (int)v;
@@ -43,14 +43,13 @@ static int parse_one(const char *item, tg_cidr_t *out, const char **why) {
   /* Host bits set ("10.0.0.1/8") is most likely a typo: refuse it. */
   for (int bit = out->prefix; bit < max; bit++)
     if (out->addr[bit / 8] & (0x80 >> (bit % 8))) {
-      *why = "address has bits set beyond the prefix length";
+      snprintf(err, errsize, "address has bits set beyond the prefix length");
       return -1;
     }
   return 0;
 }
 
-int tg_cidr_parse_list(const char *text, tg_cidr_list_t *list, const char **why,
-                       char *bad, size_t badsize) {
+int tg_cidr_parse_list(const char *text, tg_cidr_list_t *list, char *err, size_t errsize) {
   list->n = 0;
   const char *p = text;
   while (*p) {
@@ -59,25 +58,27 @@ int tg_cidr_parse_list(const char *text, tg_cidr_list_t *list, const char **why,
     size_t len = strcspn(p, ",");
     size_t trimmed = len;
     while (trimmed && isspace((unsigned char)p[trimmed - 1])) trimmed--;
-    snprintf(bad, badsize, "%.*s", (int)trimmed, p);
-    char item[128];
-    if (trimmed >= sizeof(item)) {
-      *why = "not an IP address or CIDR block";
+    char item[128], why[100] = "not an IP address or CIDR block";
+    int bad = trimmed >= sizeof(item);
+    if (!bad) {
+      memcpy(item, p, trimmed);
+      item[trimmed] = '\0';
+      if (list->n == TG_CIDR_MAX) {
+        snprintf(why, sizeof(why), "too many entries (at most %d)", TG_CIDR_MAX);
+        bad = 1;
+      } else {
+        bad = parse_one(item, &list->e[list->n], why, sizeof(why)) != 0;
+      }
+    }
+    if (bad) {
+      snprintf(err, errsize, "'%.*s': %s", (int)trimmed, p, why);
       return -1;
     }
-    memcpy(item, p, trimmed);
-    item[trimmed] = '\0';
-    if (list->n == TG_CIDR_MAX) {
-      *why = "too many entries (at most 64)";
-      return -1;
-    }
-    if (parse_one(item, &list->e[list->n], why) != 0) return -1;
     list->n++;
     p += len;
   }
   if (list->n == 0) {
-    snprintf(bad, badsize, "%s", text);
-    *why = "no address given";
+    snprintf(err, errsize, "'%s': no address given", text);
     return -1;
   }
   return 0;

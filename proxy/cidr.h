@@ -23,9 +23,8 @@ typedef struct {
 } tg_cidr_list_t;
 
 /* Parses a comma-separated list (blanks around entries allowed) into list.
- * Returns 0, or -1 with *why a static reason and bad the entry (copied). */
-int tg_cidr_parse_list(const char *text, tg_cidr_list_t *list, const char **why,
-                       char *bad, size_t badsize);
+ * Returns 0, or -1 with "'ENTRY': reason" in err. */
+int tg_cidr_parse_list(const char *text, tg_cidr_list_t *list, char *err, size_t errsize);
 
 /* 1 when the address (AF_INET or AF_INET6 sockaddr) is in the list. */
 int tg_cidr_match(const tg_cidr_list_t *list, const struct sockaddr *sa);

@@ -82,10 +82,10 @@ static int parse_port(const char *s, uint16_t *port) {
   return 0;
 }
 
-int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
+int tg_parse_hostport(const char *s, tg_hostport_t *out, char *err, size_t errsize) {
   memset(out, 0, sizeof(*out));
   if (strlen(s) >= sizeof(out->text)) {
-    *why = "address too long";
+    snprintf(err, errsize, "address too long");
     return -1;
   }
   snprintf(out->text, sizeof(out->text), "%s", s);
@@ -94,11 +94,11 @@ int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
     struct sockaddr_un *u = (struct sockaddr_un *)&out->addr;
     size_t n = strlen(s + 5);
     if (n == 0) {
-      *why = "unix: needs a socket path";
+      snprintf(err, errsize, "unix: needs a socket path");
       return -1;
     }
     if (n >= sizeof(u->sun_path)) {
-      *why = "unix socket path longer than 107 characters";
+      snprintf(err, errsize, "unix socket path longer than 107 characters");
       return -1;
     }
     u->sun_family = AF_UNIX;
@@ -112,7 +112,7 @@ int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
   if (s[0] == '[') {
     const char *rb = strchr(s, ']');
     if (!rb || rb[1] != ':') {
-      *why = "want [v6addr]:port";
+      snprintf(err, errsize, "want [v6addr]:port");
       return -1;
     }
     snprintf(out->host, sizeof(out->host), "%.*s", (int)(rb - s - 1), s + 1);
@@ -120,17 +120,17 @@ int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
   } else {
     colon = strrchr(s, ':');
     if (!colon || colon == s) {
-      *why = "want host:port";
+      snprintf(err, errsize, "want host:port");
       return -1;
     }
     if (memchr(s, ':', (size_t)(colon - s))) {
-      *why = "IPv6 addresses need brackets: [v6addr]:port";
+      snprintf(err, errsize, "IPv6 addresses need brackets: [v6addr]:port");
       return -1;
     }
     snprintf(out->host, sizeof(out->host), "%.*s", (int)(colon - s), s);
   }
   if (parse_port(colon + 1, &out->port) != 0) {
-    *why = "port must be 1-65535";
+    snprintf(err, errsize, "port must be 1-65535");
     return -1;
   }
   struct sockaddr_in *a4 = (struct sockaddr_in *)&out->addr;
@@ -148,12 +148,12 @@ int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why) {
   } else {
     for (const char *p = out->host; *p; p++) {
       if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.') {
-        *why = "host is neither an IP address nor a DNS name";
+        snprintf(err, errsize, "host is neither an IP address nor a DNS name");
         return -1;
       }
     }
     if (!out->host[0]) {
-      *why = "empty host";
+      snprintf(err, errsize, "empty host");
       return -1;
     }
   }
@@ -297,13 +297,13 @@ static int find_key(const key_spec_t *keys, size_t n, const char *name) {
 static int set_value(const key_spec_t *spec, void *base, const char *value,
                      char *why, size_t whysize) {
   char *field = (char *)base + spec->offset;
-  const char *reason = NULL;
+  char reason[300] = "";
   switch (spec->type) {
   case T_HOSTPORT_STR:
     if (*value) {
       tg_hostport_t hp;
-      if (tg_parse_hostport(value, &hp, &reason) != 0 || !hp.is_literal) {
-        snprintf(why, whysize, "'%s': %s", value, reason ? reason : "needs an IP address");
+      if (tg_parse_hostport(value, &hp, reason, sizeof(reason)) != 0 || !hp.is_literal) {
+        snprintf(why, whysize, "'%s': %s", value, reason[0] ? reason : "needs an IP address");
         return -1;
       }
     }
@@ -399,7 +399,7 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
     return 0;
   }
   case T_HOSTPORT:
-    if (tg_parse_hostport(value, (tg_hostport_t *)field, &reason) == 0) return 0;
+    if (tg_parse_hostport(value, (tg_hostport_t *)field, reason, sizeof(reason)) == 0) return 0;
     snprintf(why, whysize, "'%s': %s", value, reason);
     return -1;
   case T_BACKENDS: { /* appends: the key may be repeated */
@@ -417,7 +417,7 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
         snprintf(why, whysize, "more than %d backends", TG_MAX_BACKENDS);
         return -1;
       }
-      if (tg_parse_hostport(item, &l->backends[l->nbackends], &reason) != 0) {
+      if (tg_parse_hostport(item, &l->backends[l->nbackends], reason, sizeof(reason)) != 0) {
         snprintf(why, whysize, "'%s': %s", item, reason);
         return -1;
       }
@@ -431,7 +431,6 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
     return 0;
   }
   case T_ACL: { /* appends: the key may be repeated */
-    char bad[300];
     if (!value[strspn(value, ", \t")]) return 0; /* no entries: nothing to add */
     tg_acl_t *acl = (tg_acl_t *)field, *more = malloc(sizeof(*more));
     if (!more) {
@@ -439,8 +438,8 @@ static int set_value(const key_spec_t *spec, void *base, const char *value,
       return -1;
     }
     int rc = -1;
-    if (tg_acl_parse(value, more, &reason, bad, sizeof(bad)) != 0) {
-      snprintf(why, whysize, "'%s': %s", bad, reason);
+    if (tg_acl_parse(value, more, why, whysize) != 0) {
+      /* why says which entry and what is wrong with it */
     } else if (acl->n + more->n > TG_ACL_MAX) {
       snprintf(why, whysize, "more than %d entries in all", TG_ACL_MAX);
     } else {
@@ -885,15 +884,14 @@ static void validate_http(tg_listener_conf_t *l, tg_errors_t *errs, tg_errors_t 
         LWARN(l, http_only[i], "has no effect with protocol = tcp");
     return;
   }
-  const char *why = NULL;
-  char bad[300];
-  if (tg_http_check_list(l->allow_origins, 1, bad, sizeof(bad), &why) != 0)
-    LERR(l, "allow_origins", "'%s': %s", bad, why);
+  char why[400];
+  if (tg_http_check_list(l->allow_origins, 1, why, sizeof(why)) != 0)
+    LERR(l, "allow_origins", "%s", why);
   else if (tg_http_list_has_star(l->allow_origins))
     LWARN(l, "allow_origins", "* lets every web page the user opens use this listener%s",
           lends ? " and the backend client identity" : "");
-  if (tg_http_check_list(l->allow_hosts, 0, bad, sizeof(bad), &why) != 0)
-    LERR(l, "allow_hosts", "'%s': %s", bad, why);
+  if (tg_http_check_list(l->allow_hosts, 0, why, sizeof(why)) != 0)
+    LERR(l, "allow_hosts", "%s", why);
 }
 
 /* accept_proxy_from: the peers that must send a PROXY header; anyone else
@@ -903,16 +901,14 @@ static void validate_accept_proxy(tg_listener_conf_t *l, tg_errors_t *errs,
   if (l->accept_proxy_from[0] && l->transport == TG_TRANSPORT_UDP) {
     LERR(l, "accept_proxy_from", "not supported with transport = udp");
   } else if (l->accept_proxy_from[0]) {
-    const char *why = NULL;
-    char bad[200];
-    if (tg_cidr_parse_list(l->accept_proxy_from, &l->accept_proxy_nets, &why, bad,
-                           sizeof(bad)) != 0) {
+    char why[300];
+    if (tg_cidr_parse_list(l->accept_proxy_from, &l->accept_proxy_nets, why, sizeof(why)) != 0) {
       /* the entries before the bad one parsed: its index names its line */
       char w[400];
-      tg_errors_add(errs, "%s: '%s': %s",
+      tg_errors_add(errs, "%s: %s",
                     tg_config_item_where(l, "accept_proxy_from", l->accept_proxy_nets.n,
                                          w, sizeof(w)),
-                    bad, why);
+                    why);
     }
     if (is_set(l, "accept_proxy") && !l->accept_proxy)
       LERR(l, "accept_proxy", "off contradicts accept_proxy_from (which turns it on)");
@@ -1125,10 +1121,9 @@ typedef struct {
 static int check_name(const char *p, size_t len, void *arg) {
   name_check_t *a = arg;
   tg_listener_conf_t *l = a->l;
-  char w[400];
-  const char *why = NULL;
+  char w[400], why[100];
   size_t item = a->item++;
-  if (tg_sni_check_pattern(p, len, &why) != 0) {
+  if (tg_sni_check_pattern(p, len, why, sizeof(why)) != 0) {
     tg_errors_add(a->errs, "%s: '%.*s': %s",
                   tg_config_item_where(l, "server_name", item, w, sizeof(w)), (int)len, p, why);
     return 0;
@@ -1330,11 +1325,11 @@ static void resolve_unix(tg_hostport_t *hp, const char *dir, const tg_listener_c
   char *abs = join_path(dir, hp->host, strlen(hp->host));
   if (!abs) return;
   char text[PATH_MAX + 8];
-  const char *why = NULL;
+  char why[100];
   snprintf(text, sizeof(text), "unix:%s", abs);
   free(abs);
   tg_hostport_t r;
-  if (tg_parse_hostport(text, &r, &why) == 0) {
+  if (tg_parse_hostport(text, &r, why, sizeof(why)) == 0) {
     *hp = r;
   } else {
     char w[400];

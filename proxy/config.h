@@ -1,4 +1,4 @@
-/* Configuration: the INI schema of DESIGN.md parsed into plain values.
+/* Configuration: the INI schema (man/tlsgate.ini.5) parsed into plain values.
  *
  * tg_config_load() reads a file through inih with a reader of our own that
  * counts lines, so every error names file:line: [section] key.  It only
@@ -20,8 +20,13 @@
 #define TG_MAX_LISTENERS 64
 #define TG_NAME_MAX 64
 
-/* Collected error messages: loading goes on after an error so that one run
- * of `tlsgate -t` reports all of them. */
+/* The error convention of every module: a function that can fail returns 0
+ * on success and -1 on failure (a pointer: NULL), and writes one line saying
+ * why into the caller's buffer (char *err, size_t errsize).  Loading and
+ * validating a config, which goes on after an error so that one run of
+ * `tlsgate -t` reports all of them, adds its lines to a tg_errors_t instead.
+ * A predicate is named as a question (tg_acl_match, tg_cookie_valid) and
+ * returns 1 or 0; it has no failure to explain. */
 typedef struct {
   char **msgs;
   size_t n;
@@ -99,7 +104,7 @@ typedef struct {
   int dtls_mtu;
   uint64_t session_timeout_ms;
 
-  /* Keys of the second round (DESIGN.md).  Each is parsed by the schema;
+  /* Keys added after the first ones.  Each is parsed by the schema;
    * the ones still flagged F_NOT_YET in config.c are refused when set. */
   char *backend_ciphers;
   int backend_min_version; /* 12 or 13 */
@@ -192,6 +197,6 @@ void tg_config_print_paths(const tg_config_t *cfg, FILE *f);
 /* Value parsers, exposed for the unit tests and for other modules. */
 int tg_parse_duration_ms(const char *s, uint64_t *out);
 int tg_parse_bool(const char *s, int *out);
-int tg_parse_hostport(const char *s, tg_hostport_t *out, const char **why);
+int tg_parse_hostport(const char *s, tg_hostport_t *out, char *err, size_t errsize);
 
 #endif

@@ -385,8 +385,8 @@ static void http_begin(tg_conn_t *c, const uint8_t *data, size_t len) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   tg_conn_t *c = h->data;
-  buf->base = c->s.w->readbuf;
-  buf->len = sizeof(c->s.w->readbuf);
+  buf->base = c->s.w->scratch.read;
+  buf->len = sizeof(c->s.w->scratch.read);
 }
 
 static void start_reading(tg_conn_t *c, tg_side_t *s) {
@@ -666,10 +666,10 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
 
 /* Decrypts everything buffered on a TLS side and forwards it. */
 static void pump_tls(tg_conn_t *c, tg_side_t *s) {
-  char *buf = c->s.w->plainbuf;
+  char *buf = c->s.w->scratch.plain;
   for (;;) {
     tg_tls_clear_errors();
-    int n = SSL_read(s->ssl, buf, TG_PLAIN_BUF_SIZE);
+    int n = SSL_read(s->ssl, buf, (int)sizeof(c->s.w->scratch.plain));
     if (n > 0) {
       if (deliver(c, s, buf, (size_t)n) != 0) return;
       continue;
@@ -1090,8 +1090,8 @@ static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len) {
   c->hdrlen += take;
   tg_proxy_info_t info;
   size_t used = 0;
-  const char *why = NULL;
-  int r = tg_proxy_parse(c->hdr, c->hdrlen, &info, &used, &why);
+  char why[64];
+  int r = tg_proxy_parse(c->hdr, c->hdrlen, &info, &used, why, sizeof(why));
   if (r < 0 || (r == 0 && c->hdrlen == TG_PROXY_PARSE_MAX)) {
     atomic_fetch_add(&c->s.svc->stats->proxy_header_errors, 1);
     fail(c, "bad PROXY header: %s", r < 0 ? why : "too long");

@@ -34,6 +34,8 @@
 #define TG_LOW_WATER (32 * 1024)
 #define TG_CONN_MAGIC 0x7467636eu
 
+typedef struct tg_conn tg_conn_t;
+
 typedef enum {
   TG_CONN_PROXY_HEADER = 0,
   TG_CONN_HANDSHAKE,

@@ -46,7 +46,7 @@ static int cookie_generate(SSL *ssl, uint8_t *cookie, unsigned *len) {
 
 static int cookie_verify(SSL *ssl, const uint8_t *cookie, unsigned len) {
   tg_udp_assoc_t *a = assoc_of(ssl);
-  return a && tg_cookie_check(&a->s.svc->dtls->keys, tg_now_ms(),
+  return a && tg_cookie_valid(&a->s.svc->dtls->keys, tg_now_ms(),
                               (const struct sockaddr *)&a->peer, cookie, len);
 }
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "secret.h"
+#include "util.h"
 
 /* ---- secrets -------------------------------------------------------------- */
 
@@ -39,13 +40,6 @@ static struct {
 } shared[64];
 static size_t nshared;
 
-static int hexdig(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 int tg_cookie_keys_load_shared(tg_cookie_keys_t *k, const char *path, char *err,
                                size_t errsize) {
   uint8_t buf[80], secret[TG_COOKIE_SECRET_LEN];
@@ -61,7 +55,7 @@ int tg_cookie_keys_load_shared(tg_cookie_keys_t *k, const char *path, char *err,
     memcpy(secret, buf, n);
   } else if (n == 2 * TG_COOKIE_SECRET_LEN) {
     for (size_t i = 0; i < TG_COOKIE_SECRET_LEN; i++) {
-      int hi = hexdig(buf[2 * i]), lo = hexdig(buf[2 * i + 1]);
+      int hi = tg_hex_digit(buf[2 * i]), lo = tg_hex_digit(buf[2 * i + 1]);
       if (hi < 0 || lo < 0) {
         OPENSSL_cleanse(buf, sizeof(buf));
         snprintf(err, errsize, "%s: 64 characters that are not all hex digits", path);
@@ -164,7 +158,7 @@ int tg_cookie_make(tg_cookie_keys_t *k, uint64_t now_ms,
   return rc;
 }
 
-int tg_cookie_check(tg_cookie_keys_t *k, uint64_t now_ms,
+int tg_cookie_valid(tg_cookie_keys_t *k, uint64_t now_ms,
                     const struct sockaddr *peer, const uint8_t *cookie,
                     size_t len) {
   uint8_t msg[19], cur[TG_COOKIE_SECRET_LEN], prev[TG_COOKIE_SECRET_LEN];

@@ -59,7 +59,7 @@ int tg_cookie_make(tg_cookie_keys_t *k, uint64_t now_ms,
 
 /* Returns 1 when cookie was made for peer with the current or the previous
  * secret, 0 otherwise (wrong length, address, port, or too old). */
-int tg_cookie_check(tg_cookie_keys_t *k, uint64_t now_ms,
+int tg_cookie_valid(tg_cookie_keys_t *k, uint64_t now_ms,
                     const struct sockaddr *peer, const uint8_t *cookie,
                     size_t len);
 

@@ -172,21 +172,18 @@ static const char *check_host_entry(const char *e) {
   return NULL;
 }
 
-int tg_http_check_list(const char *list, int origins, char *bad, size_t badsize,
-                       const char **why) {
+int tg_http_check_list(const char *list, int origins, char *err, size_t errsize) {
   size_t n;
   char **v = split_list(list, &n);
   if (!v) {
-    snprintf(bad, badsize, "%s", list);
-    *why = "out of memory";
+    snprintf(err, errsize, "'%s': out of memory", list);
     return -1;
   }
   int rc = 0;
   for (size_t i = 0; i < n && rc == 0; i++) {
     const char *w = origins ? check_origin_entry(v[i]) : check_host_entry(v[i]);
     if (w) {
-      snprintf(bad, badsize, "%s", v[i]);
-      *why = w;
+      snprintf(err, errsize, "'%s': %s", v[i], w);
       rc = -1;
     }
   }
@@ -374,15 +371,15 @@ typedef struct {
 } chunk_t;
 
 /* Walks a chunked body.  Returns the bytes consumed, up to and including
- * the end of the message (*done = 1), or -1 with *why and the bytes before
- * the bad one in *valid (so that what passes on never depends on how the
+ * the end of the message (*done = 1), or -1 with a reason in err and the
+ * bytes before the bad one in *valid (so that what passes on never depends on how the
  * input was cut). */
 static long chunk_scan(chunk_t *k, const unsigned char *p, size_t n, size_t max_trailer,
-                       int *done, const char **why, size_t *valid) {
+                       int *done, char *err, size_t errsize, size_t *valid) {
   size_t i = 0;
   *done = 0;
   *valid = 0;
-#define return_bad(text) return *valid = i, *why = (text), -1
+#define return_bad(text) return *valid = i, snprintf(err, errsize, "%s", text), -1
   while (i < n) {
     unsigned char ch = p[i];
     switch (k->st) {
@@ -547,6 +544,17 @@ static int add_der(char **out, size_t *len, size_t *cap, const char *name, int *
   return 0;
 }
 
+typedef struct {
+  char **out;
+  size_t *len, *cap;
+  int *first;
+} chain_acc_t;
+
+static int add_chain_der(void *arg, const uint8_t *der, size_t n) {
+  chain_acc_t *a = arg;
+  return add_der(a->out, a->len, a->cap, "Client-Cert-Chain", a->first, der, n);
+}
+
 /* RFC 9440: Client-Cert (the verified end-entity certificate) and
  * Client-Cert-Chain (the other certificates as the client sent them), as
  * structured-field byte sequences (:base64:). */
@@ -561,28 +569,10 @@ static void client_cert_lines(tg_http_t *h, SSL *ssl) {
   if (n <= 0 || add_der(&out, &len, &cap, "Client-Cert", &first, der, (size_t)n) != 0) fail = 1;
   OPENSSL_free(der);
   if (!fail) len += (size_t)snprintf(out + len, cap - len, "\r\n");
-#ifdef OPENSSL_IS_BORINGSSL
-  /* the certificates as sent, the leaf first */
-  const STACK_OF(CRYPTO_BUFFER) *sent = SSL_get0_peer_certificates(ssl);
-  for (size_t i = 1; !fail && sent && i < sk_CRYPTO_BUFFER_num(sent); i++) {
-    const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(sent, i);
-    if (add_der(&out, &len, &cap, "Client-Cert-Chain", &firstc, CRYPTO_BUFFER_data(b),
-                CRYPTO_BUFFER_len(b)) != 0)
-      fail = 1;
+  if (!fail) {
+    chain_acc_t acc = {&out, &len, &cap, &firstc};
+    if (tg_compat_each_peer_chain_cert(ssl, leaf, add_chain_der, &acc) != 0) fail = 1;
   }
-#else
-  /* on a server: the certificates as sent, without the leaf */
-  STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
-  for (int i = 0; !fail && sent && i < sk_X509_num(sent); i++) {
-    X509 *x = sk_X509_value(sent, i);
-    if (X509_cmp(x, leaf) == 0) continue;
-    unsigned char *d = NULL;
-    int m = i2d_X509(x, &d);
-    if (m <= 0 || add_der(&out, &len, &cap, "Client-Cert-Chain", &firstc, d, (size_t)m) != 0)
-      fail = 1;
-    OPENSSL_free(d);
-  }
-#endif
   if (!fail && !firstc) len += (size_t)snprintf(out + len, cap - len, "\r\n");
   X509_free(leaf);
   if (fail) {
@@ -1059,10 +1049,10 @@ static int process(tg_http_t *h, const char *data, size_t len, tg_http_emit_fn e
     }
     case RQ_BODY_CHUNKED: {
       int done;
-      const char *why = NULL;
+      char why[64];
       size_t valid;
       long used = chunk_scan(&h->rq_chunk, (const unsigned char *)data, len,
-                             h->g->max_head, &done, &why, &valid);
+                             h->g->max_head, &done, why, sizeof(why), &valid);
       if (used < 0) {
         if (valid && emit(ctx, data, valid) != 0) return -1;
         refuse(h, TG_HTTP_R_FRAMING, 1, "chunked request body: %s", why);
@@ -1333,10 +1323,10 @@ int tg_http_backend_input(tg_http_t *h, const char *data, size_t len,
     }
     case RS_BODY_CHUNKED: {
       int done;
-      const char *why;
+      char why[64];
       size_t valid;
       long used = chunk_scan(&h->rs_chunk, (const unsigned char *)data + i, len - i,
-                             1u << 20, &done, &why, &valid);
+                             1u << 20, &done, why, sizeof(why), &valid);
       if (used < 0) {
         i += valid;
         h->rs = RS_RAW;

@@ -67,9 +67,8 @@ int tg_http_lends_identity(const tg_listener_conf_t *l);
 int tg_http_loopback(const tg_listener_conf_t *l);
 
 /* Checks an allow_origins (origins = 1) or allow_hosts list.  0, or -1 with
- * the bad entry in bad and a reason. */
-int tg_http_check_list(const char *list, int origins, char *bad, size_t badsize,
-                       const char **why);
+ * "'ENTRY': reason" in err. */
+int tg_http_check_list(const char *list, int origins, char *err, size_t errsize);
 int tg_http_list_has_star(const char *list);
 
 /* NULL when the listener is protocol = tcp.  desc gets a one-line summary

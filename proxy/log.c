@@ -1,6 +1,5 @@
 #include "log.h"
 
-#include <openssl/err.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -172,24 +171,4 @@ void tg_log_conn(tg_log_level_t level, unsigned long long id,
   va_start(ap, fmt);
   emit(level, id, listener, peer, event, fmt, ap);
   va_end(ap);
-}
-
-const char *tg_tls_errors(char *buf, unsigned long size) {
-  size_t n = 0;
-  unsigned long e;
-  buf[0] = '\0';
-  while ((e = ERR_get_error()) != 0) {
-    const char *reason = ERR_reason_error_string(e);
-    char tmp[64];
-    if (!reason) {
-      snprintf(tmp, sizeof(tmp), "error %lx", e);
-      reason = tmp;
-    }
-    if (n > 0 && strstr(buf, reason)) continue; /* drop repeats */
-    int w = snprintf(buf + n, size - n, "%s%s", n ? ": " : "", reason);
-    if (w < 0 || (size_t)w >= size - n) break;
-    n += (size_t)w;
-  }
-  if (n == 0) snprintf(buf, size, "no error detail");
-  return buf;
 }

@@ -42,8 +42,4 @@ void tg_log_conn(tg_log_level_t level, unsigned long long id,
                  const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
-/* Writes the TLS library's queued errors as "reason: reason" into buf and
- * clears the queue.  Returns buf ("no error detail" when the queue is empty). */
-const char *tg_tls_errors(char *buf, unsigned long size);
-
 #endif

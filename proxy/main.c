@@ -23,6 +23,7 @@
 #include "process.h"
 #include "runtime.h"
 #include "tls.h"
+#include "tls_compat.h"
 #include "watch.h"
 #include "worker.h"
 

@@ -459,10 +459,10 @@ static void on_scrape(uv_stream_t *srv, int status) {
 
 int tg_metrics_start(uv_loop_t *loop, const char *addr, char *err, size_t errsize) {
   tg_hostport_t hp;
-  const char *why = NULL;
+  char why[100] = "";
   started_at = time(NULL);
-  if (tg_parse_hostport(addr, &hp, &why) != 0 || !hp.is_literal) {
-    snprintf(err, errsize, "metrics = %s: %s", addr, why ? why : "needs an IP address");
+  if (tg_parse_hostport(addr, &hp, why, sizeof(why)) != 0 || !hp.is_literal) {
+    snprintf(err, errsize, "metrics = %s: %s", addr, why[0] ? why : "needs an IP address");
     return -1;
   }
   uv_tcp_init(loop, &server);

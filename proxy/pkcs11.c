@@ -382,7 +382,6 @@ struct tg_p11_key {
   CK_OBJECT_HANDLE obj;
   int have_obj;
   CK_KEY_TYPE type;
-  int bits;
   int usable; /* 0 in check mode */
   char desc[600];
   struct tg_p11_key *next;
@@ -824,7 +823,6 @@ struct tg_p11_op {
   struct tg_p11_op *next;
   /* loop side only */
   int fired, abandoned;
-  uint16_t sigalg;
   tg_tls_note_t *note;
 };
 

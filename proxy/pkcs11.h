@@ -130,6 +130,14 @@ EVP_PKEY *tg_p11_ossl_pkey(tg_p11_key_t *k, EVP_PKEY *pub, char *err,
                            size_t errsize);
 /* Why the last signature on this thread failed (then forgotten), or NULL. */
 const char *tg_p11_take_failure(char *buf, size_t size);
+#else
+/* BoringSSL's token keys sign asynchronously and report failures on the
+ * connection; there is never a thread-local failure to take. */
+static inline const char *tg_p11_take_failure(char *buf, size_t size) {
+  (void)buf;
+  (void)size;
+  return (const char *)0;
+}
 #endif
 
 #endif

@@ -144,18 +144,18 @@ static int set_addr(struct sockaddr_storage *ss, int family, const char *ip,
 
 /* "PROXY TCP4 1.2.3.4 5.6.7.8 111 222\r\n", at most 107 bytes. */
 static int parse_v1(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
-                    size_t *consumed, const char **why) {
+                    size_t *consumed, char *err, size_t errsize) {
   /* At most 107 bytes including the CRLF: the CR is at offset 105 or less. */
   const size_t max = 106;
   const uint8_t *cr = memchr(buf, '\r', len < max ? len : max);
   const uint8_t *lf = memchr(buf, '\n', len < max ? len : max);
   if (lf && (!cr || lf < cr)) {
-    *why = "PROXY v1 line not ended by CRLF";
+    snprintf(err, errsize, "PROXY v1 line not ended by CRLF");
     return -1;
   }
   if (!cr) {
     if (len >= max) {
-      *why = "PROXY v1 line longer than 107 bytes";
+      snprintf(err, errsize, "PROXY v1 line longer than 107 bytes");
       return -1;
     }
     return 0;
@@ -163,14 +163,14 @@ static int parse_v1(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
   size_t linelen = (size_t)(cr - buf);
   if (linelen + 1 >= len) return 0; /* the \n has not arrived */
   if (cr[1] != '\n') {
-    *why = "PROXY v1 line not ended by CRLF";
+    snprintf(err, errsize, "PROXY v1 line not ended by CRLF");
     return -1;
   }
   char line[108];
   memcpy(line, buf, linelen);
   line[linelen] = '\0';
   if (memchr(buf, '\0', linelen)) {
-    *why = "NUL in PROXY v1 line";
+    snprintf(err, errsize, "NUL in PROXY v1 line");
     return -1;
   }
   *consumed = linelen + 2;
@@ -189,40 +189,40 @@ static int parse_v1(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
     *p++ = '\0';
   }
   if (n != 6 || p) {
-    *why = "PROXY v1 line does not have six fields";
+    snprintf(err, errsize, "PROXY v1 line does not have six fields");
     return -1;
   }
   int family;
   if (strcmp(f[1], "TCP4") == 0) family = AF_INET;
   else if (strcmp(f[1], "TCP6") == 0) family = AF_INET6;
   else {
-    *why = "PROXY v1 protocol is not TCP4, TCP6 or UNKNOWN";
+    snprintf(err, errsize, "PROXY v1 protocol is not TCP4, TCP6 or UNKNOWN");
     return -1;
   }
   if (strcmp(f[0], "PROXY") != 0 || set_addr(&out->src, family, f[2], f[4]) != 0 ||
       set_addr(&out->dst, family, f[3], f[5]) != 0) {
-    *why = "bad address or port in PROXY v1 line";
+    snprintf(err, errsize, "bad address or port in PROXY v1 line");
     return -1;
   }
   return (int)*consumed;
 }
 
 static int parse_v2(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
-                    size_t *consumed, const char **why) {
+                    size_t *consumed, char *err, size_t errsize) {
   if (len < 16) return 0;
   if ((buf[12] & 0xF0) != 0x20) {
-    *why = "PROXY v2 version is not 2";
+    snprintf(err, errsize, "PROXY v2 version is not 2");
     return -1;
   }
   size_t body = (size_t)buf[14] << 8 | buf[15];
   if (16 + body > TG_PROXY_PARSE_MAX) {
-    *why = "PROXY v2 header too long";
+    snprintf(err, errsize, "PROXY v2 header too long");
     return -1;
   }
   if (len < 16 + body) return 0;
   int cmd = buf[12] & 0x0F, fam = buf[13];
   if (cmd > 1) {
-    *why = "PROXY v2 command is neither LOCAL nor PROXY";
+    snprintf(err, errsize, "PROXY v2 command is neither LOCAL nor PROXY");
     return -1;
   }
   const uint8_t *a = buf + 16;
@@ -252,7 +252,7 @@ static int parse_v2(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
     alen = fam == 0x00 ? 0 : 216;
     if (body < alen) goto short_body;
   } else {
-    *why = "PROXY v2 address family unknown";
+    snprintf(err, errsize, "PROXY v2 address family unknown");
     return -1;
   }
   /* The TLVs must tile the rest of the header exactly. */
@@ -268,27 +268,27 @@ static int parse_v2(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
   *consumed = 16 + body;
   return (int)*consumed;
 short_body:
-  *why = "PROXY v2 header shorter than its addresses";
+  snprintf(err, errsize, "PROXY v2 header shorter than its addresses");
   return -1;
 bad_tlv:
-  *why = "PROXY v2 TLVs do not fit the header";
+  snprintf(err, errsize, "PROXY v2 TLVs do not fit the header");
   return -1;
 }
 
 int tg_proxy_parse(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
-                   size_t *consumed, const char **why) {
+                   size_t *consumed, char *err, size_t errsize) {
   static const char v1_sig[6] = "PROXY ";
-  *why = "not a PROXY protocol header";
   size_t n = len < 12 ? len : 12;
   if (memcmp(buf, v2_sig, n) == 0) {
     if (len < 12) return 0;
-    return parse_v2(buf, len, out, consumed, why);
+    return parse_v2(buf, len, out, consumed, err, errsize);
   }
   n = len < 6 ? len : 6;
   if (memcmp(buf, v1_sig, n) == 0) {
     if (len < 6) return 0;
-    return parse_v1(buf, len, out, consumed, why);
+    return parse_v1(buf, len, out, consumed, err, errsize);
   }
+  snprintf(err, errsize, "not a PROXY protocol header");
   return -1;
 }
 

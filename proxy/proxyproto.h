@@ -30,12 +30,12 @@ size_t tg_proxy_build(int version, const tg_proxy_info_t *info, uint8_t *out,
 
 /* Parses a PROXY v1 or v2 header from an upstream load balancer, strictly.
  * Returns the header's length (> 0, also stored in *consumed) when it is
- * complete, 0 when more bytes are needed, -1 when it is malformed (why
- * then points at a static reason).  Only out->src and out->dst are set;
+ * complete, 0 when more bytes are needed, -1 with a reason in err when it
+ * is malformed.  Only out->src and out->dst are set;
  * AF_UNSPEC means "keep the socket's addresses" (LOCAL, UNKNOWN). */
 #define TG_PROXY_PARSE_MAX 1024
 int tg_proxy_parse(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
-                   size_t *consumed, const char **why);
+                   size_t *consumed, char *err, size_t errsize);
 
 struct tg_conn;
 /* Builds the header for a connection from its sockets and TLS session. */

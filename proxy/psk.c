@@ -12,6 +12,7 @@
 #include "secret.h"
 #include "tls.h"
 #include "tls_compat.h"
+#include "util.h"
 
 typedef struct {
   char identity[PSK_MAX_IDENTITY_LEN + 1];
@@ -40,50 +41,43 @@ void tg_psk_printable(const char *in, char *out, size_t size) {
   out[i] = '\0';
 }
 
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = tolower(c);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 /* One "identity:hexkey" entry (trimmed).  Returns 0 or -1 with a reason. */
-static int parse_entry(const char *s, size_t len, psk_entry_t *out,
-                       const char **why) {
+static int parse_entry(const char *s, size_t len, psk_entry_t *out, char *err,
+                       size_t errsize) {
   const char *colon = NULL;
   for (size_t i = 0; i < len; i++)
     if (s[i] == ':') colon = s + i;
   if (!colon) {
-    *why = "want identity:hexkey";
+    snprintf(err, errsize, "want identity:hexkey");
     return -1;
   }
   size_t idlen = (size_t)(colon - s), hexlen = len - idlen - 1;
   if (idlen == 0) {
-    *why = "empty identity";
+    snprintf(err, errsize, "empty identity");
     return -1;
   }
   if (idlen > PSK_MAX_IDENTITY_LEN) {
-    *why = "identity longer than the TLS library allows";
+    snprintf(err, errsize, "identity longer than the TLS library allows");
     return -1;
   }
   for (size_t i = 0; i < idlen; i++)
     if (!isprint((unsigned char)s[i])) {
-      *why = "identity has a non-printable character";
+      snprintf(err, errsize, "identity has a non-printable character");
       return -1;
     }
   if (hexlen == 0 || hexlen % 2) {
-    *why = "key is not an even number of hex digits";
+    snprintf(err, errsize, "key is not an even number of hex digits");
     return -1;
   }
   if (hexlen / 2 > PSK_MAX_PSK_LEN) {
-    *why = "key longer than the TLS library allows";
+    snprintf(err, errsize, "key longer than the TLS library allows");
     return -1;
   }
   for (size_t i = 0; i < hexlen; i += 2) {
-    int hi = hexval((unsigned char)colon[1 + i]), lo = hexval((unsigned char)colon[2 + i]);
+    int hi = tg_hex_digit((unsigned char)colon[1 + i]), lo = tg_hex_digit((unsigned char)colon[2 + i]);
     if (hi < 0 || lo < 0) {
       OPENSSL_cleanse(out->key, sizeof(out->key));
-      *why = "key is not hex";
+      snprintf(err, errsize, "key is not hex");
       return -1;
     }
     out->key[i / 2] = (uint8_t)(hi << 4 | lo);
@@ -128,8 +122,8 @@ tg_psk_table_t *tg_psk_parse(const char *text, size_t len, char sep,
       t->e = ne;
       cap = ncap;
     }
-    const char *why = NULL;
-    if (parse_entry(start, n, &t->e[t->n], &why) != 0) {
+    char why[100];
+    if (parse_entry(start, n, &t->e[t->n], why, sizeof(why)) != 0) {
       if (sep == '\n') snprintf(err, errsize, "%s:%d: %s", origin, line, why);
       else snprintf(err, errsize, "%s: entry %d: %s", origin, line, why);
       tg_psk_free(t);

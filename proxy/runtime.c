@@ -22,12 +22,6 @@ static atomic_ullong next_conn_id = 1;
 
 unsigned long long tg_next_conn_id(void) { return atomic_fetch_add(&next_conn_id, 1); }
 
-uint64_t tg_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Backend names and certificate expiry, for the metrics endpoint. */
 static void publish_stats(tg_service_t *s) {
   tg_lstats_t *st = s->stats;

@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 
 #include "config.h"
+#include "util.h" /* tg_now_ms(), which every user of a runtime needs */
 
 #define TG_MAX_WORKERS 256
 
@@ -91,8 +92,5 @@ void tg_runtime_unref(tg_runtime_t *rt);
 /* Process-wide connection counters, across workers and reloads. */
 extern atomic_int tg_active_connections;
 unsigned long long tg_next_conn_id(void);
-
-/* Monotonic milliseconds, comparable across threads. */
-uint64_t tg_now_ms(void);
 
 #endif

@@ -6,13 +6,13 @@
 #include <string.h>
 #include <strings.h>
 
-int tg_sni_check_pattern(const char *p, size_t len, const char **why) {
+int tg_sni_check_pattern(const char *p, size_t len, char *err, size_t errsize) {
   if (len >= 2 && p[0] == '*' && p[1] == '.') {
     p += 2;
     len -= 2;
   }
   if (len == 0 || len > TG_SNI_NAME_MAX) {
-    *why = "want a DNS name or *.name of at most 253 characters";
+    snprintf(err, errsize, "want a DNS name or *.name of at most 253 characters");
     return -1;
   }
   size_t label = 0;
@@ -20,23 +20,23 @@ int tg_sni_check_pattern(const char *p, size_t len, const char **why) {
     unsigned char ch = (unsigned char)p[i];
     if (ch == '.') {
       if (label == 0) {
-        *why = "empty label (a name is letters, digits and '-' between dots)";
+        snprintf(err, errsize, "empty label (a name is letters, digits and '-' between dots)");
         return -1;
       }
       label = 0;
     } else if (isalnum(ch) || ch == '-' || ch == '_') {
       if (++label > 63) {
-        *why = "a label is at most 63 characters";
+        snprintf(err, errsize, "a label is at most 63 characters");
         return -1;
       }
     } else {
-      *why = ch == '*' ? "'*' only as the whole leftmost label (*.example.com)"
-                       : "a name is letters, digits and '-' between dots";
+      snprintf(err, errsize, "%s", ch == '*' ? "'*' only as the whole leftmost label (*.example.com)"
+                                             : "a name is letters, digits and '-' between dots");
       return -1;
     }
   }
   if (label == 0) {
-    *why = "a name does not end with a dot";
+    snprintf(err, errsize, "a name does not end with a dot");
     return -1;
   }
   return 0;
@@ -65,8 +65,8 @@ typedef struct {
 
 static int add_one(const char *p, size_t len, void *arg) {
   add_arg_t *a = arg;
-  const char *why;
-  if (tg_sni_check_pattern(p, len, &why) != 0) return -1;
+  char why[100];
+  if (tg_sni_check_pattern(p, len, why, sizeof(why)) != 0) return -1;
   tg_sni_pat_t *n = realloc(a->t->pats, (a->t->n + 1) * sizeof(*n));
   if (!n) return -1;
   a->t->pats = n;

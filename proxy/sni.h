@@ -31,8 +31,8 @@ typedef struct {
   int strict; /* refuse those instead */
 } tg_sni_table_t;
 
-/* Checks one pattern of len bytes.  0, or -1 with why. */
-int tg_sni_check_pattern(const char *p, size_t len, const char **why);
+/* Checks one pattern of len bytes.  0, or -1 with the reason in err. */
+int tg_sni_check_pattern(const char *p, size_t len, char *err, size_t errsize);
 
 /* Calls fn for each item of a comma-separated server_name list (blanks
  * trimmed); stops at the first non-zero answer and returns it. */

@@ -9,13 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#ifndef OPENSSL_IS_BORINGSSL
-#include <openssl/core_names.h>
-#include <openssl/params.h>
-#endif
 
 #include "log.h"
 #include "secret.h"
+#include "tls_compat.h"
 
 typedef struct {
   uint8_t name[16];
@@ -62,32 +59,17 @@ static int setup(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
   return 0; /* unknown key: full handshake */
 }
 
-#ifdef OPENSSL_IS_BORINGSSL
 static int ticket_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
-                     HMAC_CTX *hctx, int enc) {
+                     tg_ticket_mac_t *mac, int enc) {
   const ticket_key_t *key = NULL;
   int r = setup(ssl, name, iv, cctx, enc, &key);
   if (r <= 0) return r < 0 ? -1 : 0;
-  if (!HMAC_Init_ex(hctx, key->hmac, sizeof(key->hmac), EVP_sha256(), NULL)) return -1;
+  if (tg_compat_ticket_mac_init(mac, key->hmac, sizeof(key->hmac)) != 0) return -1;
   return r;
 }
-#define install_cb(ctx) SSL_CTX_set_tlsext_ticket_key_cb(ctx, ticket_cb)
-#else
-static int ticket_cb(SSL *ssl, uint8_t *name, uint8_t *iv, EVP_CIPHER_CTX *cctx,
-                     EVP_MAC_CTX *mctx, int enc) {
-  const ticket_key_t *key = NULL;
-  int r = setup(ssl, name, iv, cctx, enc, &key);
-  if (r <= 0) return r < 0 ? -1 : 0;
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-      OSSL_PARAM_construct_end()};
-  if (!EVP_MAC_init(mctx, key->hmac, sizeof(key->hmac), params)) return -1;
-  return r;
-}
-#define install_cb(ctx) SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb)
-#endif
 
-int tg_tickets_load(SSL_CTX *ctx, const char *path, char *err, size_t errsize) {
+int tg_tickets_load(SSL_CTX *ctx, const char *path, size_t *nkeys, char *err,
+                    size_t errsize) {
   size_t n = 0;
   /* One byte more than the most keys, to tell a file that is too long. */
   uint8_t *buf = (uint8_t *)tg_secret_file_read(path, TG_TICKET_KEY_LEN * TG_TICKET_KEYS_MAX + 1,
@@ -107,10 +89,11 @@ int tg_tickets_load(SSL_CTX *ctx, const char *path, char *err, size_t errsize) {
       memcpy(&k->keys[i], buf + i * TG_TICKET_KEY_LEN, TG_TICKET_KEY_LEN);
     if (keys_index < 0)
       keys_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_keys);
-    if (keys_index < 0 || !SSL_CTX_set_ex_data(ctx, keys_index, k) || !install_cb(ctx)) {
+    if (keys_index < 0 || !SSL_CTX_set_ex_data(ctx, keys_index, k) || !tg_ctx_set_ticket_cb(ctx, ticket_cb)) {
       snprintf(err, errsize, "%s: cannot install the ticket keys", path);
     } else {
-      rc = (int)k->n;
+      *nkeys = k->n;
+      rc = 0;
       k = NULL; /* owned by ctx now */
     }
   }

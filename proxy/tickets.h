@@ -16,8 +16,9 @@
 #define TG_TICKET_KEY_LEN 80
 #define TG_TICKET_KEYS_MAX 16
 
-/* Loads path and installs the keys in ctx.  Returns the number of keys, or
- * -1 with a reason in err. */
-int tg_tickets_load(SSL_CTX *ctx, const char *path, char *err, size_t errsize);
+/* Loads path and installs the keys in ctx.  Returns 0 with the number of
+ * keys in *nkeys, or -1 with a reason in err. */
+int tg_tickets_load(SSL_CTX *ctx, const char *path, size_t *nkeys, char *err,
+                    size_t errsize);
 
 #endif

@@ -15,9 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#ifndef OPENSSL_IS_BORINGSSL
-#include <openssl/provider.h>
-#endif
 
 #include "keylog.h"
 #include "log.h"
@@ -26,45 +23,18 @@
 #include "secret.h"
 #include "sni.h"
 #include "tls_compat.h"
+#include "util.h"
 
 static int note_index = -1;
 
-#ifndef OPENSSL_IS_BORINGSSL
-static OSSL_PROVIDER *legacy_provider;
-
-static void unload_legacy(void) {
-  if (legacy_provider) OSSL_PROVIDER_unload(legacy_provider);
-  legacy_provider = NULL;
-}
-#endif
-
 int tg_tls_init(char *err, size_t errsize) {
-#ifndef OPENSSL_IS_BORINGSSL
-  /* PFX files written by older tools and Windows use RC2-40, which OpenSSL 3
-   * keeps in its legacy provider.  Without it those files cannot load, so
-   * the error for them says how to convert instead. */
-  static int registered;
-  legacy_provider = OSSL_PROVIDER_try_load(NULL, "legacy", 1);
-  ERR_clear_error();
-  /* Registered after OpenSSL's own exit handler, so it runs first. */
-  if (!registered++) atexit(unload_legacy);
-#endif
+  tg_compat_init();
   note_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
   if (note_index < 0) {
     snprintf(err, errsize, "SSL_get_ex_new_index failed");
     return -1;
   }
   return 0;
-}
-
-const char *tg_tls_library_version(void) {
-#ifdef OPENSSL_IS_BORINGSSL
-  static char buf[64];
-  snprintf(buf, sizeof(buf), "BoringSSL (API version %d)", BORINGSSL_API_VERSION);
-  return buf;
-#else
-  return OpenSSL_version(OPENSSL_VERSION);
-#endif
 }
 
 /* ---- identities -------------------------------------------------------- */
@@ -101,29 +71,6 @@ static int resolve_password(const char *spec, char *buf, size_t size,
   return 0;
 }
 
-static int is_bad_password(unsigned long e) {
-  int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
-#ifdef OPENSSL_IS_BORINGSSL
-  return lib == ERR_LIB_PKCS8 && reason == PKCS8_R_INCORRECT_PASSWORD;
-#else
-  return (lib == ERR_LIB_PKCS12 && reason == PKCS12_R_MAC_VERIFY_FAILURE) ||
-         (lib == ERR_LIB_EVP && reason == EVP_R_BAD_DECRYPT);
-#endif
-}
-
-static int is_unsupported_algorithm(unsigned long e) {
-  int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
-#ifdef OPENSSL_IS_BORINGSSL
-  return lib == ERR_LIB_PKCS8 && (reason == PKCS8_R_UNKNOWN_ALGORITHM ||
-                                  reason == PKCS8_R_UNSUPPORTED_CIPHER ||
-                                  reason == PKCS8_R_UNKNOWN_CIPHER);
-#else
-  return (lib == ERR_LIB_EVP && reason == EVP_R_UNSUPPORTED_ALGORITHM) ||
-         lib == ERR_LIB_PROV ||
-         (lib == ERR_LIB_EVP && reason == ERR_R_UNSUPPORTED);
-#endif
-}
-
 static int load_pfx(const char *path, const char *pwspec, identity_t *id,
                     char *err, size_t errsize) {
   char pw[512], tlserr[300];
@@ -150,8 +97,8 @@ static int load_pfx(const char *path, const char *pwspec, identity_t *id,
   if (!ok || !id->key || !id->cert) {
     unsigned long e = ERR_peek_error();
     const char *what = "cannot load";
-    if (is_bad_password(e)) what = "wrong password";
-    else if (is_unsupported_algorithm(e))
+    if (tg_compat_bad_password(e)) what = "wrong password";
+    else if (tg_compat_unsupported_algorithm(e))
       what = "encrypted with an algorithm this build cannot read; convert "
              "it with: openssl pkcs12 -legacy -in OLD.pfx -nodes | "
              "openssl pkcs12 -export -out NEW.pfx";
@@ -216,7 +163,7 @@ static int load_pem(const char *cert_path, const char *key_path,
     tg_tls_errors(tlserr, sizeof(tlserr));
     /* The decrypt failure surfaces from PEM, EVP or (OpenSSL 3) a provider
      * depending on the library; its reason text is the common ground. */
-    int badpw = is_bad_password(e) ||
+    int badpw = tg_compat_bad_password(e) ||
                 (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_BAD_DECRYPT) ||
                 strcasestr(tlserr, "bad decrypt") || strcasestr(tlserr, "BAD_DECRYPT") ||
                 strcasestr(tlserr, "BAD_PASSWORD_READ") || strcasestr(tlserr, "bad password read");
@@ -588,7 +535,8 @@ static void hex32(const uint8_t *b, char out[65]) {
   for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
-/* The leaf against every entry of backend_pin: 1 when one matches. */
+/* The leaf against every entry of backend_pin: 0 when one matches, or -1
+ * with why. */
 static int check_pins(const char *pins, X509 *cert, char *why, size_t whysize) {
   leaf_digests_t d;
   unsigned int len = 0;
@@ -597,12 +545,12 @@ static int check_pins(const char *pins, X509 *cert, char *why, size_t whysize) {
   if (dlen <= 0 || !X509_digest(cert, EVP_sha256(), d.cert, &len)) {
     OPENSSL_free(der);
     snprintf(why, whysize, "certificate verify failed: cannot digest the backend's certificate");
-    return 0;
+    return -1;
   }
   SHA256(der, (size_t)dlen, d.spki);
   OPENSSL_free(der);
   int r = each_pin(pins, why, whysize, pin_matches, &d);
-  if (r == 1) return 1;
+  if (r == 1) return 0;
   if (r == 0) {
     char hex[65], b64[49];
     hex32(d.cert, hex);
@@ -610,7 +558,7 @@ static int check_pins(const char *pins, X509 *cert, char *why, size_t whysize) {
     snprintf(why, whysize, "certificate verify failed: backend certificate does not match "
              "backend_pin (its sha256:%s, spki-sha256:%s)", hex, b64);
   }
-  return 0;
+  return -1;
 }
 
 /* ---- peer verification ------------------------------------------------------ */
@@ -672,7 +620,7 @@ static int check_leaf(tg_tls_note_t *note, X509 *leaf, char *why, size_t whysize
     return refused(note, TG_HS_VERIFY);
   }
   if (note->backend) {
-    if (l->backend_pin[0] && !check_pins(l->backend_pin, leaf, why, whysize))
+    if (l->backend_pin[0] && check_pins(l->backend_pin, leaf, why, whysize) != 0)
       return refused(note, TG_HS_VERIFY);
   } else if (!tg_acl_match(&l->allow_clients, &id)) {
     snprintf(why, whysize, "client certificate %s is not in allow_clients", desc);
@@ -866,76 +814,29 @@ static SSL_CTX *new_ctx(const tg_listener_conf_t *l, const char *vkey,
 
 /* ---- OCSP stapling -------------------------------------------------------- */
 
-typedef struct {
-  uint8_t *der;
-  size_t len;
-} ocsp_t;
-
-static int ocsp_index = -1;
-
-static void free_ocsp(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index,
-                      long argl, void *argp) {
-  ocsp_t *o = ptr;
-  if (o) free(o->der);
-  free(o);
-}
-
-#ifndef OPENSSL_IS_BORINGSSL
-/* OpenSSL asks per handshake; it takes ownership of the copy it is given. */
-static int ocsp_status_cb(SSL *ssl, void *arg) {
-  ocsp_t *o = arg;
-  if (SSL_get_tlsext_status_type(ssl) != TLSEXT_STATUSTYPE_ocsp) return SSL_TLSEXT_ERR_NOACK;
-  uint8_t *copy = OPENSSL_malloc(o->len);
-  if (!copy) return SSL_TLSEXT_ERR_NOACK;
-  memcpy(copy, o->der, o->len);
-  if (!SSL_set_tlsext_status_ocsp_resp(ssl, copy, (long)o->len)) {
-    OPENSSL_free(copy);
-    return SSL_TLSEXT_ERR_NOACK;
-  }
-  return SSL_TLSEXT_ERR_OK;
-}
-#endif
-
 /* Staples the DER OCSP response in path to ctx's certificate. */
 static int load_ocsp(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *path,
                      tg_errors_t *errs, size_t *len) {
   char where[400];
   FILE *f = fopen(path, "rb");
-  ocsp_t *o = calloc(1, sizeof(*o));
-  if (!f || !o) {
+  if (!f) {
     tg_errors_add(errs, "%s: %s: %s", tg_config_where(l, "ocsp", where, sizeof(where)),
-                  path, f ? "out of memory" : strerror(errno));
-    if (f) fclose(f);
-    free(o);
+                  path, strerror(errno));
     return -1;
   }
-  o->der = malloc(65536);
-  o->len = o->der ? fread(o->der, 1, 65536, f) : 0;
+  uint8_t *der = malloc(65536);
+  size_t n = der ? fread(der, 1, 65536, f) : 0;
   int more = fgetc(f) != EOF;
   fclose(f);
   /* A DER OCSPResponse is a SEQUENCE: the least a file must look like. */
-  if (!o->der || o->len < 8 || more || o->der[0] != 0x30) {
+  if (!der || n < 8 || more || der[0] != 0x30) {
     tg_errors_add(errs, "%s: %s: not a DER OCSP response (make one with openssl ocsp "
                   "... -respout FILE)", tg_config_where(l, "ocsp", where, sizeof(where)), path);
-    free_ocsp(NULL, o, NULL, 0, 0, NULL);
+    free(der);
     return -1;
   }
-  *len = o->len;
-#ifdef OPENSSL_IS_BORINGSSL
-  int ok = SSL_CTX_set_ocsp_response(ctx, o->der, o->len);
-  free_ocsp(NULL, o, NULL, 0, 0, NULL);
-#else
-  if (ocsp_index < 0) ocsp_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, free_ocsp);
-  int ok = ocsp_index >= 0 && SSL_CTX_set_ex_data(ctx, ocsp_index, o);
-  if (ok) {
-    SSL_CTX_set_tlsext_status_cb(ctx, ocsp_status_cb);
-    SSL_CTX_set_tlsext_status_arg(ctx, o);
-  } else {
-    free_ocsp(NULL, o, NULL, 0, 0, NULL);
-  }
-#endif
-  (void)ocsp_index;
-  if (!ok) {
+  *len = n;
+  if (tg_compat_staple_ocsp(ctx, der, n) != 0) {
     char tlserr[300];
     tg_errors_add(errs, "%s: cannot staple %s (%s)", tg_config_where(l, "ocsp", where, sizeof(where)),
                   path, tg_tls_errors(tlserr, sizeof(tlserr)));
@@ -1261,11 +1162,10 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
     memcpy(kept, sid_ctx, sizeof(sid_ctx));
     if (!SSL_CTX_set_ex_data(ctx, sid_index, kept)) free(kept);
   }
-  int nkeys = 0;
+  size_t nkeys = 0;
   if (l->ticket_key_file[0]) {
     char terr[400];
-    nkeys = tg_tickets_load(ctx, l->ticket_key_file, terr, sizeof(terr));
-    if (nkeys < 0)
+    if (tg_tickets_load(ctx, l->ticket_key_file, &nkeys, terr, sizeof(terr)) != 0)
       tg_errors_add(errs, "%s: %s",
                     tg_config_where(l, "ticket_key_file", where, sizeof(where)), terr);
   }
@@ -1285,7 +1185,7 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
            l->allow_clients.n ? ", allow_clients ACL" : "");
   if (nkeys > 0) {
     size_t n = strlen(summary);
-    snprintf(summary + n, sumsize - n, ", %d shared ticket key%s", nkeys, nkeys == 1 ? "" : "s");
+    snprintf(summary + n, sumsize - n, ", %zu shared ticket key%s", nkeys, nkeys == 1 ? "" : "s");
   }
   if (ocsp_len) {
     size_t n = strlen(summary);
@@ -1419,6 +1319,26 @@ static SSL *tls_setup(SSL *ssl, tg_tls_note_t *note, const char *host) {
   return ssl;
 }
 
+const char *tg_tls_errors(char *buf, unsigned long size) {
+  size_t n = 0;
+  unsigned long e;
+  buf[0] = '\0';
+  while ((e = ERR_get_error()) != 0) {
+    const char *reason = ERR_reason_error_string(e);
+    char tmp[64];
+    if (!reason) {
+      snprintf(tmp, sizeof(tmp), "error %lx", e);
+      reason = tmp;
+    }
+    if (n > 0 && strstr(buf, reason)) continue; /* drop repeats */
+    int w = snprintf(buf + n, size - n, "%s%s", n ? ": " : "", reason);
+    if (w < 0 || (size_t)w >= size - n) break;
+    n += (size_t)w;
+  }
+  if (n == 0) snprintf(buf, size, "no error detail");
+  return buf;
+}
+
 const char *tg_tls_failure(SSL *ssl, tg_tls_note_t *note, char *buf,
                            size_t size) {
   char tlserr[400];
@@ -1430,10 +1350,8 @@ const char *tg_tls_failure(SSL *ssl, tg_tls_note_t *note, char *buf,
       ERR_GET_REASON(first) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
     snprintf(buf, size, "certificate required (no client certificate presented)");
     r = TG_HS_NO_CERT;
-#ifndef OPENSSL_IS_BORINGSSL
   } else if (tg_p11_take_failure(p11, sizeof(p11))) {
     snprintf(buf, size, "PKCS#11 signature failed: %s (%s)", p11, tlserr);
-#endif
   } else if (note && note->reason[0]) {
     snprintf(buf, size, "%s (%s)", note->reason, tlserr);
     r = tg_tls_hs_result(note);
@@ -1449,7 +1367,6 @@ const char *tg_tls_failure(SSL *ssl, tg_tls_note_t *note, char *buf,
       snprintf(buf, size, "%s", tlserr);
     }
   }
-  (void)p11;
   if (note) note->result = r;
   return buf;
 }

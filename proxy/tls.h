@@ -1,8 +1,9 @@
 /* TLS glue: contexts built from a listener's config, identity loading, peer
  * verification (client ACL, backend hostname and pins) and error text.
  *
- * Connections use these contexts with memory BIOs (see conn.c): TLS never
- * touches a socket. */
+ * TLS never touches a socket: TCP connections run an SSL over the stream
+ * BIO (tls_bio.h), DTLS associations over the datagram BIO, and backend
+ * health checks over memory BIOs. */
 #ifndef TG_TLS_H
 #define TG_TLS_H
 
@@ -15,7 +16,7 @@
 #include "tls_bio.h"
 
 /* Per-SSL notes shared with the verify callbacks.  Lives inside the
- * connection; attached with tg_tls_attach(). */
+ * connection; attached by tg_tls_new() and tg_tls_new_stream(). */
 typedef struct {
   const tg_listener_conf_t *conf;
   /* SNI virtual hosts: the section the ClientHello chose (its conf is
@@ -38,7 +39,6 @@ typedef struct {
 } tg_tls_note_t;
 
 int tg_tls_init(char *err, size_t errsize);
-const char *tg_tls_library_version(void);
 
 /* Builds the listener-side context (secure = on).  NULL with errors added. */
 SSL_CTX *tg_tls_server_ctx(const tg_listener_conf_t *l, tg_errors_t *errs,
@@ -66,7 +66,8 @@ typedef struct {
 int tg_tls_vhosts_attach(SSL_CTX *front, const tg_tls_vhost_t *v, size_t n, int dflt,
                          int strict, tg_errors_t *errs);
 
-/* Creates an SSL with memory BIOs for one side of a connection.  For a
+/* Creates an SSL over a pair of memory BIOs: a health check uses them as
+ * they are, a DTLS association replaces them with its datagram BIO.  For a
  * backend, host is the name or address the certificate must match. */
 SSL *tg_tls_new(SSL_CTX *ctx, tg_tls_note_t *note, const char *host);
 
@@ -88,9 +89,13 @@ typedef struct {
 void tg_tls_handshake_step(SSL *ssl, tg_tls_note_t *note, tg_hs_step_t *out);
 
 /* The same over a stream BIO (tls_bio.h): TCP connections use this, so no
- * bytes are copied into or kept in memory BIOs. */
+ * bytes are copied into or kept in a BIO's buffer. */
 SSL *tg_tls_new_stream(SSL_CTX *ctx, tg_tls_note_t *note, const char *host,
                        tg_tls_io_t *io);
+
+/* Writes the TLS library's queued errors as "reason: reason" into buf and
+ * clears the queue.  Returns buf ("no error detail" when the queue is empty). */
+const char *tg_tls_errors(char *buf, unsigned long size);
 
 /* Empties this thread's error queue before a TLS call whose result goes
  * to SSL_get_error (a stale entry would turn "wants more input" into a

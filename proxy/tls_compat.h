@@ -1,8 +1,45 @@
-/* The few places where BoringSSL and OpenSSL 3 differ, kept together. */
+/* The places where BoringSSL and OpenSSL 3 differ, kept together: macros
+ * and inline functions here, the longer ones in tls_compat.c.  Outside
+ * this pair only pkcs11*.c test OPENSSL_IS_BORINGSSL (token keys plug into
+ * each library in its own way). */
 #ifndef TG_TLS_COMPAT_H
 #define TG_TLS_COMPAT_H
 
 #include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Start-up: OpenSSL loads its legacy provider (old PFX ciphers). */
+void tg_compat_init(void);
+/* "BoringSSL (API version N)" or OpenSSL's version line. */
+const char *tg_tls_library_version(void);
+
+/* Whether a queued error e means a wrong PFX/key password, or a cipher this
+ * build cannot decrypt. */
+int tg_compat_bad_password(unsigned long e);
+int tg_compat_unsupported_algorithm(unsigned long e);
+
+/* Staples a DER OCSP response to every handshake on ctx.  Takes der (from
+ * malloc) in every case.  0, or -1 with the reason in the error queue. */
+int tg_compat_staple_ocsp(SSL_CTX *ctx, uint8_t *der, size_t len);
+
+/* Calls fn with the DER of each certificate the peer sent after its leaf,
+ * in the order sent (a server's view of a client chain).  Stops at the
+ * first fn that returns -1.  0, or -1. */
+typedef int (*tg_der_fn)(void *arg, const uint8_t *der, size_t len);
+int tg_compat_each_peer_chain_cert(SSL *ssl, X509 *leaf, tg_der_fn fn, void *arg);
+
+/* Session tickets: the MAC context the ticket callback keys, and the call
+ * that installs such a callback. */
+#ifdef OPENSSL_IS_BORINGSSL
+typedef HMAC_CTX tg_ticket_mac_t;
+#define tg_ctx_set_ticket_cb(ctx, cb) SSL_CTX_set_tlsext_ticket_key_cb(ctx, cb)
+#else
+typedef EVP_MAC_CTX tg_ticket_mac_t;
+#define tg_ctx_set_ticket_cb(ctx, cb) SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, cb)
+#endif
+/* Keys m as HMAC-SHA256.  0, or -1. */
+int tg_compat_ticket_mac_init(tg_ticket_mac_t *m, const uint8_t *key, size_t len);
 
 #ifdef OPENSSL_IS_BORINGSSL
 #define TG_TLS_LIBRARY "BoringSSL"

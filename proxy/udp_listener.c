@@ -358,7 +358,7 @@ static void on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   }
   if (ul->ds->cookies) {
     if (info.cookie_len == 0 ||
-        !tg_cookie_check(&ul->ds->keys, tg_now_ms(), from, info.cookie,
+        !tg_cookie_valid(&ul->ds->keys, tg_now_ms(), from, info.cookie,
                          info.cookie_len)) {
       if (info.cookie_len) {
         ul->st.cookie_bad++;

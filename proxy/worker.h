@@ -8,12 +8,9 @@
 
 #include <uv.h>
 
+#include "bufpool.h"
 #include "runtime.h"
 
-#define TG_READ_BUF_SIZE 65536
-#define TG_PLAIN_BUF_SIZE 16384
-
-typedef struct tg_conn tg_conn_t;
 typedef struct tg_worker tg_worker_t;
 
 /* Allocated one by one: a closing handle must not move; freed in its close
@@ -36,18 +33,14 @@ struct tg_worker {
   tg_listener_t *listeners[TG_MAX_LISTENERS];
   size_t nlisteners;
   struct tg_udp_listener *udp_listeners; /* transport = udp (udp_listener.c) */
-  tg_conn_t *conns;     /* every live connection, for drain and shutdown */
+  struct tg_conn *conns; /* every live connection, for drain and shutdown */
   size_t nconns;
   int draining;
   atomic_int stop_requested;
   uint64_t last_accept_error_log;
   unsigned long long accept_drops; /* connections shed while out of fds */
   int reserve_fd;       /* given up when out of fds, to shed the backlog */
-  /* Scratch buffers: a read callback consumes its bytes before returning,
-   * so every connection of this loop can share them. */
-  int readbuf_busy;
-  char readbuf[TG_READ_BUF_SIZE];
-  char plainbuf[TG_PLAIN_BUF_SIZE];
+  tg_scratch_t scratch;  /* shared by this loop's connections (bufpool.h) */
 };
 
 /* Starts the thread; takes over one reference to rt. */

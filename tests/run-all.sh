@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# tests/run-all.sh OUT ASAN_OUT -- what `make test` runs:
+# tests/run-all.sh OUT ASAN_OUT [--e2e-only] -- what `make test` runs:
 #   1. the C unit tests, built with ASan/UBSan;
 #   2. the black-box suite against the release binary OUT/tlsgate;
 #   3. the black-box suite again against the ASan/UBSan binary, where any
 #      sanitizer report (including leaks at exit) fails the scenario.
+# Most scenarios wait on peers and timers, so passes 2 and 3 run their
+# parallel scenarios at the same time (E2E_JOBS each); the "serial" ones
+# (they measure the machine) come after that, alone, one pass after the
+# other. With E2E_LONG=only (make test-long: fuzzing, valgrind, soak, which
+# keep the CPUs busy) the two passes run one after the other instead.
 # Ends with one line "N passed, N failed" summing all three.
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -12,7 +17,8 @@ ASAN=$2
 E2E_ONLY=${3:-}
 pass=0 fail=0
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+asan_log=$(mktemp)
+trap 'rm -f "$log" "$asan_log"' EXIT
 
 count() {  # adds the last "N passed, N failed" line of $log; no line = 1 failure
     local line p f
@@ -34,13 +40,33 @@ fi
 # Work directories per binary, so that both builds' suites can run at once.
 wd=${E2E_WORKDIR:-$ROOT/tests/e2e/.work}
 
-echo "== black-box tests: $OUT/tlsgate"
-E2E_WORKDIR=$wd/${OUT//\//_} TLSGATE=$OUT/tlsgate "$ROOT/tests/run-e2e.sh" 2>&1 | tee "$log"
-count
+# suite release|asan SERIAL -- run-e2e.sh on one binary (E2E_SERIAL=SERIAL)
+suite() {
+    local bin=$OUT san=
+    [ "$1" = asan ] && { bin=$ASAN; san=1; }
+    E2E_SERIAL=$2 E2E_WORKDIR=$wd/${bin//\//_} TLSGATE=$bin/tlsgate TLSGATE_SANITIZED=$san \
+        "$ROOT/tests/run-e2e.sh" 2>&1
+}
 
-echo "== black-box tests: $ASAN/tlsgate (ASan/UBSan)"
-E2E_WORKDIR=$wd/${ASAN//\//_} TLSGATE=$ASAN/tlsgate TLSGATE_SANITIZED=1 "$ROOT/tests/run-e2e.sh" 2>&1 | tee "$log"
-count
+if [ "${E2E_LONG:-0}" = only ]; then
+    echo "== black-box tests: $OUT/tlsgate"
+    suite release 1 | tee "$log"; count
+    echo "== black-box tests: $ASAN/tlsgate (ASan/UBSan)"
+    suite asan 1 | tee "$log"; count
+else
+    "$ROOT/tools/mkcerts" "${CERTS:-$ROOT/certs}" >/dev/null 2>&1   # once, before two suites share it
+    echo "== black-box tests: $OUT/tlsgate, parallel scenarios ($ASAN/tlsgate alongside)"
+    suite asan 0 >"$asan_log" &
+    asan_pid=$!
+    suite release 0 | tee "$log"; count
+    wait "$asan_pid"
+    echo "== black-box tests: $ASAN/tlsgate (ASan/UBSan), parallel scenarios"
+    cat "$asan_log"; cp "$asan_log" "$log"; count
+    echo "== black-box tests: $OUT/tlsgate, serial scenarios"
+    suite release only | tee "$log"; count
+    echo "== black-box tests: $ASAN/tlsgate (ASan/UBSan), serial scenarios"
+    suite asan only | tee "$log"; count
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -9,6 +9,8 @@
 #                            ones, E2E_LONG=only runs only them (make test-long)
 #   E2E_WORKDIR=dir          where work dirs go (default tests/e2e/.work; set it to run
 #                            two suites at once, e.g. for both TLS builds)
+#   E2E_SERIAL=0|only        leave out the "serial" scenarios / run only them (run-all.sh
+#                            runs two suites' parallel parts at once, then the serial ones)
 #
 # A scenario passes with exit 0, is skipped with 77, fails otherwise. Each one
 # logs into $E2E_WORKDIR/NAME/ and its output goes to $E2E_WORKDIR/NAME.out.
@@ -49,6 +51,7 @@ mkdir -p "$WORKDIR"
 # peers and timers, and each picks its own ports and work dir).
 JOBS=${E2E_JOBS:-4}
 LONG=${E2E_LONG:-0}
+SERIAL=${E2E_SERIAL:-1}
 par=() ser=()
 declare -A limit=()
 for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
@@ -59,11 +62,25 @@ for f in $(find "$E2E" -maxdepth 1 -name '[0-9]*.sh' | sort); do
         *" long "*) [ "$LONG" = 0 ] && continue ;;
         *) [ "$LONG" = only ] && continue ;;
     esac
-    case " $tags " in *" serial "*) ser+=("$f") ;; *) par+=("$f") ;; esac
+    case " $tags " in
+        *" serial "*) [ "$SERIAL" = 0 ] && continue; ser+=("$f") ;;
+        *) [ "$SERIAL" = only ] && continue; par+=("$f") ;;
+    esac
     # "# e2e: timeout=N": a scenario that needs more than E2E_TIMEOUT
     t=$(sed -n 's/.*timeout=\([0-9][0-9]*\).*/\1/p' <<<"$tags" | head -n1)
     [ -n "$t" ] && limit[$(basename "$f" .sh)]=$t
 done
+
+# Longest first: the previous run's durations (WORKDIR/.durations, ms) order the
+# parallel queue, so that no long scenario starts last and runs alone at the
+# end; scenarios without a duration (new ones) go first, the rest by name.
+if [ -f "$WORKDIR/.durations" ] && [ ${#par[@]} -gt 1 ]; then
+    mapfile -t par < <(for f in "${par[@]}"; do
+        ms=$(awk -v n="$(basename "$f" .sh)" '$1 == n { print $2 }' "$WORKDIR/.durations")
+        printf '%s %s\n' "${ms:-999999999}" "$f"
+    done | sort -k1,1nr -k2 | cut -d' ' -f2-)
+fi
+: >"$WORKDIR/.durations.new"
 
 pass=0 failn=0 skipn=0 failed_names=()
 declare -A started=()
@@ -81,6 +98,7 @@ report() {  # report NAME: prints the verdict of a finished scenario
     rc=$(cat "$WORKDIR/$name.rc" 2>/dev/null || echo 1)
     rm -f "$WORKDIR/$name.rc"
     secs=$(( ($(date +%s%N) - started[$name]) / 1000000 ))
+    echo "$name $secs" >>"$WORKDIR/.durations.new"
     secs=$(printf '%d.%02d' $((secs / 1000)) $(( (secs % 1000) / 10 )))
     case $rc in
         0)  pass=$((pass + 1)); echo "PASS $name (${secs}s)" ;;
@@ -120,6 +138,11 @@ run_pool() {
 
 [ ${#par[@]} -gt 0 ] && run_pool "$JOBS" "${par[@]}"
 [ ${#ser[@]} -gt 0 ] && run_pool 1 "${ser[@]}"
+
+# keep the durations of scenarios that did not run this time (filtered out)
+[ -f "$WORKDIR/.durations" ] && awk 'NR == FNR { seen[$1] = 1; next } !($1 in seen)' \
+    "$WORKDIR/.durations.new" "$WORKDIR/.durations" >>"$WORKDIR/.durations.new"
+mv "$WORKDIR/.durations.new" "$WORKDIR/.durations"
 
 [ "$failn" -gt 0 ] && echo "failed: ${failed_names[*]}"
 summary="$pass passed, $failn failed"

@@ -120,16 +120,11 @@ nss_trust_ca() {
 
 # start_node_echo PORT [--proxy-v2] [NAME] -- tests/browser/echo-server.js; PID in BG_PID
 start_node_echo() {
-    local port=$1 pv2='' name end
+    local port=$1 pv2='' name
     [ "${2:-}" = --proxy-v2 ] && { pv2=--proxy-v2; shift; }
     name=${2:-echo-$port}
     bg_start "$name" node "$BROWSER_DIR/echo-server.js" --port "$port" $pv2
-    end=$(( $(now_ms) + 10000 ))
-    until grep -q "^listening on" "$WORK/$name.log" 2>/dev/null; do
-        is_alive "$BG_PID" || fail "echo-server on port $port died: $(cat "$WORK/$name.log")"
-        [ "$(now_ms)" -ge "$end" ] && fail "echo-server on port $port not ready in 10s"
-        sleep 0.05
-    done
+    wait_ready "$BG_PID" "$WORK/$name.log" "echo-server on port $port"
 }
 
 # run_browser NAME ARGS... -- node drive.js --dir WORK/NAME ARGS (bounded); output in

@@ -9,16 +9,13 @@ BPORT=$(free_port)
 # base_config: 11 lines; line 5 is the section header, 6 bind, 8 secure, 9 pfx, 10 pfx_password
 base_config() {
     cat <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:web]
 bind = 127.0.0.1:$LPORT
 transport = tcp
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 EOF
 }

@@ -54,16 +54,13 @@ sys.exit(0 if e2elib.check_pattern(d, 0) else 1)' "$WORK/big.$label" || fail "$l
 P1=$(free_port)
 P6=$(free_port)
 write_config pfx.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:https]
 bind = 127.0.0.1:$P1
 transport = tcp
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 
 [listener:https6]
@@ -85,9 +82,7 @@ stop_tlsgate
 # --- 2: legacy PFX (RC2-40 certs, 3DES key) --------------------------------------------------
 P2=$(free_port)
 write_config legacy.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:legacy]
 bind = 127.0.0.1:$P2
@@ -104,9 +99,7 @@ stop_tlsgate
 # --- 3: PEM certificate + encrypted PKCS#8 key ---------------------------------------------------
 P3=$(free_port)
 write_config pem.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:pem]
 bind = 127.0.0.1:$P3

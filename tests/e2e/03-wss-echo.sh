@@ -9,16 +9,13 @@ BPORT=$(free_port)
 LPORT=$(free_port)
 start_demo_backend "$BPORT"
 write_config wss.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:wss]
 bind = 127.0.0.1:$LPORT
 transport = tcp
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 EOF
 start_tlsgate "$CONFIG"

@@ -19,15 +19,12 @@ P_DIR=$(free_port)     # require + ca-dir (second instance)
 FP1=$(openssl x509 -in "$CERTS/client.pem" -outform DER | sha256sum | cut -d' ' -f1)
 
 write_config mtls.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:req]
 bind = 127.0.0.1:$P_REQ
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca.pem
 crl = $CERTS/crl.pem
@@ -37,8 +34,7 @@ backend = 127.0.0.1:$BPORT
 [listener:opt]
 bind = 127.0.0.1:$P_OPT
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = optional
 client_ca = $CERTS/ca.pem
 backend = 127.0.0.1:$BPORT
@@ -46,8 +42,7 @@ backend = 127.0.0.1:$BPORT
 [listener:acl]
 bind = 127.0.0.1:$P_ACL
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca.pem
 allow_clients = san:uri:spiffe://tlsgate.test/client2, sha256:$FP1
@@ -56,8 +51,7 @@ backend = 127.0.0.1:$BPORT
 [listener:dns]
 bind = 127.0.0.1:$P_DNS
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca.pem
 allow_clients = san:dns:client2.test
@@ -136,15 +130,12 @@ stop_tlsgate
 
 # --- client_ca as an OpenSSL hashed directory -----------------------------------------------
 write_config cadir.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:cadir]
 bind = 127.0.0.1:$P_DIR
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca-dir
 backend = 127.0.0.1:$BPORT

@@ -13,15 +13,12 @@ start_demo_backend "$LIVE" live
 LIVE_PID=$BG_PID
 
 write_config failover.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:fo]
 bind = 127.0.0.1:$LPORT
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$DEAD, 127.0.0.1:$LIVE
 connect_timeout = 2s
 EOF

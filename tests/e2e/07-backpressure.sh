@@ -17,23 +17,18 @@ start_py_server flood "$FPORT" "$WORK/flood.count" 60 $((4 << 30))
 start_py_server stall "$SPORT"
 
 write_config bp.ini <<EOF
-[global]
-workers = 1
-log_level = info
-drain_timeout = 2s
+$(global_section workers=1 log_level=info drain_timeout=2s)
 
 [listener:down]
 bind = 127.0.0.1:$LDOWN
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$FPORT
 
 [listener:up]
 bind = 127.0.0.1:$LUP
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$SPORT
 EOF
 start_tlsgate "$CONFIG"

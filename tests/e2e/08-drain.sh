@@ -11,16 +11,12 @@ start_echo "$EPORT"
 
 conf() {  # conf FILE PORT DRAIN
     write_config "$1" <<EOF
-[global]
-workers = 1
-log_level = debug
-drain_timeout = $3
+$(global_section workers=1 log_level=debug drain_timeout=$3)
 
 [listener:drain]
 bind = 127.0.0.1:$2
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 EOF
 }

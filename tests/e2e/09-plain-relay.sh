@@ -10,9 +10,7 @@ EPORT=$(free_port)
 LPORT=$(free_port)
 start_echo "$EPORT"
 write_config relay.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:relay]
 bind = 127.0.0.1:$LPORT

@@ -10,16 +10,12 @@ LTLS=$(free_port)
 LPLAIN=$(free_port)
 start_echo "$EPORT"
 write_config timeouts.ini <<EOF
-[global]
-workers = 1
-log_level = debug
-drain_timeout = 2s
+$(global_section workers=1 log_level=debug drain_timeout=2s)
 
 [listener:tls]
 bind = 127.0.0.1:$LTLS
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 1s
 idle_timeout = 1500ms
@@ -43,18 +39,21 @@ def check(cond, what):
     print(("ok: " if cond else "FAILED: ") + what, flush=True)
     failed |= not cond
 
+# The four cases are independent and mostly wait for a timer: they run at once.
 # 1. silent TCP client on the TLS listener: closed after ~1 s
-s = e2elib.tcp_connect(ltls)
-d = e2elib.closed_within(s, 6)
-check(d is not None and 0.7 <= d <= 4, "handshake_timeout=1s closes a silent client (after %s s)" % (d and round(d, 2)))
-s.close()
+def silent_case():
+    s = e2elib.tcp_connect(ltls)
+    d = e2elib.closed_within(s, 6)
+    check(d is not None and 0.7 <= d <= 4, "handshake_timeout=1s closes a silent client (after %s s)" % (d and round(d, 2)))
+    s.close()
 
 # 2. a client that sends half a ClientHello and stops
-s = e2elib.tcp_connect(ltls)
-s.sendall(bytes.fromhex("160301020001") + b"\x00" * 10)   # record header + a few bytes
-d = e2elib.closed_within(s, 6)
-check(d is not None and 0.7 <= d <= 4, "handshake_timeout=1s closes a stalled handshake (after %s s)" % (d and round(d, 2)))
-s.close()
+def stalled_case():
+    s = e2elib.tcp_connect(ltls)
+    s.sendall(bytes.fromhex("160301020001") + b"\x00" * 10)   # record header + a few bytes
+    d = e2elib.closed_within(s, 6)
+    check(d is not None and 0.7 <= d <= 4, "handshake_timeout=1s closes a stalled handshake (after %s s)" % (d and round(d, 2)))
+    s.close()
 
 # 3+4. idle relays: closed after ~idle_timeout of silence
 def idle_case(tag, connect, idle):
@@ -79,8 +78,20 @@ def idle_case(tag, connect, idle):
           "%s: idle_timeout=%ss closes a silent relay (after %s s)" % (tag, idle, d and round(d, 2)))
     s.close()
 
-idle_case("tls", lambda: e2elib.tls_connect(ltls), 1.5)
-idle_case("plain", lambda: e2elib.tcp_connect(lplain), 1.0)
+def run(case, *args):
+    try:
+        case(*args)
+    except (OSError, EOFError, ssl.SSLError) as e:
+        check(False, "%s%s: %s" % (case.__name__, args[:1], e))
+
+cases = [threading.Thread(target=run, args=a) for a in (
+    (silent_case,), (stalled_case,),
+    (idle_case, "tls", lambda: e2elib.tls_connect(ltls), 1.5),
+    (idle_case, "plain", lambda: e2elib.tcp_connect(lplain), 1.0))]
+for t in cases:
+    t.start()
+for t in cases:
+    t.join()
 sys.exit(1 if failed else 0)
 EOF
 

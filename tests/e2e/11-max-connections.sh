@@ -12,11 +12,7 @@ run_case() {  # run_case WORKERS
     local workers=$1 port
     port=$(free_port)
     write_config "max-$workers.ini" <<EOF
-[global]
-workers = $workers
-log_level = debug
-max_connections = 2
-drain_timeout = 2s
+$(global_section workers=$workers log_level=debug max_connections=2 drain_timeout=2s)
 
 [listener:limited]
 bind = 127.0.0.1:$port

@@ -9,41 +9,10 @@
 BPORT=$(free_port)
 PLAIN=$(free_port); TLS=$(free_port); LB=$(free_port); LBTLS=$(free_port)
 
-# A backend that records, per connection, everything it received before the
-# client's "END" marker, then answers "ok".
-write_py capture <<'EOF'
-import os, socket, sys, threading
-port, outdir = int(sys.argv[1]), sys.argv[2]
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", port)); srv.listen(64)
-n = 0
-def handle(c, i):
-    buf = b""
-    c.settimeout(10)
-    try:
-        while b"END" not in buf:
-            d = c.recv(65536)
-            if not d: break
-            buf += d
-        with open(os.path.join(outdir, "conn%d.bin" % i), "wb") as f:
-            f.write(buf)
-        c.sendall(b"ok")
-    except OSError:
-        pass
-    c.close()
-while True:
-    c, _ = srv.accept()
-    n += 1
-    threading.Thread(target=handle, args=(c, n), daemon=True).start()
-EOF
-mkdir -p "$WORK/cap"
-bg_start capture "$PY" "$WORK/capture.py" "$BPORT" "$WORK/cap"
-wait_listen "$BPORT" 10 "$BG_PID" || fail "capture backend did not start"
+start_capture "$BPORT" "$WORK/cap"   # records each connection up to "END"
 
 write_config pp.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:v1]
 bind = 127.0.0.1:$PLAIN
@@ -53,8 +22,7 @@ proxy_protocol = v1
 
 [listener:v2]
 bind = 127.0.0.1:$TLS
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca.pem
 backend = 127.0.0.1:$BPORT
@@ -70,8 +38,7 @@ handshake_timeout = 2s
 
 [listener:lbtls]
 bind = 127.0.0.1:$LBTLS
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 accept_proxy = on
 backend = 127.0.0.1:$BPORT
 proxy_protocol = v2

@@ -10,21 +10,16 @@ BPORT=$(free_port); DEAD=$(free_port); MPORT=$(free_port)
 WEB=$(free_port); MTLS=$(free_port)
 start_echo "$BPORT"
 write_config metrics.ini <<EOF
-[global]
-workers = 2
-log_level = info
-metrics = 127.0.0.1:$MPORT
+$(global_section workers=2 log_level=info metrics=127.0.0.1:$MPORT)
 
 [listener:web]
 bind = 127.0.0.1:$WEB
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$DEAD, 127.0.0.1:$BPORT
 
 [listener:mtls]
 bind = 127.0.0.1:$MTLS
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca.pem
 allow_clients = cn:client1

@@ -25,8 +25,7 @@ $user_lines
 
 [listener:p]
 bind = 127.0.0.1:$PORT
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 EOF
 

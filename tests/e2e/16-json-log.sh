@@ -7,10 +7,7 @@
 BPORT=$(free_port); PORT=$(free_port)
 start_echo "$BPORT"
 write_config json.ini <<EOF
-[global]
-workers = 1
-log_level = debug
-log_format = json
+$(global_section workers=1 log_level=debug log_format=json)
 
 [listener:j"son]
 bind = 127.0.0.1:$PORT
@@ -18,15 +15,11 @@ EOF
 check_config "$CONFIG"
 [ "$CHECK_RC" = 1 ] || error "a listener name with a quote was accepted"
 write_config json.ini <<EOF
-[global]
-workers = 1
-log_level = debug
-log_format = json
+$(global_section workers=1 log_level=debug log_format=json)
 
 [listener:json]
 bind = 127.0.0.1:$PORT
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca.pem
 backend = 127.0.0.1:$BPORT

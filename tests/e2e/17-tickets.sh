@@ -16,14 +16,11 @@ chmod 600 "$WORK"/*.key
 
 instance() {  # instance FILE PORT KEYFILE
     cat > "$WORK/$1" <<EOF
-[global]
-workers = 2
-log_level = info
+$(global_section workers=2 log_level=info)
 
 [listener:web]
 bind = 127.0.0.1:$2
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 ticket_key_file = $3
 EOF

@@ -19,8 +19,7 @@ openssl ocsp -index "$WORK/index.txt" -rsigner "$CERTS/ca.pem" -rkey "$CERTS/ca.
     || fail "openssl ocsp could not make a response"
 
 write_config sni.ini <<EOF
-[global]
-workers = 1
+$(global_section workers=1)
 
 [listener:sni]
 bind = 127.0.0.1:$PORT

@@ -7,13 +7,11 @@
 BPORT=$(free_port); PORT=$(free_port)
 start_echo "$BPORT"
 write_config w.ini <<EOF
-[global]
-workers = 2
+$(global_section workers=2)
 
 [listener:w]
 bind = 127.0.0.1:$PORT
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 EOF
 start_tlsgate "$CONFIG"

@@ -17,16 +17,13 @@ EPORT=$(free_port udp)
 DPORT=$(free_port udp)
 start_udp_echo "$EPORT"
 write_config dtls.ini <<EOF
-[global]
-workers = 2
-log_level = debug
+$(global_section workers=2 log_level=debug)
 
 [listener:coap]
 bind = 127.0.0.1:$DPORT
 transport = udp
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 psk = file:$CERTS/psk.txt
 psk_identity_hint = Qt DTLS example server
 backend = 127.0.0.1:$EPORT

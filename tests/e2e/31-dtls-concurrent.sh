@@ -14,17 +14,13 @@ DPORT=$(free_port udp)
 MPORT=$(free_port)
 start_udp_echo "$EPORT"
 write_config dtls.ini <<EOF
-[global]
-workers = 2
-log_level = info
-metrics = 127.0.0.1:$MPORT
+$(global_section workers=2 log_level=info metrics=127.0.0.1:$MPORT)
 
 [listener:many]
 bind = 127.0.0.1:$DPORT
 transport = udp
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 20s
 EOF

@@ -14,15 +14,12 @@ RPORT=$(free_port udp)
 OPORT=$(free_port udp)
 start_udp_echo "$EPORT"
 write_config mtls.ini <<EOF
-[global]
-workers = 1
-log_level = info
+$(global_section workers=1 log_level=info)
 
 [listener:require]
 bind = 127.0.0.1:$RPORT
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca.pem
 allow_clients = cn:client1
@@ -31,8 +28,7 @@ backend = 127.0.0.1:$EPORT
 [listener:optional]
 bind = 127.0.0.1:$OPORT
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = optional
 client_ca = $CERTS/ca.pem
 backend = 127.0.0.1:$EPORT

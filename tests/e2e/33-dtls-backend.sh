@@ -19,10 +19,7 @@ P4=$(free_port udp); P5=$(free_port udp); EPORT=$(free_port udp)
 start_udp_echo "$EPORT"
 S1=$(free_port udp); S2=$(free_port udp); S3=$(free_port udp)
 write_config backend.ini <<EOF
-[global]
-workers = 1
-log_level = debug
-drain_timeout = 3s
+$(global_section workers=1 log_level=debug drain_timeout=3s)
 
 [listener:plain-to-dtls]
 bind = 127.0.0.1:$P1
@@ -37,8 +34,7 @@ backend_ca = $CERTS/ca.pem
 [listener:dtls-to-dtls]
 bind = 127.0.0.1:$P2
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$S2
 backend_secure = on
 backend_pfx = $CERTS/client.pfx
@@ -65,8 +61,7 @@ backend_ca = $CERTS/ca.pem
 [listener:inner]
 bind = 127.0.0.1:$P5
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 session_timeout = 1s
 EOF

@@ -15,10 +15,7 @@ RPORT=$(free_port udp)
 FPORT=$(free_port udp)
 start_udp_echo "$EPORT"
 write_config relay.ini <<EOF
-[global]
-workers = 2
-log_level = debug
-drain_timeout = 3s
+$(global_section workers=2 log_level=debug drain_timeout=3s)
 
 [listener:relay]
 bind = 127.0.0.1:$RPORT

@@ -26,8 +26,7 @@ start_udp_echo "$EPORT"
 
 common() {
     cat <<EOF
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 2s
 EOF
@@ -52,9 +51,7 @@ else
 fi
 
 write_config flood.ini <<EOF
-[global]
-workers = 1
-log_level = info
+$(global_section workers=1 log_level=info)
 
 [listener:cookie]
 bind = 127.0.0.1:$CPORT

@@ -16,17 +16,13 @@ listener_dtls() {
 [listener:dtls]
 bind = 127.0.0.1:$DPORT
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 EOF
 }
 start_udp_echo "$EPORT"
 write_config reload.ini <<EOF
-[global]
-workers = 2
-log_level = debug
-drain_timeout = 3s
+$(global_section workers=2 log_level=debug drain_timeout=3s)
 
 $(listener_dtls)
 

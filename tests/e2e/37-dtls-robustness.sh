@@ -21,15 +21,12 @@ EPORT=$(free_port udp)
 DPORT=$(free_port udp)
 start_udp_echo "$EPORT"
 write_config robust.ini <<EOF
-[global]
-workers = 1
-log_level = info
+$(global_section workers=1 log_level=info)
 
 [listener:small]
 bind = 127.0.0.1:$DPORT
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 psk = file:$CERTS/psk.txt
 backend = 127.0.0.1:$EPORT
 dtls_mtu = 600

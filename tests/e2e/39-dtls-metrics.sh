@@ -10,16 +10,12 @@ require_cmd openssl curl
 EPORT=$(free_port udp); DPORT=$(free_port udp); MPORT=$(free_port)
 start_udp_echo "$EPORT"
 write_config dm.ini <<EOF
-[global]
-workers = 1
-log_level = info
-metrics = 127.0.0.1:$MPORT
+$(global_section workers=1 log_level=info metrics=127.0.0.1:$MPORT)
 
 [listener:coap]
 bind = 127.0.0.1:$DPORT
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 EOF
 start_tlsgate "$CONFIG" "$MPORT"

@@ -137,22 +137,17 @@ for spec in "$FPORT plain" "$SILENT silent" "$TLSECHO tls $CERTS/server.pem $CER
 done
 
 write_config faults.ini <<EOF
-[global]
-workers = 1
-log_level = debug
-drain_timeout = 2s
+$(global_section workers=1 log_level=debug drain_timeout=2s)
 
 [listener:faults]
 bind = 127.0.0.1:$LTLS
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$FPORT
 idle_timeout = 1500ms
 
 [listener:tlsback]
 bind = 127.0.0.1:$LBACK
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$SILENT, 127.0.0.1:$TLSECHO
 backend_secure = on
 backend_ca = $CERTS/ca.pem

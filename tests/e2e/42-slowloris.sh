@@ -16,15 +16,11 @@ EPORT=$(free_port)
 LPORT=$(free_port)
 start_echo "$EPORT"
 write_config slowloris.ini <<EOF
-[global]
-workers = 1
-log_level = info
-drain_timeout = 2s
+$(global_section workers=1 log_level=info drain_timeout=2s)
 
 [listener:sl]
 bind = 127.0.0.1:$LPORT
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 2s
 EOF

@@ -23,15 +23,11 @@ L1=$(free_port)
 L2=$(free_port)
 start_echo "$EPORT"
 write_config dns.ini <<EOF
-[global]
-workers = 1
-log_level = info
-drain_timeout = 2s
+$(global_section workers=1 log_level=info drain_timeout=2s)
 
 [listener:dns]
 bind = 127.0.0.1:$L1
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = does-not-exist.invalid:80, 127.0.0.1:$EPORT
 connect_timeout = 3s
 

@@ -24,29 +24,7 @@
 require_cmd openssl
 
 # --- a client certificate from the dev CA that is not valid before 2090 ----------------
-mkdir -p "$WORK/ca/newcerts"
-: >"$WORK/ca/index.txt"
-echo 1000 >"$WORK/ca/serial"
-cat >"$WORK/ca.cnf" <<EOF
-[ ca ]
-default_ca = d
-[ d ]
-dir = $WORK/ca
-database = $WORK/ca/index.txt
-new_certs_dir = $WORK/ca/newcerts
-serial = $WORK/ca/serial
-default_md = sha256
-policy = p
-copy_extensions = none
-unique_subject = no
-[ p ]
-commonName = supplied
-[ leaf ]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectAltName = DNS:future.test
-EOF
+ca_config 1000 "subjectAltName = DNS:future.test"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$WORK/future.key" 2>/dev/null &&
 openssl req -new -key "$WORK/future.key" -subj "/CN=client1" -out "$WORK/future.csr" &&
 openssl ca -batch -config "$WORK/ca.cnf" -cert "$CERTS/ca.pem" -keyfile "$CERTS/ca.key" -notext \
@@ -118,10 +96,7 @@ common() {
         "$CERTS/server.pfx" "$CERTS/pfx-password" "$BPORT"
 }
 write_config certs.ini <<EOF
-[global]
-workers = 1
-log_level = info
-drain_timeout = 2s
+$(global_section workers=1 log_level=info drain_timeout=2s)
 
 [listener:req]
 bind = 127.0.0.1:$P_REQ

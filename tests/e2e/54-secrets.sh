@@ -61,11 +61,7 @@ P1=$(free_port); P2=$(free_port); P3=$(free_port); P4=$(free_port); P5=$(free_po
 
 listeners() {  # listeners FORMAT -- the good config
     cat <<EOF
-[global]
-workers = 1
-log_level = debug
-log_format = $1
-drain_timeout = 2s
+$(global_section workers=1 log_level=debug log_format=$1 drain_timeout=2s)
 
 [listener:pfxenv]
 bind = 127.0.0.1:$P1
@@ -178,8 +174,7 @@ run_and_check json
 # --- world-readable private keys -------------------------------------------------------
 keyfile_case() {  # keyfile_case NAME KEYLINES WANT(yes|no) FILE
     write_config "perm-$1.ini" <<EOF
-[global]
-workers = 1
+$(global_section workers=1)
 
 [listener:perm]
 bind = 127.0.0.1:$P5

@@ -26,30 +26,7 @@ wait_listen "$BPORT" 10 "$BG_PID" || fail "socat backend did not start"
 head -c 80 /dev/urandom > "$WORK/ticket.key"; chmod 600 "$WORK/ticket.key"
 
 # a CRL from the dev CA that revokes client.pem (and nothing else)
-mkdir -p "$WORK/ca/newcerts"; : > "$WORK/ca/index.txt"; echo 01 > "$WORK/ca/crlnumber"; echo 5001 > "$WORK/ca/serial"
-cat > "$WORK/ca.cnf" <<EOF
-[ ca ]
-default_ca = d
-[ d ]
-dir = $WORK/ca
-database = $WORK/ca/index.txt
-new_certs_dir = $WORK/ca/newcerts
-crlnumber = $WORK/ca/crlnumber
-serial = $WORK/ca/serial
-certificate = $CERTS/ca.pem
-private_key = $CERTS/ca.key
-default_md = sha256
-default_crl_days = 30
-policy = p
-copy_extensions = none
-unique_subject = no
-[ p ]
-commonName = supplied
-[ leaf ]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-EOF
+ca_config 5001
 openssl ca -batch -config "$WORK/ca.cnf" -revoke "$CERTS/client.pem" >"$WORK/ca.log" 2>&1 &&
 openssl ca -batch -config "$WORK/ca.cnf" -gencrl -out "$WORK/crl-client1.pem" >>"$WORK/ca.log" 2>&1 ||
     fail "cannot make a CRL revoking client.pem: $(cat "$WORK/ca.log")"
@@ -69,14 +46,11 @@ short_cert() {
 P=$(free_port); PO=$(free_port)
 conf() {  # conf ALLOW_CLIENTS
     write_config resume.ini <<EOF
-[global]
-workers = 1
-log_level = info
+$(global_section workers=1 log_level=info)
 
 [listener:r]
 bind = 127.0.0.1:$P
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 verify_client = require
 client_ca = $CERTS/ca.pem
@@ -86,8 +60,7 @@ ticket_key_file = $WORK/ticket.key
 
 [listener:open]
 bind = 127.0.0.1:$PO
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 ticket_key_file = $WORK/ticket.key
 EOF

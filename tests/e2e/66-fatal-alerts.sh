@@ -200,20 +200,16 @@ for bc in "${BCASES[@]}"; do
 done
 
 write_config alerts.ini <<EOF
-[global]
-workers = 1
-log_level = debug
+$(global_section workers=1 log_level=debug)
 
 [listener:tls]
 bind = 127.0.0.1:$L13
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 
 [listener:tls12]
 bind = 127.0.0.1:$L12
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 
 $(for bc in "${BCASES[@]}"; do

@@ -34,15 +34,11 @@ run_case() {
     local fmt=$1 acl opt
     acl=$(free_port); opt=$(free_port)
     write_config "log-$fmt.ini" <<EOF
-[global]
-workers = 1
-log_level = info
-log_format = $fmt
+$(global_section workers=1 log_level=info log_format=$fmt)
 
 [listener:acl]
 bind = 127.0.0.1:$acl
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $CERTS/ca.pem
 allow_clients = cn:client1
@@ -50,8 +46,7 @@ backend = 127.0.0.1:$EPORT
 
 [listener:opt]
 bind = 127.0.0.1:$opt
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = optional
 client_ca = $CERTS/ca.pem
 backend = 127.0.0.1:$EPORT

@@ -45,8 +45,7 @@ start_udp_echo "$EPORT"
 common() {
     cat <<EOF
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 psk = file:$CERTS/psk.txt
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 20s
@@ -61,11 +60,10 @@ bind = 127.0.0.1:$CPORT
 dtls_cookie = on
 $(common)"
 fi
+# drain_timeout: the flood's half-open handshakes would otherwise hold the
+# exit until their handshake_timeout (20 s); nothing here checks draining
 write_config spoof.ini <<EOF
-[global]
-workers = 1
-log_level = info
-metrics = 127.0.0.1:$MPORT
+$(global_section workers=1 log_level=info metrics=127.0.0.1:$MPORT drain_timeout=1s)
 
 [listener:open]
 bind = 127.0.0.1:$OPORT
@@ -76,8 +74,7 @@ $(common)
 bind = 127.0.0.1:$DFPORT
 dtls_cookie = off
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 handshake_timeout = 20s
 

@@ -18,15 +18,12 @@ EPORT=$(free_port udp)
 DPORT=$(free_port udp)
 start_udp_echo "$EPORT"
 write_config resume.ini <<EOF
-[global]
-workers = 2
-log_level = info
+$(global_section workers=2 log_level=info)
 
 [listener:dtls]
 bind = 127.0.0.1:$DPORT
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 psk = file:$CERTS/psk.txt
 backend = 127.0.0.1:$EPORT
 dtls_cookie = off

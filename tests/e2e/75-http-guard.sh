@@ -14,14 +14,13 @@
 # listener is refused (HTTP/2 is not parsed), -t prints the guard.
 . "$(dirname "$0")/lib.sh"
 require_cmd curl
-export PYTHONPATH=$WORK:$E2E_DIR
 
 BT=$(free_port)   # TLS backend requiring client1 (the "remote")
 BP=$(free_port)   # plaintext backend (behind the TLS listener)
 PG=$(free_port); PG2=$(free_port); PT=$(free_port); MPORT=$(free_port)
-bg_start backend-tls "$PY" "$E2E_DIR/http_helpers.py" backend "$BT" "$WORK/bt.jsonl" --tls "$CERTS"
+bg_start backend-tls "$PY" "$E2E_DIR/py/http_helpers.py" backend "$BT" "$WORK/bt.jsonl" --tls "$CERTS"
 wait_listen "$BT" 10 "$BG_PID" || fail "TLS backend did not start: $(cat "$WORK/backend-tls.log")"
-bg_start backend-plain "$PY" "$E2E_DIR/http_helpers.py" backend "$BP" "$WORK/bp.jsonl"
+bg_start backend-plain "$PY" "$E2E_DIR/py/http_helpers.py" backend "$BP" "$WORK/bp.jsonl"
 wait_listen "$BP" 10 "$BG_PID" || fail "plain backend did not start: $(cat "$WORK/backend-plain.log")"
 
 IDENT="backend_secure = on
@@ -30,10 +29,7 @@ backend_sni = localhost
 backend_pfx = $CERTS/client.pfx
 backend_pfx_password = file:$CERTS/pfx-password"
 write_config guard.ini <<EOF
-[global]
-workers = 1
-log_level = info
-metrics = 127.0.0.1:$MPORT
+$(global_section workers=1 log_level=info metrics=127.0.0.1:$MPORT)
 
 ; the local client-certificate proxy, nothing said about HTTP: guarded by default
 [listener:g]
@@ -52,8 +48,7 @@ allow_origins = https://app.example, https://*.trusted.example
 [listener:t]
 bind = 127.0.0.1:$PT
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BP
 protocol = http
 EOF

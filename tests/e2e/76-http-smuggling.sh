@@ -11,15 +11,12 @@
 # chunk gets 400 at once; a 256 MiB upload streams through without tlsgate's memory
 # growing. The same pipelining run goes over a TLS listener too.
 . "$(dirname "$0")/lib.sh"
-export PYTHONPATH=$WORK:$E2E_DIR
 
 BP=$(free_port); PH=$(free_port); PS=$(free_port)
-bg_start backend "$PY" "$E2E_DIR/http_helpers.py" backend "$BP" "$WORK/b.jsonl"
+bg_start backend "$PY" "$E2E_DIR/py/http_helpers.py" backend "$BP" "$WORK/b.jsonl"
 wait_listen "$BP" 10 "$BG_PID" || fail "backend did not start: $(cat "$WORK/backend.log")"
 write_config smuggle.ini <<EOF
-[global]
-workers = 1
-log_level = info
+$(global_section workers=1 log_level=info)
 
 [listener:h]
 bind = 127.0.0.1:$PH
@@ -31,8 +28,7 @@ max_request_head = 4k
 [listener:s]
 bind = 127.0.0.1:$PS
 secure = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BP
 protocol = http
 EOF

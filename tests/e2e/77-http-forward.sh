@@ -15,7 +15,6 @@
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/tests/browser/lib-browser.sh"
 require_cmd openssl
-export PYTHONPATH=$WORK:$E2E_DIR
 "$PY" -c 'import websockets' 2>/dev/null || skip "python3-websockets is not installed"
 ensure_node_modules
 
@@ -39,7 +38,7 @@ asyncio.run(main())
 EOF
 bg_start wsbackend "$PY" "$WORK/wsbackend.py" "$WSB" "$WORK/ws.jsonl"
 wait_listen "$WSB" 10 "$BG_PID" || fail "ws backend did not start: $(cat "$WORK/wsbackend.log")"
-bg_start backend "$PY" "$E2E_DIR/http_helpers.py" backend "$HB" "$WORK/b.jsonl"
+bg_start backend "$PY" "$E2E_DIR/py/http_helpers.py" backend "$HB" "$WORK/b.jsonl"
 wait_listen "$HB" 10 "$BG_PID" || fail "http backend did not start: $(cat "$WORK/backend.log")"
 
 TLS="secure = on
@@ -49,9 +48,7 @@ verify_client = optional
 client_ca = $CERTS/ca.pem
 protocol = http"
 write_config forward.ini <<EOF
-[global]
-workers = 1
-log_level = info
+$(global_section workers=1 log_level=info)
 
 [listener:ws]
 bind = 127.0.0.1:$PW

@@ -90,8 +90,7 @@ MISSING=$WORK/missing.pfx
 write_config pfx-lines.ini <<EOT
 [listener:p]
 bind = 127.0.0.1:$(free_port)
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BPORT
 pfx = $MISSING
 EOT

@@ -90,8 +90,7 @@ conf() {  # conf with|without lax2 with|without extra
 bind = 127.0.0.1:$S
 server_name = one.test
 strict_sni = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BA
 
 [listener:two]
@@ -106,8 +105,7 @@ backend = 127.0.0.1:$BB
 bind = 127.0.0.1:$L
 server_name = solo.test
 strict_sni = on
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$BD
 EOF
     } > "$WORK/sni.ini"

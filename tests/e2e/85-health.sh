@@ -55,10 +55,7 @@ EOF
 
 config() {  # config FILE CHECK -- CHECK: "off" or "connect"
     write_config "$1" <<EOF
-[global]
-workers = 2
-log_level = info
-metrics = 127.0.0.1:$MPORT
+$(global_section workers=2 log_level=info metrics=127.0.0.1:$MPORT)
 
 [listener:solo]
 bind = 127.0.0.1:$SOLO
@@ -148,9 +145,7 @@ bg_start s_server openssl s_server -accept "$TPORT" -naccept 100000 -cert "$CERT
     -key "$CERTS/server.key" -www
 wait_listen "$TPORT" 10 "$BG_PID" || fail "s_server did not start"
 write_config tls.ini <<EOF
-[global]
-workers = 1
-metrics = 127.0.0.1:$MPORT
+$(global_section workers=1 metrics=127.0.0.1:$MPORT)
 
 [listener:good]
 bind = 127.0.0.1:$GOOD

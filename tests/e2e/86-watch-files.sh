@@ -56,9 +56,7 @@ HASH=$(openssl x509 -hash -noout -in "$CERTS/ca.pem")
 mkdir -p "$WORK/cadir"; cp "$CERTS/foreign-ca.pem" "$WORK/cadir/$HASH.0"
 PORT3=$(free_port)
 write_config watch.ini <<EOF
-[global]
-workers = 2
-log_level = info
+$(global_section workers=2 log_level=info)
 
 [listener:site]
 bind = 127.0.0.1:$PORT
@@ -74,8 +72,7 @@ backend = 127.0.0.1:$BPORT
 
 [listener:mtls]
 bind = 127.0.0.1:$PORT3
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 verify_client = require
 client_ca = $WORK/cadir
 backend = 127.0.0.1:$BPORT

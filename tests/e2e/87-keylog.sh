@@ -20,13 +20,11 @@ S_PID=$BG_PID
 wait_listen "$SPORT" 10 "$S_PID" || fail "s_server did not start: $(cat "$WORK/s_server.log")"
 
 write_config keylog.ini <<EOF
-[global]
-workers = 2
+$(global_section workers=2)
 
 [listener:front]
 bind = 127.0.0.1:$PORT
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$SPORT
 backend_secure = on
 backend_ca = $CERTS/ca.pem

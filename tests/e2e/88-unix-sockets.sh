@@ -29,13 +29,11 @@ for _ in $(seq 100); do [ -S "$WORK/app.sock" ] && break; sleep 0.05; done
 [ -S "$WORK/plain.sock" ] || fail "could not make a stale socket file"
 
 write_config unix.ini <<EOF
-[global]
-workers = 2
+$(global_section workers=2)
 
 [listener:tls-to-unix]
 bind = 127.0.0.1:$TPORT
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = unix:$WORK/app.sock
 
 [listener:plain]
@@ -46,8 +44,7 @@ backend = 127.0.0.1:$HTTP
 [listener:tls]
 bind = unix:$WORK/tls.sock
 unix_mode = 0600
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$HTTP
 
 [listener:gone]
@@ -107,13 +104,11 @@ wait_exit "$NPID" 10 || fail "tlsgate did not exit on a regular file at the bind
 # 3. socket activation
 APORT=$(free_port); NEVER=$(free_port); OWN=$(free_port)
 write_config activated.ini <<EOF
-[global]
-workers = 2
+$(global_section workers=2)
 
 [listener:web]
 bind = 127.0.0.1:$NEVER
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$HTTP
 
 [listener:local]

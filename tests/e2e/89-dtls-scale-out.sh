@@ -25,10 +25,7 @@ chmod 600 "$WORK/backend-psk.txt" "$WORK/wrong-psk.txt"
 P1=$(free_port udp); P2=$(free_port udp); S1=$(free_port udp); S2=$(free_port udp)
 
 write_config psk.ini <<EOF
-[global]
-workers = 1
-log_level = debug
-drain_timeout = 2s
+$(global_section workers=1 log_level=debug drain_timeout=2s)
 
 [listener:psk-up]
 bind = 127.0.0.1:$P1
@@ -124,16 +121,12 @@ openssl rand -hex 32 > "$WORK/secret-c"
 chmod 600 "$WORK"/secret-*
 instance() {  # instance NAME PORT MPORT SECRETFILE
     write_config "cookie-$1.ini" <<EOF
-[global]
-workers = 1
-metrics = 127.0.0.1:$3
-drain_timeout = 2s
+$(global_section workers=1 metrics=127.0.0.1:$3 drain_timeout=2s)
 
 [listener:dtls]
 bind = 127.0.0.1:$2
 transport = udp
-pfx = $CERTS/server.pfx
-pfx_password = file:$CERTS/pfx-password
+$SERVER_PFX
 backend = 127.0.0.1:$EPORT
 dtls_cookie = on
 dtls_cookie_secret_file = $4

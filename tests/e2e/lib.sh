@@ -3,11 +3,12 @@
 #
 # Provides: WORK (per-scenario work dir, also the cwd), TLSGATE, CERTS, PY,
 # free_port, wait_port, wait_listen, wait_udp, wait_not_listening,
-# start_tlsgate, stop_tlsgate, check_config, wait_exit, stop_pid, bg_start,
+# start_tlsgate, stop_tlsgate, check_config, wait_exit, stop_pid, bg_start, wait_ready,
+# global_section and SERVER_PFX (config pieces), ca_config, start_capture,
 # start_demo_backend, start_echo, start_py_server, write_config, write_py,
 # fail (stop now), error + finish (record, go on, fail at the end), skip, log,
 # assert_log_contains, assert_log_not_contains, log_mark/log_since,
-# require_cmd, and a Python helper module (import e2elib).
+# require_cmd; Python helpers live in tests/e2e/py (on PYTHONPATH: import e2elib).
 # Exit codes: 0 pass, 77 skip, anything else fail. Cleanup kills only the
 # PIDs recorded here (TERM, then KILL after a bounded wait).
 
@@ -26,10 +27,20 @@ WORK=${E2E_WORKDIR:-$E2E_DIR/.work}/$NAME
 rm -rf "$WORK"
 mkdir -p "$WORK"
 cd "$WORK" || exit 1
-export TLSGATE CERTS WORK PYTHONPATH=$WORK PYTHONDONTWRITEBYTECODE=1
+# Python helpers: tests/e2e/py (import e2elib, dtlslib, http_helpers), then what
+# a scenario writes into WORK with write_py
+export TLSGATE CERTS WORK PYTHONPATH=$E2E_DIR/py:$WORK PYTHONDONTWRITEBYTECODE=1
 
 _T0=${EPOCHREALTIME//[!0-9]/}
 now_ms() { local t=${EPOCHREALTIME//[!0-9]/}; echo $((t / 1000)); }
+# The polling loops below run in every waiting scenario, many at once: they
+# fork nothing per round. _deadline T sets _END (ms); _past_deadline tests it;
+# nap SECONDS sleeps without a process (a read that times out on an empty pipe;
+# bg_start and start_tlsgate do not pass that pipe on).
+_deadline() { local t=${EPOCHREALTIME//[!0-9]/}; _END=$(( t / 1000 + ${1%.*} * 1000 )); }
+_past_deadline() { local t=${EPOCHREALTIME//[!0-9]/}; [ $(( t / 1000 )) -ge "$_END" ]; }
+exec {_NAP_FD}<> <(:)
+nap() { read -r -t "$1" -u "$_NAP_FD" _ 2>/dev/null; return 0; }
 log() { local t=${EPOCHREALTIME//[!0-9]/}; printf '[%s %6.2fs] %s\n' "$NAME" "$(( (t - _T0) / 10000 ))e-2" "$*"; }
 
 _PIDS=()
@@ -75,22 +86,24 @@ fi
 # ---- processes ------------------------------------------------------------------
 track_pid() { _PIDS+=("$1"); _PIDNAME[$1]=${2:-pid}; }
 
-# _state PID -> prints "gone", "zombie" or "alive"
-_state() {
-    local st
-    st=$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || { echo gone; return; }
-    case $st in Z|X|"") echo zombie ;; *) echo alive ;; esac
+# _running PID -- the process exists and is neither a zombie nor dead (no fork:
+# /proc/PID/stat is "PID (comm) STATE ...")
+_running() {
+    local line st
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    st=${line##*) }; st=${st%% *}
+    case $st in Z|X|"") return 1 ;; *) return 0 ;; esac
 }
-is_alive() { [ -z "${_REAPED[$1]:-}" ] && [ "$(_state "$1")" = alive ]; }
+is_alive() { [ -z "${_REAPED[$1]:-}" ] && _running "$1"; }
 
 # wait_exit PID [TIMEOUT_S=10] -> 0 when exited (exit status in WAIT_RC), 1 on timeout
 wait_exit() {
-    local pid=$1 t=${2:-10} end
-    end=$(( $(now_ms) + ${t%.*} * 1000 ))
+    local pid=$1 t=${2:-10} _END
+    _deadline "$t"
     if [ -n "${_REAPED[$pid]:-}" ]; then WAIT_RC=${_REAPED[$pid]}; return 0; fi
-    while [ "$(_state "$pid")" = alive ]; do
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.05
+    while _running "$pid"; do
+        _past_deadline && return 1
+        nap 0.05
     done
     wait "$pid" 2>/dev/null
     WAIT_RC=$?
@@ -101,7 +114,7 @@ wait_exit() {
 # bg_start NAME CMD... -- run CMD in the background, output in WORK/NAME.log; PID in BG_PID
 bg_start() {
     local name=$1; shift
-    "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+    "$@" >"$WORK/$name.log" 2>&1 </dev/null {_NAP_FD}>&- &
     BG_PID=$!
     track_pid "$BG_PID" "$name"
 }
@@ -119,15 +132,15 @@ stop_pid() {
 }
 
 _cleanup() {
-    local rc=$? pid end
+    local rc=$? pid _END
     trap - EXIT TERM INT
     set +e
     for pid in "${_PIDS[@]}"; do
         is_alive "$pid" && kill -TERM "$pid" 2>/dev/null
     done
-    end=$(( $(now_ms) + 5000 ))
+    _deadline 5
     for pid in "${_PIDS[@]}"; do
-        while is_alive "$pid" && [ "$(now_ms)" -lt "$end" ]; do sleep 0.05; done
+        while is_alive "$pid" && ! _past_deadline; do nap 0.05; done
         if is_alive "$pid"; then
             echo "cleanup: pid $pid (${_PIDNAME[$pid]:-?}) still alive after SIGTERM, sending SIGKILL" >&2
             kill -KILL "$pid" 2>/dev/null
@@ -170,68 +183,46 @@ trap 'exit 130' INT
 # port between the moment it is chosen and the moment it is bound.
 _PORTS_FILE=${E2E_PORTS_FILE:-${TMPDIR:-/tmp}/tlsgate-e2e-ports-$(id -u)}
 free_port() {
-    local p
-    p=$("$PY" - "${1:-tcp}" "$_PORTS_FILE" <<'PY'
-import fcntl, os, random, socket, sys, time
-kind, path = sys.argv[1], sys.argv[2]
-now = time.time()
-with open(path, "a+") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    f.seek(0)
-    recent = []
-    for line in f.read().splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit() and now - float(parts[1]) < 1800:
-            recent.append(line)
-    given = {line.split()[0] for line in recent}
-    for _ in range(500):
-        port = random.randint(20000, 32767)
-        if str(port) in given:
-            continue
-        ok = True
-        for t in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-            s = socket.socket(socket.AF_INET, t)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-        if ok:
-            recent.append("%d %d" % (port, now))
-            f.seek(0)
-            f.truncate()
-            f.write("\n".join(recent) + "\n")
-            f.flush()
-            print(port)
-            sys.exit(0)
-sys.exit(1)
-PY
-) || fail "free_port: no free port found"
-    echo "$p"
+    local now=$EPOCHSECONDS fd p n keep used
+    # (shell, awk and ss: a Python start-up per port cost more CPU than most scenarios)
+    exec {fd}>>"$_PORTS_FILE" || fail "free_port: cannot open $_PORTS_FILE"
+    flock "$fd" || fail "free_port: cannot lock $_PORTS_FILE"
+    keep=$(awk -v now="$now" 'NF == 2 && $1 ~ /^[0-9]+$/ && now - $2 < 1800' "$_PORTS_FILE")
+    used=" $(awk '{ printf "%s ", $1 }' <<<"$keep")"
+    for ((n = 0; n < 500; n++)); do
+        p=$(( 20000 + ((RANDOM << 15 | RANDOM) % 12768) ))
+        [[ $used == *" $p "* ]] && continue
+        # no TCP or UDP socket of any state (TIME_WAIT included) has it as its local port
+        [ -z "$(ss -Htuan "( sport = :$p )" 2>/dev/null)" ] || continue
+        { [ -n "$keep" ] && printf '%s\n' "$keep"; printf '%s %s\n' "$p" "$now"; } >"$_PORTS_FILE"
+        exec {fd}>&-
+        echo "$p"
+        return 0
+    done
+    exec {fd}>&-
+    fail "free_port: no free port found"
 }
 
 # wait_port HOST PORT [TIMEOUT_S=10] [PID] -- until a TCP connect succeeds (bounded);
 # returns 1 on timeout, 2 if PID died meanwhile
 wait_port() {
-    local host=$1 port=$2 t=${3:-10} pid=${4:-} end
-    end=$(( $(now_ms) + t * 1000 ))
+    local host=$1 port=$2 t=${3:-10} pid=${4:-} _END
+    _deadline "$t"
     while :; do
         if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return 0; fi
         if [ -n "$pid" ] && ! is_alive "$pid"; then return 2; fi
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.05
+        _past_deadline && return 1
+        nap 0.05
     done
 }
 
 # _listening tcp|udp PORT -- a socket in LISTEN (tcp) / bound (udp) state on PORT
+# (ss asks the kernel for that port only: /proc/net/tcp lists every socket of the
+# machine, thousands on a busy one, and this runs every 50 ms while waiting)
 _listening() {
-    local hex files state
-    hex=$(printf ':%04X' "$2")
-    if [ "$1" = udp ]; then files="/proc/net/udp /proc/net/udp6"; state=07
-    else files="/proc/net/tcp /proc/net/tcp6"; state=0A; fi
-    # shellcheck disable=SC2086
-    awk -v h="$hex" -v st="$state" 'FNR > 1 && $4 == st && substr($2, length($2) - 4) == h { f = 1 } END { exit !f }' $files 2>/dev/null
+    local opt=-Hltn
+    [ "$1" = udp ] && opt=-Hlun
+    [ -n "$(ss "$opt" "( sport = :$2 )" 2>/dev/null)" ]
 }
 
 # wait_listen PORT [TIMEOUT_S=10] [PID] / wait_udp PORT [TIMEOUT_S] [PID]:
@@ -239,22 +230,22 @@ _listening() {
 wait_listen() { _wait_sock tcp "$@"; }
 wait_udp() { _wait_sock udp "$@"; }
 _wait_sock() {
-    local kind=$1 port=$2 t=${3:-10} pid=${4:-} end
-    end=$(( $(now_ms) + t * 1000 ))
+    local kind=$1 port=$2 t=${3:-10} pid=${4:-} _END
+    _deadline "$t"
     while ! _listening "$kind" "$port"; do
         if [ -n "$pid" ] && ! is_alive "$pid"; then return 2; fi
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.05
+        _past_deadline && return 1
+        nap 0.05
     done
 }
 
 # wait_refused PORT [TIMEOUT_S=5] -- until nothing listens on PORT any more
 wait_not_listening() {
-    local port=$1 t=${2:-5} end
-    end=$(( $(now_ms) + t * 1000 ))
+    local port=$1 t=${2:-5} _END
+    _deadline "$t"
     while _listening tcp "$port"; do
-        [ "$(now_ms)" -ge "$end" ] && return 1
-        sleep 0.05
+        _past_deadline && return 1
+        nap 0.05
     done
 }
 
@@ -263,6 +254,50 @@ wait_not_listening() {
 write_config() {
     CONFIG=$WORK/$1
     cat >"$CONFIG"
+}
+
+# Config pieces for write_config heredocs:
+#   $(global_section workers=1 log_level=debug [KEY=VALUE...]) -- a [global] section
+#   $SERVER_PFX -- the server certificate lines (certs/server.pfx, its password file)
+global_section() {
+    local kv
+    echo "[global]"
+    for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
+}
+SERVER_PFX="pfx = $CERTS/server.pfx
+pfx_password = file:$CERTS/pfx-password"
+
+# ca_config SERIAL [LEAF_LINE...] -- WORK/ca.cnf: `openssl ca -config` over the dev CA
+# (certs/ca.pem) for certificates and CRLs a scenario makes (database in WORK/ca/,
+# first serial SERIAL); its [ leaf ] extensions are a client certificate's, plus LEAF_LINEs
+ca_config() {
+    local serial=$1; shift
+    mkdir -p "$WORK/ca/newcerts"; : >"$WORK/ca/index.txt"
+    echo 01 >"$WORK/ca/crlnumber"; echo "$serial" >"$WORK/ca/serial"
+    cat >"$WORK/ca.cnf" <<EOF
+[ ca ]
+default_ca = d
+[ d ]
+dir = $WORK/ca
+database = $WORK/ca/index.txt
+new_certs_dir = $WORK/ca/newcerts
+crlnumber = $WORK/ca/crlnumber
+serial = $WORK/ca/serial
+certificate = $CERTS/ca.pem
+private_key = $CERTS/ca.key
+default_md = sha256
+default_crl_days = 30
+policy = p
+copy_extensions = none
+unique_subject = no
+[ p ]
+commonName = supplied
+[ leaf ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+EOF
+    [ $# = 0 ] || printf '%s\n' "$@" >>"$WORK/ca.cnf"
 }
 
 # write_py NAME <<'EOF' ... EOF -- writes WORK/NAME.py (for background Python clients)
@@ -288,7 +323,7 @@ start_tlsgate() {
     [ -f "$conf" ] || fail "start_tlsgate: no config $1"
     _TG_N=$((_TG_N + 1))
     if [ "$_TG_N" = 1 ]; then TLSGATE_LOG=$WORK/tlsgate.log; else TLSGATE_LOG=$WORK/tlsgate.$_TG_N.log; fi
-    "$TLSGATE" -c "$conf" >"$TLSGATE_LOG" 2>&1 </dev/null &
+    "$TLSGATE" -c "$conf" >"$TLSGATE_LOG" 2>&1 </dev/null {_NAP_FD}>&- &
     TLSGATE_PID=$!
     track_pid "$TLSGATE_PID" tlsgate
     _TLSGATE_PIDS+=("$TLSGATE_PID")
@@ -329,8 +364,8 @@ log_since() { tail -c +"$(( ${LOG_MARK:-0} + 1 ))" "$TLSGATE_LOG" 2>/dev/null; }
 # assert_log_contains REGEX [TIMEOUT_S=5] [--since-mark] -- grep -E (case-insensitive) in
 # TLSGATE_LOG, polling (log lines may lag); prints the first matching lines
 assert_log_contains() {
-    local re=$1 t=${2:-5} since=${3:-} end out
-    end=$(( $(now_ms) + t * 1000 ))
+    local re=$1 t=${2:-5} since=${3:-} _END out
+    _deadline "$t"
     while :; do
         if [ "$since" = --since-mark ]; then out=$(log_since | grep -aiE -- "$re")
         else out=$(grep -aiE -- "$re" "$TLSGATE_LOG"); fi
@@ -338,8 +373,8 @@ assert_log_contains() {
             log "log matches /$re/:"; printf '%s\n' "$out" | head -n 5 | sed 's/^/    | /'
             return 0
         fi
-        [ "$(now_ms)" -ge "$end" ] && fail "tlsgate log ($TLSGATE_LOG) has no line matching /$re/"
-        sleep 0.05
+        _past_deadline && fail "tlsgate log ($TLSGATE_LOG) has no line matching /$re/"
+        nap 0.05
     done
 }
 assert_log_not_contains() {
@@ -349,16 +384,27 @@ assert_log_not_contains() {
 }
 
 # ---- backends ----------------------------------------------------------------------------
+# wait_ready PID LOGFILE WHAT [REGEX=^listening] [TIMEOUT_S=10] -- until LOGFILE has a
+# line matching REGEX (for servers that cannot be probed without noise: UDP, or
+# ready only after their start-up line); fails when PID dies or time runs out
+wait_ready() {
+    local pid=$1 file=$2 what=$3 re=${4:-^listening} t=${5:-10} _END
+    _deadline "$t"
+    until grep -q -- "$re" "$file" 2>/dev/null; do
+        if ! is_alive "$pid"; then
+            wait_exit "$pid" 2
+            fail "$what exited (status ${WAIT_RC:-?}) before it was ready: $(tail -n 5 "$file" 2>/dev/null)"
+        fi
+        _past_deadline && fail "$what not ready within ${t}s"
+        nap 0.05
+    done
+}
+
 # start_demo_backend PORT [NAME] -- tools/demo-backend.py (HTTP + WebSocket echo); PID in BG_PID
 start_demo_backend() {
-    local port=$1 name=${2:-backend-$1} end
+    local port=$1 name=${2:-backend-$1}
     bg_start "$name" "$PY" "$ROOT/tools/demo-backend.py" --port "$port"
-    end=$(( $(now_ms) + 10000 ))
-    until grep -q "^listening on" "$WORK/$name.log" 2>/dev/null; do
-        is_alive "$BG_PID" || fail "demo backend on port $port died: $(cat "$WORK/$name.log")"
-        [ "$(now_ms)" -ge "$end" ] && fail "demo backend on port $port not ready in 10s"
-        sleep 0.05
-    done
+    wait_ready "$BG_PID" "$WORK/$name.log" "demo backend on port $port"
 }
 
 # start_echo PORT [NAME] -- socat TCP echo server (fork, EXEC:cat); PID in BG_PID
@@ -375,169 +421,19 @@ start_echo() {
 # | sink (reads, discards) | stall (accepts, never reads); PID in BG_PID
 start_py_server() {
     local kind=$1 port=$2; shift 2
-    bg_start "$kind-$port" "$PY" "$WORK/e2elib.py" "$kind" "$port" "$@"
+    bg_start "$kind-$port" "$PY" "$E2E_DIR/py/e2elib.py" "$kind" "$port" "$@"
     local pid=$BG_PID
     wait_listen "$port" 10 "$pid" || fail "python $kind server on port $port did not start: $(cat "$WORK/$kind-$port.log")"
     BG_PID=$pid
 }
 
-# ---- Python helpers (import e2elib) ---------------------------------------------------------
-cat >"$WORK/e2elib.py" <<'PYEOF'
-"""Helpers for tlsgate e2e scenarios (written by tests/e2e/lib.sh)."""
-import os, socket, ssl, sys, threading, time
-
-CERTS = os.environ.get("CERTS", "certs")
-
-def cert(name):
-    return os.path.join(CERTS, name)
-
-def tls_context(ca="ca.pem", certfile=None, keyfile=None, verify=True, version=None):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if verify:
-        ctx.load_verify_locations(cert(ca))
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if certfile:
-        ctx.load_cert_chain(cert(certfile), cert(keyfile) if keyfile else None)
-    if version == "1.2":
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    elif version == "1.3":
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    return ctx
-
-def tcp_connect(port, host="127.0.0.1", timeout=10, rcvbuf=None):
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(timeout)
-    s.connect((host, port))
-    return s
-
-def tls_connect(port, host="127.0.0.1", sni="localhost", timeout=10, rcvbuf=None, **kw):
-    raw = tcp_connect(port, host, timeout, rcvbuf)
-    s = tls_context(**kw).wrap_socket(raw, server_hostname=sni)
-    return s
-
-def recv_exact(s, n):
-    buf = bytearray()
-    while len(buf) < n:
-        d = s.recv(min(1 << 20, n - len(buf)))
-        if not d:
-            raise EOFError("EOF after %d of %d bytes" % (len(buf), n))
-        buf += d
-    return bytes(buf)
-
-def recv_until_eof(s, limit=1 << 30):
-    buf = bytearray()
-    while len(buf) < limit:
-        try:
-            d = s.recv(1 << 20)
-        except ssl.SSLZeroReturnError:
-            break
-        if not d:
-            break
-        buf += d
-    return bytes(buf)
-
-def closed_within(s, seconds):
-    """Wait until the peer closes s (EOF, reset or TLS alert). Returns the delay or None."""
-    t0 = time.monotonic()
-    s.settimeout(0.1)
-    while time.monotonic() - t0 < seconds:
-        try:
-            d = s.recv(65536)
-            if not d:
-                return time.monotonic() - t0
-        except (socket.timeout, ssl.SSLWantReadError):
-            continue
-        except (ConnectionError, ssl.SSLError, OSError):
-            return time.monotonic() - t0
-    return None
-
-PATTERN = bytes(range(256)) * 256   # 64 KiB, offset-checkable stream
-
-def check_pattern(data, offset):
-    for i in range(0, len(data), 65536):
-        chunk = data[i:i + 65536]
-        start = (offset + i) % 256
-        want = (PATTERN[start:] + PATTERN[:start])[:len(chunk)]
-        if chunk != want:
-            return False
-    return True
-
-# ---- servers: python3 e2elib.py echo|flood|sink PORT [ARGS] ----------------------------
-def _serve(port, handler):
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", port))
-    ls.listen(128)
-    print("listening on 127.0.0.1:%d" % port, flush=True)
-    n = 0
-    while True:
-        c, addr = ls.accept()
-        n += 1
-        print("accepted #%d from %s:%d" % (n, addr[0], addr[1]), flush=True)
-        threading.Thread(target=handler, args=(c, n), daemon=True).start()
-
-def _echo(c, n):
-    try:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                break
-            c.sendall(d)
-        c.shutdown(socket.SHUT_WR)
-    except OSError as e:
-        print("echo #%d: %s" % (n, e), flush=True)
-    finally:
-        c.close()
-
-def _flood_factory(counter_file, seconds, limit):
-    def flood(c, n):
-        sent, t0, last = 0, time.monotonic(), 0
-        with open(counter_file, "w") as f:
-            f.write("0\n")
-        try:
-            while sent < limit and time.monotonic() - t0 < seconds:
-                sent += c.send(PATTERN[sent % 256:] + PATTERN[:sent % 256])
-                if sent - last >= (1 << 20):
-                    last = sent
-                    with open(counter_file + ".tmp", "w") as f:
-                        f.write("%d\n" % sent)
-                    os.replace(counter_file + ".tmp", counter_file)
-        except OSError as e:
-            print("flood #%d: %s after %d bytes" % (n, e, sent), flush=True)
-        with open(counter_file, "w") as f:
-            f.write("%d\n" % sent)
-        print("flood #%d: done, %d bytes" % (n, sent), flush=True)
-        c.close()
-    return flood
-
-_held = []
-def _stall(c, n):
-    _held.append(c)   # accept, never read, never close
-
-def _sink(c, n):
-    try:
-        while c.recv(65536):
-            pass
-    except OSError:
-        pass
-    c.close()
-
-if __name__ == "__main__":
-    kind, port = sys.argv[1], int(sys.argv[2])
-    if kind == "echo":
-        _serve(port, _echo)
-    elif kind == "flood":
-        counter = sys.argv[3]
-        _serve(port, _flood_factory(counter, float(sys.argv[4]) if len(sys.argv) > 4 else 60,
-                                    int(sys.argv[5]) if len(sys.argv) > 5 else 4 << 30))
-    elif kind == "sink":
-        _serve(port, _sink)
-    elif kind == "stall":
-        _serve(port, _stall)
-    else:
-        sys.exit("unknown server kind " + kind)
-PYEOF
+# start_capture PORT DIR -- py/capture.py: a backend that saves what each connection
+# sent up to "END" into DIR/connN.bin and answers "ok"; PID in BG_PID
+start_capture() {
+    local port=$1 dir=$2
+    mkdir -p "$dir"
+    bg_start "capture-$port" "$PY" "$E2E_DIR/py/capture.py" "$port" "$dir"
+    local pid=$BG_PID
+    wait_listen "$port" 10 "$pid" || fail "capture backend on port $port did not start: $(cat "$WORK/capture-$port.log")"
+    BG_PID=$pid
+}

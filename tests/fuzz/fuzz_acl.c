@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "acl.h"
+#include "util.h"
 
 static void must(int cond, const char *what) {
   if (!cond) {
@@ -32,19 +33,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   text[size] = '\0';
 
   static tg_acl_t acl, again;
-  const char *why = NULL;
-  char bad[300];
-  memset(bad, 0xAA, sizeof(bad));
-  int rc = tg_acl_parse(text, &acl, &why, bad, sizeof(bad));
+  char err[400];
+  memset(err, 0xAA, sizeof(err));
+  int rc = tg_acl_parse(text, &acl, err, sizeof(err));
   if (rc != 0) {
     must(rc == -1, "tg_acl_parse returned neither 0 nor -1");
-    must(why && *why, "failure without a reason");
-    must(memchr(bad, '\0', sizeof(bad)) != NULL, "bad entry not NUL-terminated");
+    must(memchr(err, '\0', sizeof(err)) != NULL, "reason not NUL-terminated");
+    must(err[0] == '\'' && strstr(err, "': ") && err[strlen(err) - 1] != ' ',
+         "failure without the entry and a reason");
   } else {
     must(acl.n <= TG_ACL_MAX, "too many entries");
-    const char *why2 = NULL;
-    char bad2[300];
-    must(tg_acl_parse(text, &again, &why2, bad2, sizeof(bad2)) == 0 &&
+    char err2[400];
+    must(tg_acl_parse(text, &again, err2, sizeof(err2)) == 0 &&
              again.n == acl.n,
          "second parse differs");
     tg_peer_id_t nobody;

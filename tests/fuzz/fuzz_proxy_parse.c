@@ -1,10 +1,10 @@
 /* libFuzzer harness: the PROXY protocol v1/v2 header parser (accept_proxy),
  *
  *   int tg_proxy_parse(const uint8_t *buf, size_t len, tg_proxy_info_t *out,
- *                      size_t *consumed, const char **why);
+ *                      size_t *consumed, char *err, size_t errsize);
  *
  * > 0: a complete header of that many bytes (also in *consumed); 0: more
- * bytes needed; < 0: malformed, with a reason in *why.  tests/fuzz/fuzz.mk
+ * bytes needed; < 0: malformed, with a reason in err.  tests/fuzz/fuzz.mk
  * builds this harness only when proxy/proxyproto.h declares tg_proxy_parse.
  *
  * The input is what a load balancer sent first, as received so far.
@@ -39,14 +39,14 @@ static void must(int cond, const char *what, size_t k, int r) {
 
 /* Parses the first k bytes from an exact-size heap copy. */
 static int parse_prefix(const uint8_t *data, size_t k, tg_proxy_info_t *out,
-                        size_t *consumed, const char **why) {
+                        size_t *consumed, char *why, size_t whysize) {
   uint8_t *copy = malloc(k ? k : 1);
   if (!copy) abort();
   memcpy(copy, data, k);
   memset(out, 0, sizeof(*out));
   *consumed = 0;
-  *why = NULL;
-  int r = tg_proxy_parse(copy, k, out, consumed, why);
+  why[0] = '\0';
+  int r = tg_proxy_parse(copy, k, out, consumed, why, whysize);
   free(copy);
   return r;
 }
@@ -54,10 +54,10 @@ static int parse_prefix(const uint8_t *data, size_t k, tg_proxy_info_t *out,
 static int check_one(const uint8_t *data, size_t k) {
   tg_proxy_info_t info;
   size_t consumed;
-  const char *why;
-  int r = parse_prefix(data, k, &info, &consumed, &why);
+  char why[100];
+  int r = parse_prefix(data, k, &info, &consumed, why, sizeof(why));
   must(r >= -1, "result below -1", k, r);
-  if (r < 0) must(why != NULL && why[0] != '\0', "malformed without a reason", k, r);
+  if (r < 0) must(why[0] != '\0', "malformed without a reason", k, r);
   if (r == 0) must(k < TG_PROXY_PARSE_MAX, "still 'need more' with a full buffer", k, r);
   if (r > 0) {
     must((size_t)r <= k, "header longer than the input", k, r);

@@ -112,37 +112,37 @@ TEST(durations) {
 
 TEST(hostports) {
   tg_hostport_t hp;
-  const char *why = NULL;
-  ASSERT_EQ(tg_parse_hostport("127.0.0.1:80", &hp, &why), 0);
+  char why[100];
+  ASSERT_EQ(tg_parse_hostport("127.0.0.1:80", &hp, why, sizeof(why)), 0);
   ASSERT_EQ(hp.is_literal, 1);
-  ASSERT_EQ(tg_parse_hostport("[::1]:443", &hp, &why), 0);
+  ASSERT_EQ(tg_parse_hostport("[::1]:443", &hp, why, sizeof(why)), 0);
   ASSERT_STREQ(hp.host, "::1");
-  ASSERT_EQ(tg_parse_hostport("localhost:8080", &hp, &why), 0);
+  ASSERT_EQ(tg_parse_hostport("localhost:8080", &hp, why, sizeof(why)), 0);
   ASSERT_EQ(hp.is_literal, 0);
-  ASSERT_EQ(tg_parse_hostport("::1:80", &hp, &why), -1);
+  ASSERT_EQ(tg_parse_hostport("::1:80", &hp, why, sizeof(why)), -1);
   ASSERT_CONTAINS(why, "brackets");
-  ASSERT_EQ(tg_parse_hostport("host:0", &hp, &why), -1);
-  ASSERT_EQ(tg_parse_hostport("host:70000", &hp, &why), -1);
-  ASSERT_EQ(tg_parse_hostport("host", &hp, &why), -1);
-  ASSERT_EQ(tg_parse_hostport(":80", &hp, &why), -1);
-  ASSERT_EQ(tg_parse_hostport("[::1]80", &hp, &why), -1);
-  ASSERT_EQ(tg_parse_hostport("bad_host!:80", &hp, &why), -1);
+  ASSERT_EQ(tg_parse_hostport("host:0", &hp, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_parse_hostport("host:70000", &hp, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_parse_hostport("host", &hp, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_parse_hostport(":80", &hp, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_parse_hostport("[::1]80", &hp, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_parse_hostport("bad_host!:80", &hp, why, sizeof(why)), -1);
 }
 
 TEST(unix_socket_addresses) {
   tg_hostport_t hp;
-  const char *why = NULL;
-  ASSERT_EQ(tg_parse_hostport("unix:/run/app.sock", &hp, &why), 0);
+  char why[100];
+  ASSERT_EQ(tg_parse_hostport("unix:/run/app.sock", &hp, why, sizeof(why)), 0);
   ASSERT_EQ(hp.is_literal, 1);
   ASSERT_EQ(hp.addr.ss_family, AF_UNIX);
   ASSERT_STREQ(hp.host, "/run/app.sock");
   ASSERT_STREQ(hp.text, "unix:/run/app.sock");
-  ASSERT_EQ(tg_parse_hostport("unix:", &hp, &why), -1);
+  ASSERT_EQ(tg_parse_hostport("unix:", &hp, why, sizeof(why)), -1);
   ASSERT_CONTAINS(why, "path");
   char longpath[200] = "unix:/";
   memset(longpath + 6, 'x', 110);
   longpath[116] = '\0';
-  ASSERT_EQ(tg_parse_hostport(longpath, &hp, &why), -1);
+  ASSERT_EQ(tg_parse_hostport(longpath, &hp, why, sizeof(why)), -1);
   ASSERT_CONTAINS(why, "107");
 }
 

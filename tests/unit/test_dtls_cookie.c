@@ -20,8 +20,8 @@ TEST(cookie_accepts_its_peer) {
   struct sockaddr_in a = v4("192.0.2.7", 5684);
   uint8_t c[TG_COOKIE_LEN];
   ASSERT_EQ(tg_cookie_make(&k, 10000, SA(a), c), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 10000, SA(a), c, sizeof(c)), 1);
-  ASSERT_EQ(tg_cookie_check(&k, 10999, SA(a), c, sizeof(c)), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 10000, SA(a), c, sizeof(c)), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 10999, SA(a), c, sizeof(c)), 1);
   ASSERT(TG_COOKIE_LEN <= 32);
   tg_cookie_keys_destroy(&k);
 }
@@ -35,9 +35,9 @@ TEST(cookie_rejects_wrong_address_port_family) {
   struct sockaddr_in6 six = v6("::ffff:192.0.2.7", 5684);
   uint8_t c[TG_COOKIE_LEN];
   ASSERT_EQ(tg_cookie_make(&k, 0, SA(a), c), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(other_ip), c, sizeof(c)), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(other_port), c, sizeof(c)), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(six), c, sizeof(c)), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(other_ip), c, sizeof(c)), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(other_port), c, sizeof(c)), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(six), c, sizeof(c)), 0);
   tg_cookie_keys_destroy(&k);
 }
 
@@ -47,8 +47,8 @@ TEST(cookie_ipv6) {
   struct sockaddr_in6 a = v6("2001:db8::1", 5684), b = v6("2001:db8::2", 5684);
   uint8_t c[TG_COOKIE_LEN];
   ASSERT_EQ(tg_cookie_make(&k, 0, SA(a), c), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(a), c, sizeof(c)), 1);
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(b), c, sizeof(c)), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(a), c, sizeof(c)), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(b), c, sizeof(c)), 0);
   tg_cookie_keys_destroy(&k);
 }
 
@@ -58,16 +58,16 @@ TEST(cookie_rejects_tampering_and_bad_length) {
   struct sockaddr_in a = v4("198.51.100.1", 40000);
   uint8_t c[TG_COOKIE_LEN + 1];
   ASSERT_EQ(tg_cookie_make(&k, 0, SA(a), c), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(a), c, TG_COOKIE_LEN - 1), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(a), c, TG_COOKIE_LEN - 1), 0);
   c[TG_COOKIE_LEN] = 0;
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(a), c, TG_COOKIE_LEN + 1), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(a), c, 0), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(a), c, TG_COOKIE_LEN + 1), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(a), c, 0), 0);
   for (int i = 0; i < TG_COOKIE_LEN; i++) {
     c[i] ^= 0x01;
-    ASSERT_EQ(tg_cookie_check(&k, 0, SA(a), c, TG_COOKIE_LEN), 0);
+    ASSERT_EQ(tg_cookie_valid(&k, 0, SA(a), c, TG_COOKIE_LEN), 0);
     c[i] ^= 0x01;
   }
-  ASSERT_EQ(tg_cookie_check(&k, 0, SA(a), c, TG_COOKIE_LEN), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 0, SA(a), c, TG_COOKIE_LEN), 1);
   tg_cookie_keys_destroy(&k);
 }
 
@@ -82,13 +82,13 @@ TEST(cookie_rotation_and_expiry) {
   /* next period: a new secret makes a different cookie, the old one holds */
   ASSERT_EQ(tg_cookie_make(&k, 1500, SA(a), c1), 0);
   ASSERT(memcmp(c0, c1, TG_COOKIE_LEN) != 0);
-  ASSERT_EQ(tg_cookie_check(&k, 1500, SA(a), c0, TG_COOKIE_LEN), 1);
-  ASSERT_EQ(tg_cookie_check(&k, 1999, SA(a), c0, TG_COOKIE_LEN), 1);
-  ASSERT_EQ(tg_cookie_check(&k, 1999, SA(a), c1, TG_COOKIE_LEN), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 1500, SA(a), c0, TG_COOKIE_LEN), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 1999, SA(a), c0, TG_COOKIE_LEN), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 1999, SA(a), c1, TG_COOKIE_LEN), 1);
   /* one more rotation: c0's secret is gone, c1's is now the previous one */
-  ASSERT_EQ(tg_cookie_check(&k, 2000, SA(a), c0, TG_COOKIE_LEN), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 2000, SA(a), c1, TG_COOKIE_LEN), 1);
-  ASSERT_EQ(tg_cookie_check(&k, 3000, SA(a), c1, TG_COOKIE_LEN), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 2000, SA(a), c0, TG_COOKIE_LEN), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 2000, SA(a), c1, TG_COOKIE_LEN), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 3000, SA(a), c1, TG_COOKIE_LEN), 0);
   tg_cookie_keys_destroy(&k);
 }
 
@@ -99,8 +99,8 @@ TEST(cookie_expires_after_idle_periods) {
   struct sockaddr_in a = v4("203.0.113.9", 51234);
   uint8_t c[TG_COOKIE_LEN];
   ASSERT_EQ(tg_cookie_make(&k, 999, SA(a), c), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 2500, SA(a), c, TG_COOKIE_LEN), 0);
-  ASSERT_EQ(tg_cookie_check(&k, 100000, SA(a), c, TG_COOKIE_LEN), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 2500, SA(a), c, TG_COOKIE_LEN), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 100000, SA(a), c, TG_COOKIE_LEN), 0);
   tg_cookie_keys_destroy(&k);
 }
 
@@ -112,7 +112,7 @@ TEST(cookie_secret_is_per_keyset) {
   struct sockaddr_in a = v4("192.0.2.1", 1);
   uint8_t c[TG_COOKIE_LEN];
   ASSERT_EQ(tg_cookie_make(&k1, 0, SA(a), c), 0);
-  ASSERT_EQ(tg_cookie_check(&k2, 0, SA(a), c, TG_COOKIE_LEN), 0);
+  ASSERT_EQ(tg_cookie_valid(&k2, 0, SA(a), c, TG_COOKIE_LEN), 0);
   tg_cookie_keys_destroy(&k1);
   tg_cookie_keys_destroy(&k2);
 }
@@ -285,8 +285,8 @@ TEST(cookie_round_trip_through_hvr) {
             TG_HVR_LEN);
   n = client_hello(p, hvr + 13 + 15, TG_COOKIE_LEN, 1);
   ASSERT_EQ(tg_dgram_classify(p, n, &info), TG_DGRAM_CLIENT_HELLO);
-  ASSERT_EQ(tg_cookie_check(&k, 20, SA(peer), info.cookie, info.cookie_len), 1);
-  ASSERT_EQ(tg_cookie_check(&k, 20, SA(spoof), info.cookie, info.cookie_len), 0);
+  ASSERT_EQ(tg_cookie_valid(&k, 20, SA(peer), info.cookie, info.cookie_len), 1);
+  ASSERT_EQ(tg_cookie_valid(&k, 20, SA(spoof), info.cookie, info.cookie_len), 0);
   tg_cookie_keys_destroy(&k);
 }
 
@@ -313,15 +313,15 @@ TEST(shared_secret_file_and_rotation) {
   ASSERT_EQ(tg_cookie_make(&k1, 5 * PERIOD, SA(a), c), 0); /* no timed rotation */
   ASSERT_EQ(tg_cookie_keys_init(&k2, PERIOD, 0), 0);
   ASSERT_EQ(tg_cookie_keys_load_shared(&k2, path, err, sizeof(err)), 0);
-  ASSERT_EQ(tg_cookie_check(&k2, 99 * PERIOD, SA(a), c, sizeof(c)), 1);
+  ASSERT_EQ(tg_cookie_valid(&k2, 99 * PERIOD, SA(a), c, sizeof(c)), 1);
   write_secret(path, "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100");
   ASSERT_EQ(tg_cookie_keys_init(&k3, PERIOD, 0), 0);
   ASSERT_EQ(tg_cookie_keys_load_shared(&k3, path, err, sizeof(err)), 0);
-  ASSERT_EQ(tg_cookie_check(&k3, 0, SA(a), c, sizeof(c)), 1);
+  ASSERT_EQ(tg_cookie_valid(&k3, 0, SA(a), c, sizeof(c)), 1);
   write_secret(path, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
   ASSERT_EQ(tg_cookie_keys_init(&k4, PERIOD, 0), 0);
   ASSERT_EQ(tg_cookie_keys_load_shared(&k4, path, err, sizeof(err)), 0);
-  ASSERT_EQ(tg_cookie_check(&k4, 0, SA(a), c, sizeof(c)), 0);
+  ASSERT_EQ(tg_cookie_valid(&k4, 0, SA(a), c, sizeof(c)), 0);
   write_secret(path, "too short");
   ASSERT_EQ(tg_cookie_keys_load_shared(&k4, path, err, sizeof(err)), -1);
   ASSERT_CONTAINS(err, "9 bytes");

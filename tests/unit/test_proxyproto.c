@@ -139,34 +139,34 @@ TEST(too_small_buffer) {
 }
 
 
-static int parse(const char *text, size_t len, tg_proxy_info_t *in, const char **why) {
+static int parse(const char *text, size_t len, tg_proxy_info_t *in, char *why) {
   size_t used = 0;
   memset(in, 0, sizeof(*in));
-  return tg_proxy_parse((const uint8_t *)text, len, in, &used, why);
+  return tg_proxy_parse((const uint8_t *)text, len, in, &used, why, 100);
 }
 
 TEST(parse_v1) {
   tg_proxy_info_t in;
-  const char *why = NULL;
+  char why[100] = "";
   const char *h = "PROXY TCP4 192.0.2.1 198.51.100.2 51234 443\r\nGET /";
-  ASSERT_EQ(parse(h, strlen(h), &in, &why), 45);
+  ASSERT_EQ(parse(h, strlen(h), &in, why), 45);
   struct sockaddr_in *a = (struct sockaddr_in *)&in.src;
   ASSERT_EQ(a->sin_family, AF_INET);
   ASSERT_EQ(ntohs(a->sin_port), 51234);
   ASSERT_EQ(ntohl(a->sin_addr.s_addr), 0xC0000201);
   h = "PROXY TCP6 2001:db8::1 ::1 1 2\r\n";
-  ASSERT_EQ(parse(h, strlen(h), &in, &why), (int)strlen(h));
+  ASSERT_EQ(parse(h, strlen(h), &in, why), (int)strlen(h));
   ASSERT_EQ(in.src.ss_family, AF_INET6);
   h = "PROXY UNKNOWN whatever\r\n";
-  ASSERT_EQ(parse(h, strlen(h), &in, &why), (int)strlen(h));
+  ASSERT_EQ(parse(h, strlen(h), &in, why), (int)strlen(h));
   ASSERT_EQ(in.src.ss_family, AF_UNSPEC);
 }
 
 TEST(parse_v1_incomplete) {
   tg_proxy_info_t in;
-  const char *why = NULL;
+  char why[100] = "";
   const char *h = "PROXY TCP4 192.0.2.1 198.51.100.2 51234 443\r\n";
-  for (size_t n = 0; n < strlen(h); n++) ASSERT_EQ(parse(h, n, &in, &why), 0);
+  for (size_t n = 0; n < strlen(h); n++) ASSERT_EQ(parse(h, n, &in, why), 0);
 }
 
 TEST(parse_v1_malformed) {
@@ -186,28 +186,28 @@ TEST(parse_v1_malformed) {
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     tg_proxy_info_t in;
-    const char *why = NULL;
-    int r = parse(bad[i], strlen(bad[i]), &in, &why);
+    char why[100] = "";
+    int r = parse(bad[i], strlen(bad[i]), &in, why);
     if (r != -1) FAILF("accepted (%d): %s", r, bad[i]);
-    ASSERT(why != NULL);
+    ASSERT(why[0] != '\0');
   }
   char longline[200];
   memset(longline, 'x', sizeof(longline));
   memcpy(longline, "PROXY TCP4 ", 11);
   tg_proxy_info_t in;
-  const char *why = NULL;
-  ASSERT_EQ(parse(longline, sizeof(longline), &in, &why), -1);
+  char why[100] = "";
+  ASSERT_EQ(parse(longline, sizeof(longline), &in, why), -1);
   ASSERT_CONTAINS(why, "107");
   /* The limit includes the CRLF: 107 bytes pass, 108 do not. */
   char line[110];
   memset(line, 'x', sizeof(line));
   memcpy(line, "PROXY UNKNOWN ", 14);
   memcpy(line + 105, "\r\n", 2);
-  ASSERT_EQ(parse(line, 107, &in, &why), 107);
+  ASSERT_EQ(parse(line, 107, &in, why), 107);
   memset(line, 'x', sizeof(line));
   memcpy(line, "PROXY UNKNOWN ", 14);
   memcpy(line + 106, "\r\n", 2);
-  ASSERT_EQ(parse(line, 108, &in, &why), -1);
+  ASSERT_EQ(parse(line, 108, &in, why), -1);
 }
 
 TEST(parse_v2_roundtrip) {
@@ -222,16 +222,16 @@ TEST(parse_v2_roundtrip) {
   size_t n = tg_proxy_build(2, &out, buf, sizeof(buf));
   ASSERT(n > 0);
   size_t used = 0;
-  const char *why = NULL;
-  ASSERT_EQ(tg_proxy_parse(buf, n, &in, &used, &why), (int)n);
+  char why[100] = "";
+  ASSERT_EQ(tg_proxy_parse(buf, n, &in, &used, why, sizeof(why)), (int)n);
   ASSERT_EQ(used, n);
   ASSERT(memcmp(&in.src, &out.src, sizeof(struct sockaddr_in6)) == 0);
   ASSERT(memcmp(&in.dst, &out.dst, sizeof(struct sockaddr_in6)) == 0);
-  for (size_t k = 0; k < n; k++) ASSERT_EQ(tg_proxy_parse(buf, k, &in, &used, &why), 0);
+  for (size_t k = 0; k < n; k++) ASSERT_EQ(tg_proxy_parse(buf, k, &in, &used, why, sizeof(why)), 0);
   v4(&out.src, "10.0.0.1", 1);
   v4(&out.dst, "10.0.0.2", 2);
   n = tg_proxy_build(2, &out, buf, sizeof(buf));
-  ASSERT_EQ(tg_proxy_parse(buf, n, &in, &used, &why), (int)n);
+  ASSERT_EQ(tg_proxy_parse(buf, n, &in, &used, why, sizeof(why)), (int)n);
   ASSERT(memcmp(&in.src, &out.src, sizeof(struct sockaddr_in)) == 0);
 }
 
@@ -240,29 +240,29 @@ TEST(parse_v2_local_and_malformed) {
                    0x20, 0x00, 0x00, 0x00};
   tg_proxy_info_t in;
   size_t used = 0;
-  const char *why = NULL;
-  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), 16); /* LOCAL */
+  char why[100] = "";
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, why, sizeof(why)), 16); /* LOCAL */
   ASSERT_EQ(in.src.ss_family, AF_UNSPEC);
   h[12] = 0x31; /* version 3 */
-  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), -1);
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, why, sizeof(why)), -1);
   h[12] = 0x22; /* command 2 */
-  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), -1);
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, why, sizeof(why)), -1);
   h[12] = 0x21;
   h[13] = 0x11; /* TCP4 but body too short for addresses */
   h[15] = 4;
-  ASSERT_EQ(tg_proxy_parse(h, 20, &in, &used, &why), -1);
+  ASSERT_EQ(tg_proxy_parse(h, 20, &in, &used, why, sizeof(why)), -1);
   h[15] = 12 + 3; /* addresses + a TLV header claiming 5 bytes it lacks */
   h[28] = 0x01;
   h[29] = 0x00;
   h[30] = 0x05;
-  ASSERT_EQ(tg_proxy_parse(h, 31, &in, &used, &why), -1);
+  ASSERT_EQ(tg_proxy_parse(h, 31, &in, &used, why, sizeof(why)), -1);
   ASSERT_CONTAINS(why, "TLV");
   h[13] = 0x99; /* unknown family */
   h[15] = 0;
-  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), -1);
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, why, sizeof(why)), -1);
   h[13] = 0x11; /* declared length over the cap */
   h[14] = 0x10;
-  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, &why), -1);
+  ASSERT_EQ(tg_proxy_parse(h, 16, &in, &used, why, sizeof(why)), -1);
 }
 
 int main(void) {

@@ -34,14 +34,14 @@ TEST(exact_beats_wildcard_and_case_is_ignored) {
 }
 
 TEST(pattern_syntax) {
-  const char *why = NULL;
-  ASSERT_EQ(tg_sni_check_pattern("a-b.example.com", 15, &why), 0);
-  ASSERT_EQ(tg_sni_check_pattern("*.example.com", 13, &why), 0);
-  ASSERT_EQ(tg_sni_check_pattern("*", 1, &why), -1);
-  ASSERT_EQ(tg_sni_check_pattern("*.", 2, &why), -1);
-  ASSERT_EQ(tg_sni_check_pattern("a*.example.com", 14, &why), -1);
-  ASSERT_EQ(tg_sni_check_pattern("a b.test", 8, &why), -1);
-  ASSERT_EQ(tg_sni_check_pattern("x.test.", 7, &why), -1);
+  char why[100];
+  ASSERT_EQ(tg_sni_check_pattern("a-b.example.com", 15, why, sizeof(why)), 0);
+  ASSERT_EQ(tg_sni_check_pattern("*.example.com", 13, why, sizeof(why)), 0);
+  ASSERT_EQ(tg_sni_check_pattern("*", 1, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_sni_check_pattern("*.", 2, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_sni_check_pattern("a*.example.com", 14, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_sni_check_pattern("a b.test", 8, why, sizeof(why)), -1);
+  ASSERT_EQ(tg_sni_check_pattern("x.test.", 7, why, sizeof(why)), -1);
 }
 
 TEST(server_name_extension) {

@@ -30,9 +30,8 @@ static X509 *make_cert(const char *cn, size_t cnlen, const char *dns, size_t dns
 
 static int admits(const char *text, const tg_peer_id_t *id) {
   tg_acl_t acl;
-  const char *why = NULL;
-  char bad[300];
-  if (tg_acl_parse(text, &acl, &why, bad, sizeof(bad)) != 0) return -1;
+  char err[400];
+  if (tg_acl_parse(text, &acl, err, sizeof(err)) != 0) return -1;
   return tg_acl_match(&acl, id);
 }
 
