@@ -31,14 +31,7 @@ typedef struct {
   char data[];
 } wreq_t;
 
-typedef struct {
-  uv_getaddrinfo_t req;
-  tg_conn_t *conn;
-  unsigned attempt; /* a late answer for an abandoned attempt is dropped */
-} gai_t;
-
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-static void connect_next(tg_conn_t *c);
 static void pump_tls(tg_conn_t *c, tg_side_t *s);
 static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len);
 
@@ -48,26 +41,6 @@ static const char *const state_names[] = {"proxy-header", "handshake", "connecti
 
 const char *tg_conn_state_name(tg_conn_state_t s) { return state_names[s]; }
 
-static const char *lname(const tg_conn_t *c) { return c->svc->conf->name; }
-
-static void count_handshake(tg_conn_t *c, tg_hs_result_t r) {
-  atomic_fetch_add_explicit(&c->svc->stats->handshakes[r], 1, memory_order_relaxed);
-}
-
-static void conn_log(tg_conn_t *c, tg_log_level_t level, const char *event,
-                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void conn_log(tg_conn_t *c, tg_log_level_t level, const char *event,
-                 const char *fmt, ...) {
-  if (!tg_log_enabled(level)) return;
-  char msg[900];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  va_end(ap);
-  tg_log_conn(level, c->id, lname(c), c->peer, event, "%s", msg);
-}
-
 static tg_side_t *other(tg_conn_t *c, tg_side_t *s) {
   return s == &c->client ? &c->backend : &c->client;
 }
@@ -76,22 +49,12 @@ static const char *side_name(tg_conn_t *c, tg_side_t *s) {
   return s == &c->client ? "client" : "backend";
 }
 
-static const char *backend_text(tg_conn_t *c) {
-  return c->backend_idx >= 0 ? c->svc->conf->backends[c->backend_idx].text : "-";
-}
-
-static void set_state(tg_conn_t *c, tg_conn_state_t st) {
-  if (c->state == st) return;
-  conn_log(c, TG_LOG_DEBUG, "state", "%s -> %s", state_names[c->state],
-       state_names[st]);
-  c->state = st;
-}
-
 /* ---- lifetime ----------------------------------------------------------- */
 
-static void unref(tg_conn_t *c) {
-  assert(c->refs > 0);
-  if (--c->refs > 0) return;
+/* The last reference is gone (session.h). */
+static void conn_destroy(tg_session_t *sess) {
+  tg_conn_t *c = (tg_conn_t *)sess;
+  assert(c->magic == TG_CONN_MAGIC);
   SSL_free(c->client.ssl);
   SSL_free(c->backend.ssl);
   tg_tls_io_free(&c->client.io);
@@ -103,18 +66,8 @@ static void unref(tg_conn_t *c) {
   free(c->client.note);
   free(c->backend.note);
   tg_http_free(c->http);
-  tg_worker_t *w = c->w;
-  tg_runtime_t *rt = c->rt;
   c->magic = 0;
   free(c);
-  tg_runtime_unref(rt);
-  tg_worker_conn_done(w);
-}
-
-static void on_handle_closed(uv_handle_t *h) {
-  tg_conn_t *c = h->data;
-  assert(c->magic == TG_CONN_MAGIC);
-  unref(c);
 }
 
 static void close_side(tg_side_t *s, uv_close_cb cb) {
@@ -126,28 +79,16 @@ static void close_side(tg_side_t *s, uv_close_cb cb) {
 
 static void conn_close_level(tg_conn_t *c, tg_log_level_t level,
                              const char *reason) {
-  if (c->state == TG_CONN_CLOSING) return;
-  uint64_t ms = uv_now(&c->w->loop) - c->started_ms;
-  conn_log(c, level, "close",
-       "%s; backend %s; %llu bytes from client, %llu bytes from backend, "
-       "%llu.%03llus",
-       reason, backend_text(c), (unsigned long long)c->client.bytes,
-       (unsigned long long)c->backend.bytes, (unsigned long long)(ms / 1000),
-       (unsigned long long)(ms % 1000));
-  set_state(c, TG_CONN_CLOSING);
-  tg_lstats_t *st = c->svc->stats;
-  atomic_fetch_sub_explicit(&st->active, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&st->bytes_from_client, c->client.bytes, memory_order_relaxed);
-  atomic_fetch_add_explicit(&st->bytes_from_backend, c->backend.bytes, memory_order_relaxed);
-  tg_worker_t *w = c->w;
+  if (c->s.state == TG_CONN_CLOSING) return;
+  tg_session_closed(&c->s, level, reason);
+  tg_worker_t *w = c->s.w;
   if (c->prev) c->prev->next = c->next;
   else w->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
-  atomic_fetch_sub(&tg_active_connections, 1);
-  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
-  close_side(&c->client, on_handle_closed);
-  close_side(&c->backend, on_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, tg_session_on_closed);
+  close_side(&c->client, tg_session_on_closed);
+  close_side(&c->backend, tg_session_on_closed);
 }
 
 void tg_conn_close(tg_conn_t *c, const char *reason) {
@@ -177,13 +118,13 @@ static void on_write(uv_write_t *req, int status) {
   tg_side_t *s = wr->side;
   s->queued -= wr->len;
   tg_buf_put(wr, wr->cap);
-  if (c->state == TG_CONN_CLOSING) return;
+  if (c->s.state == TG_CONN_CLOSING) return;
   if (status < 0) {
     fail(c, "write to %s failed: %s", side_name(c, s), uv_strerror(status));
     return;
   }
   /* A slow reader that is still taking our bytes is not idle. */
-  c->last_activity_ms = uv_now(&c->w->loop);
+  c->s.last_activity_ms = uv_now(&c->s.w->loop);
   tg_side_t *o = other(c, s);
   if (o->paused && s->queued <= TG_LOW_WATER) {
     o->paused = 0;
@@ -272,7 +213,7 @@ static void send_final(tg_conn_t *c, tg_side_t *s) {
     uv_buf_t b = uv_buf_init((char *)blk + s->io.headroom, (unsigned)n);
     int r = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
     if (r != (int)n)
-      conn_log(c, TG_LOG_DEBUG, "alert", "%zu of %zu final TLS bytes not sent to %s",
+      tg_session_log(&c->s, TG_LOG_DEBUG, "alert", "%zu of %zu final TLS bytes not sent to %s",
                n - (r > 0 ? (size_t)r : 0), n, side_name(c, s));
   }
   tg_buf_put(blk, cap);
@@ -283,7 +224,7 @@ static void send_final(tg_conn_t *c, tg_side_t *s) {
 static int forward(tg_conn_t *c, tg_side_t *from, const char *data,
                    size_t len) {
   tg_side_t *to = other(c, from);
-  from->bytes += len;
+  *(from == &c->client ? &c->s.bytes_from_client : &c->s.bytes_from_backend) += len;
   if (to->ssl) {
     /* Room for the records: 64 bytes of framing per 16 KiB covers both
      * TLS 1.2 and 1.3. */
@@ -324,8 +265,8 @@ static void on_eof(tg_conn_t *c, tg_side_t *s);
  * c->early, which backend_ready() sends first. */
 static int http_to_backend(void *ctx, const char *data, size_t len) {
   tg_conn_t *c = ctx;
-  if (c->state == TG_CONN_CLOSING) return -1;
-  if (c->state == TG_CONN_REQUEST || c->state == TG_CONN_CONNECTING) {
+  if (c->s.state == TG_CONN_CLOSING) return -1;
+  if (c->s.state == TG_CONN_REQUEST || c->s.state == TG_CONN_CONNECTING) {
     uint8_t *p = realloc(c->early, c->earlylen + len);
     if (!p) {
       fail(c, "out of memory");
@@ -341,7 +282,7 @@ static int http_to_backend(void *ctx, const char *data, size_t len) {
 
 static int http_to_client(void *ctx, const char *data, size_t len) {
   tg_conn_t *c = ctx;
-  if (c->state == TG_CONN_CLOSING) return -1;
+  if (c->s.state == TG_CONN_CLOSING) return -1;
   return forward(c, &c->backend, data, len);
 }
 
@@ -351,8 +292,8 @@ static int http_to_client(void *ctx, const char *data, size_t len) {
 static void http_refuse(tg_conn_t *c, const tg_http_refusal_t *r) {
   char buf[600];
   size_t n = tg_http_refusal_answer(r, buf, sizeof(buf));
-  atomic_fetch_add_explicit(&c->svc->stats->http_refused[r->reason], 1, memory_order_relaxed);
-  conn_log(c, r->status == 400 ? TG_LOG_INFO : TG_LOG_WARN, "http-refused", "%d %s: %s",
+  atomic_fetch_add_explicit(&c->s.svc->stats->http_refused[r->reason], 1, memory_order_relaxed);
+  tg_session_log(&c->s, r->status == 400 ? TG_LOG_INFO : TG_LOG_WARN, "http-refused", "%d %s: %s",
            r->status, tg_http_reason_name(r->reason), r->detail);
   c->http_closing = 1;
   if (c->backend.open) stop_reading(&c->backend);
@@ -369,7 +310,7 @@ static void http_refuse(tg_conn_t *c, const tg_http_refusal_t *r) {
     return;
   }
   shut_side(c, s);
-  if (c->state == TG_CONN_CLOSING) return;
+  if (c->s.state == TG_CONN_CLOSING) return;
   arm_timer(c, 2000);
   s->paused = 0;
   start_reading(c, s);
@@ -379,30 +320,30 @@ static void http_refuse(tg_conn_t *c, const tg_http_refusal_t *r) {
  * a first accepted request, or pause/resume reading the client. */
 static void http_after(tg_conn_t *c) {
   for (int round = 0; round < 2; round++) {
-    if (c->state == TG_CONN_CLOSING || c->http_closing) return;
+    if (c->s.state == TG_CONN_CLOSING || c->http_closing) return;
     const tg_http_refusal_t *r = tg_http_refusal_due(c->http);
     if (r) {
       http_refuse(c, r);
       return;
     }
-    if (c->state == TG_CONN_REQUEST) {
+    if (c->s.state == TG_CONN_REQUEST) {
       if (!tg_http_wants_backend(c->http)) return;
       stop_reading(&c->client);
-      set_state(c, TG_CONN_CONNECTING);
-      connect_next(c);
+      tg_session_set_state(&c->s, TG_CONN_CONNECTING);
+      tg_session_connect_next(&c->s);
       return;
     }
-    if (c->state != TG_CONN_PROXYING && c->state != TG_CONN_DRAINING) return;
+    if (c->s.state != TG_CONN_PROXYING && c->s.state != TG_CONN_DRAINING) return;
     if (tg_http_blocked(c->http)) {
       stop_reading(&c->client);
       return;
     }
     if (round == 0 && tg_http_resume(c->http, http_to_backend, c) != 0) {
-      if (c->state != TG_CONN_CLOSING) fail(c, "out of memory");
+      if (c->s.state != TG_CONN_CLOSING) fail(c, "out of memory");
       return;
     }
   }
-  if (c->state == TG_CONN_CLOSING || c->http_closing) return;
+  if (c->s.state == TG_CONN_CLOSING || c->http_closing) return;
   if (c->http_eof_held && !tg_http_blocked(c->http)) {
     c->http_eof_held = 0;
     on_eof(c, &c->client);
@@ -419,22 +360,22 @@ static int deliver(tg_conn_t *c, tg_side_t *from, const char *data, size_t len) 
                ? tg_http_client_input(c->http, data, len, http_to_backend, c)
                : tg_http_backend_input(c->http, data, len, http_to_client, c);
   if (rc != 0) {
-    if (c->state != TG_CONN_CLOSING) fail(c, "out of memory");
+    if (c->s.state != TG_CONN_CLOSING) fail(c, "out of memory");
     return -1;
   }
   http_after(c);
-  return c->state == TG_CONN_CLOSING ? -1 : 0;
+  return c->s.state == TG_CONN_CLOSING ? -1 : 0;
 }
 
 /* protocol = http: no backend until the first request head is accepted. */
 static void http_begin(tg_conn_t *c, const uint8_t *data, size_t len) {
-  c->http = tg_http_new(c->svc->http, c->peer, c->client.ssl);
+  c->http = tg_http_new(c->s.svc->http, c->s.peer, c->client.ssl);
   if (!c->http) {
     fail(c, "out of memory");
     return;
   }
-  set_state(c, TG_CONN_REQUEST);
-  arm_timer(c, c->svc->conf->handshake_timeout_ms);
+  tg_session_set_state(&c->s, TG_CONN_REQUEST);
+  arm_timer(c, c->s.svc->conf->handshake_timeout_ms);
   start_reading(c, &c->client);
   if (c->client.ssl) pump_tls(c, &c->client); /* what came with the handshake */
   else if (len) deliver(c, &c->client, (const char *)data, len);
@@ -444,8 +385,8 @@ static void http_begin(tg_conn_t *c, const uint8_t *data, size_t len) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   tg_conn_t *c = h->data;
-  buf->base = c->w->scratch.read;
-  buf->len = sizeof(c->w->scratch.read);
+  buf->base = c->s.w->scratch.read;
+  buf->len = sizeof(c->s.w->scratch.read);
 }
 
 static void start_reading(tg_conn_t *c, tg_side_t *s) {
@@ -501,7 +442,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   tg_side_t *s = req->data;
   tg_conn_t *c = s->tcp.data;
   free(req);
-  if (c->state == TG_CONN_CLOSING) return;
+  if (c->s.state == TG_CONN_CLOSING) return;
   if (status == UV_ENOTCONN || status == UV_EPIPE || status == UV_ECONNRESET) {
     /* The peer is already gone: nothing more can be delivered either way. */
     char reason[100];
@@ -517,8 +458,6 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   check_done(c);
 }
 
-static void backend_attempt_failed(tg_conn_t *c, const char *reason);
-
 /* The side will send nothing more: pass the end on to the other side. */
 static void on_eof(tg_conn_t *c, tg_side_t *s) {
   s->eof = 1;
@@ -527,22 +466,22 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
     if (s == &c->client) tg_conn_close(c, "refused request answered");
     return;
   }
-  switch (c->state) {
+  switch (c->s.state) {
   case TG_CONN_REQUEST:
     tg_conn_close(c, "client closed the connection before a complete request head");
     return;
   case TG_CONN_PROXY_HEADER:
-    atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
+    atomic_fetch_add(&c->s.svc->stats->proxy_header_errors, 1);
     fail(c, "client closed the connection before a complete PROXY header");
     return;
   case TG_CONN_HANDSHAKE:
-    count_handshake(c, TG_HS_CLOSED);
+    tg_session_count_handshake(&c->s, TG_HS_CLOSED);
     fail(c, "client closed the connection during the TLS handshake");
     return;
   case TG_CONN_CONNECTING:
     /* A client end is passed on once the backend is ready. */
     if (s == &c->backend)
-      backend_attempt_failed(c, "closed the connection during the TLS handshake");
+      tg_session_backend_failed(&c->s, "closed the connection during the TLS handshake");
     return;
   case TG_CONN_PROXYING:
   case TG_CONN_DRAINING:
@@ -551,8 +490,8 @@ static void on_eof(tg_conn_t *c, tg_side_t *s) {
       c->http_eof_held = 1;
       return;
     }
-    conn_log(c, TG_LOG_DEBUG, "eof", "%s finished sending", side_name(c, s));
-    set_state(c, TG_CONN_DRAINING);
+    tg_session_log(&c->s, TG_LOG_DEBUG, "eof", "%s finished sending", side_name(c, s));
+    tg_session_set_state(&c->s, TG_CONN_DRAINING);
     shut_side(c, other(c, s));
     check_done(c);
     return;
@@ -569,12 +508,10 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s);
  * backends, HTTP guard, timeouts, metrics and log name. */
 static void adopt_section(tg_conn_t *c) {
   tg_service_t *to = c->client.note ? c->client.note->section : NULL;
-  if (!to || to == c->svc) return;
-  const char *from = lname(c);
-  atomic_fetch_sub_explicit(&c->svc->stats->active, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&to->stats->active, 1, memory_order_relaxed);
-  c->svc = to;
-  conn_log(c, TG_LOG_DEBUG, "sni", "section chosen by server name (accepted on %s)", from);
+  if (!to || to == c->s.svc) return;
+  const char *from = c->s.svc->conf->name;
+  tg_session_switch_service(&c->s, to);
+  tg_session_log(&c->s, TG_LOG_DEBUG, "sni", "section chosen by server name (accepted on %s)", from);
 }
 
 static int tls_feed(tg_conn_t *c, tg_side_t *s, const void *data, size_t len);
@@ -597,15 +534,12 @@ static void handshake_stepped(tg_conn_t *c, tg_side_t *s, const tg_hs_step_t *st
   } else if (st->rc == 2) {
     handshake_step(c, s); /* the section chosen needs the next step off the loop */
   } else if (s == &c->client) {
-    count_handshake(c, strstr(st->why, "certificate required")        ? TG_HS_NO_CERT
-                       : strstr(st->why, "not in allow_clients")      ? TG_HS_ACL
-                       : strstr(st->why, "certificate verify failed") ? TG_HS_VERIFY
-                                                                      : TG_HS_PROTOCOL);
+    tg_session_count_handshake(&c->s, tg_tls_hs_result(s->note));
     fail(c, "handshake failed: %s", st->why);
   } else {
     char reason[800];
     snprintf(reason, sizeof(reason), "TLS handshake failed: %s", st->why);
-    backend_attempt_failed(c, reason);
+    tg_session_backend_failed(&c->s, reason);
   }
 }
 
@@ -629,36 +563,36 @@ static void handshake_step(tg_conn_t *c, tg_side_t *s) {
 static void handshake_back_on_loop(void *arg, tg_p11_hs_job_t *job);
 
 static void handshake_step_off_loop(tg_conn_t *c, tg_side_t *s) {
-  if (!tg_p11_hs_start(s->ssl, &s->io, &c->w->loop, handshake_back_on_loop, s)) {
+  if (!tg_p11_hs_start(s->ssl, &s->io, &c->s.w->loop, handshake_back_on_loop, s)) {
     fail(c, "cannot hand the TLS handshake to the token's signer thread");
     return;
   }
-  c->refs++;
+  c->s.refs++;
   stop_reading(s);
 }
 
 static void handshake_back_on_loop(void *arg, tg_p11_hs_job_t *job) {
   tg_side_t *s = arg;
   tg_conn_t *c = s->tcp.data;
-  if (c->state != TG_CONN_CLOSING && s->ssl == tg_p11_hs_ssl(job)) {
+  if (c->s.state != TG_CONN_CLOSING && s->ssl == tg_p11_hs_ssl(job)) {
     tg_p11_hs_return(job, &s->io, s->note);
     const uint8_t *left = s->io.in;
     size_t leftlen = s->io.inlen;
     if (tls_feed(c, s, left, leftlen) == 0) {
       start_reading(c, s);
-      if (c->state != TG_CONN_CLOSING) handshake_stepped(c, s, tg_p11_hs_result(job));
+      if (c->s.state != TG_CONN_CLOSING) handshake_stepped(c, s, tg_p11_hs_result(job));
       tls_unfeed(c, s); /* keeps what the step did not read */
     }
   }
   tg_p11_hs_free(job);
-  unref(c);
+  tg_session_unref(&c->s);
 }
 
 /* The signature a handshake waited for is ready (called on our loop). */
 static void resume_handshake(void *owner, void *note) {
   tg_conn_t *c = owner;
   tg_side_t *s = note == c->client.note ? &c->client : &c->backend;
-  if (c->state == TG_CONN_CLOSING || !s->ssl || SSL_is_init_finished(s->ssl)) return;
+  if (c->s.state == TG_CONN_CLOSING || !s->ssl || SSL_is_init_finished(s->ssl)) return;
   if (tls_feed(c, s, NULL, 0) != 0) return;
   handshake_step(c, s);
   tls_unfeed(c, s);
@@ -667,7 +601,7 @@ static void resume_handshake(void *owner, void *note) {
 static void set_resume(tg_conn_t *c, tg_tls_note_t *note) {
   note->resume = resume_handshake;
   note->owner = c;
-  note->loop = &c->w->loop;
+  note->loop = &c->s.w->loop;
 }
 
 static void describe_tls(SSL *ssl, const tg_tls_note_t *note, char *buf,
@@ -691,14 +625,12 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
   char why[700];
   if (tg_tls_check_session(s->ssl, s->note, why, sizeof(why)) != 0) {
     if (s == &c->client) {
-      count_handshake(c, strstr(why, "certificate required")        ? TG_HS_NO_CERT
-                         : strstr(why, "not in allow_clients")      ? TG_HS_ACL
-                                                                    : TG_HS_VERIFY);
+      tg_session_count_handshake(&c->s, tg_tls_hs_result(s->note));
       fail(c, "handshake failed: %s", why);
     } else {
       char reason[800];
       snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
-      backend_attempt_failed(c, reason);
+      tg_session_backend_failed(&c->s, reason);
     }
     return;
   }
@@ -716,34 +648,28 @@ static void handshake_done(tg_conn_t *c, tg_side_t *s) {
   if (tg_log_enabled(s == &c->client ? TG_LOG_INFO : TG_LOG_DEBUG))
     describe_tls(s->ssl, s->note, desc, sizeof(desc));
   if (s == &c->client) {
-    tg_lstats_t *st = c->svc->stats;
-    count_handshake(c, TG_HS_OK);
-    atomic_fetch_add_explicit(SSL_version(s->ssl) == TLS1_3_VERSION ? &st->tls13 : &st->tls12,
-                              1, memory_order_relaxed);
-    if (SSL_session_reused(s->ssl))
-      atomic_fetch_add_explicit(&st->resumed, 1, memory_order_relaxed);
-    tg_stats_cipher(st, SSL_CIPHER_get_name(SSL_get_current_cipher(s->ssl)));
-    conn_log(c, TG_LOG_INFO, "handshake", "%s", desc);
-    if (c->svc->http) {
+    tg_session_handshake_ok(&c->s, s->ssl);
+    tg_session_log(&c->s, TG_LOG_INFO, "handshake", "%s", desc);
+    if (c->s.svc->http) {
       http_begin(c, NULL, 0);
       return;
     }
     /* Hold the client's data until a backend is ready for it. */
     stop_reading(s);
-    set_state(c, TG_CONN_CONNECTING);
-    connect_next(c);
+    tg_session_set_state(&c->s, TG_CONN_CONNECTING);
+    tg_session_connect_next(&c->s);
   } else {
-    conn_log(c, TG_LOG_DEBUG, "backend-tls", "%s: %s", backend_text(c), desc);
+    tg_session_log(&c->s, TG_LOG_DEBUG, "backend-tls", "%s: %s", tg_session_backend_text(&c->s), desc);
     backend_ready(c);
   }
 }
 
 /* Decrypts everything buffered on a TLS side and forwards it. */
 static void pump_tls(tg_conn_t *c, tg_side_t *s) {
-  char *buf = c->w->scratch.plain;
+  char *buf = c->s.w->scratch.plain;
   for (;;) {
     tg_tls_clear_errors();
-    int n = SSL_read(s->ssl, buf, (int)sizeof(c->w->scratch.plain));
+    int n = SSL_read(s->ssl, buf, (int)sizeof(c->s.w->scratch.plain));
     if (n > 0) {
       if (deliver(c, s, buf, (size_t)n) != 0) return;
       continue;
@@ -836,22 +762,22 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   assert(c->magic == TG_CONN_MAGIC);
   tg_side_t *s = stream == (uv_stream_t *)&c->client.tcp ? &c->client
                                                           : &c->backend;
-  if (c->state == TG_CONN_CLOSING || nread == 0) return;
+  if (c->s.state == TG_CONN_CLOSING || nread == 0) return;
   if (nread < 0) {
     if (nread == UV_EOF) on_eof(c, s);
-    else if (nread == UV_ECONNRESET && c->state != TG_CONN_CONNECTING) {
+    else if (nread == UV_ECONNRESET && c->s.state != TG_CONN_CONNECTING) {
       char reason[100];
       snprintf(reason, sizeof(reason), "%s reset the connection", side_name(c, s));
       tg_conn_close(c, reason);
     }
-    else if (c->state == TG_CONN_CONNECTING && s == &c->backend)
-      backend_attempt_failed(c, uv_strerror((int)nread));
+    else if (c->s.state == TG_CONN_CONNECTING && s == &c->backend)
+      tg_session_backend_failed(&c->s, uv_strerror((int)nread));
     else
       fail(c, "%s read error: %s", side_name(c, s), uv_strerror((int)nread));
     return;
   }
-  c->last_activity_ms = uv_now(&c->w->loop);
-  if (c->state == TG_CONN_PROXY_HEADER) {
+  c->s.last_activity_ms = uv_now(&c->s.w->loop);
+  if (c->s.state == TG_CONN_PROXY_HEADER) {
     proxy_header_input(c, (const uint8_t *)buf->base, (size_t)nread);
     return;
   }
@@ -862,8 +788,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   }
   if (tls_feed(c, s, buf->base, (size_t)nread) != 0) return;
   if (!SSL_is_init_finished(s->ssl)) handshake_step(c, s);
-  else if (c->state == TG_CONN_PROXYING || c->state == TG_CONN_DRAINING ||
-           c->state == TG_CONN_REQUEST)
+  else if (c->s.state == TG_CONN_PROXYING || c->s.state == TG_CONN_DRAINING ||
+           c->s.state == TG_CONN_REQUEST)
     pump_tls(c, s);
   tls_unfeed(c, s);
 }
@@ -879,23 +805,23 @@ static void arm_timer(tg_conn_t *c, uint64_t ms) {
 
 static void on_timer(uv_timer_t *t) {
   tg_conn_t *c = t->data;
-  const tg_listener_conf_t *l = c->svc->conf;
+  const tg_listener_conf_t *l = c->s.svc->conf;
   if (c->http_closing) {
     tg_conn_close(c, "refused request answered");
     return;
   }
-  switch (c->state) {
+  switch (c->s.state) {
   case TG_CONN_REQUEST:
     fail(c, "no complete request head within handshake_timeout (%llu ms)",
          (unsigned long long)l->handshake_timeout_ms);
     return;
   case TG_CONN_PROXY_HEADER:
-    atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
+    atomic_fetch_add(&c->s.svc->stats->proxy_header_errors, 1);
     fail(c, "no complete PROXY header within handshake_timeout (%llu ms)",
          (unsigned long long)l->handshake_timeout_ms);
     return;
   case TG_CONN_HANDSHAKE:
-    count_handshake(c, TG_HS_TIMEOUT);
+    tg_session_count_handshake(&c->s, TG_HS_TIMEOUT);
     fail(c, "handshake timeout (%llu ms)",
          (unsigned long long)l->handshake_timeout_ms);
     return;
@@ -903,12 +829,12 @@ static void on_timer(uv_timer_t *t) {
     char reason[100];
     snprintf(reason, sizeof(reason), "no connection within connect_timeout (%llu ms)",
              (unsigned long long)l->connect_timeout_ms);
-    backend_attempt_failed(c, reason);
+    tg_session_backend_failed(&c->s, reason);
     return;
   }
   case TG_CONN_PROXYING:
   case TG_CONN_DRAINING: {
-    uint64_t idle = uv_now(&c->w->loop) - c->last_activity_ms;
+    uint64_t idle = uv_now(&c->s.w->loop) - c->s.last_activity_ms;
     if (idle >= l->idle_timeout_ms) {
       tg_conn_close(c, "idle timeout");
       return;
@@ -923,23 +849,15 @@ static void on_timer(uv_timer_t *t) {
 
 /* ---- backends ------------------------------------------------------------- */
 
-static void on_backend_closed_retry(uv_handle_t *h) {
-  tg_conn_t *c = h->data;
-  if (c->state == TG_CONN_CONNECTING) connect_next(c);
-  unref(c);
-}
-
-static void backend_attempt_failed(tg_conn_t *c, const char *reason) {
-  uint64_t rest = tg_backend_failed(c->svc, c->backend_idx, tg_now_ms());
-  atomic_fetch_add(&c->svc->stats->backend_failures[c->backend_idx], 1);
-  conn_log(c, TG_LOG_WARN, "backend", "backend %s: %s; resting it for %llu ms",
-       backend_text(c), reason, (unsigned long long)rest);
+/* Forgets a failed backend attempt (session.h): nothing of its TLS stream
+ * may reach the next one. */
+static uv_handle_t *conn_drop_backend(tg_session_t *sess) {
+  tg_conn_t *c = (tg_conn_t *)sess;
   SSL_free(c->backend.ssl);
   c->backend.ssl = NULL;
   free(c->backend.note); /* the next attempt makes its own */
   c->backend.note = NULL;
   c->backend.eof = 0;
-  /* Nothing of the failed attempt's TLS stream may reach the next one. */
   tg_tls_io_free(&c->backend.io);
   c->backend.io.in = NULL;
   c->backend.io.inlen = 0;
@@ -947,25 +865,23 @@ static void backend_attempt_failed(tg_conn_t *c, const char *reason) {
   free(c->backend.stash);
   c->backend.stash = NULL;
   c->backend.stashlen = 0;
-  if (c->backend.open) {
-    /* The handle's own ref keeps c alive until the callback retries. */
-    close_side(&c->backend, on_backend_closed_retry);
-    return;
-  }
-  connect_next(c);
+  if (!c->backend.open) return NULL;
+  c->backend.open = 0;
+  c->backend.reading = 0;
+  return (uv_handle_t *)&c->backend.tcp;
 }
 
 static void on_connect(uv_connect_t *req, int status) {
   tg_conn_t *c = req->data;
-  if (status == UV_ECANCELED || c->state != TG_CONN_CONNECTING) return;
+  if (status == UV_ECANCELED || c->s.state != TG_CONN_CONNECTING) return;
   if (status < 0) {
-    backend_attempt_failed(c, uv_strerror(status));
+    tg_session_backend_failed(&c->s, uv_strerror(status));
     return;
   }
   uv_tcp_nodelay(&c->backend.tcp, 1);
   start_reading(c, &c->backend);
-  if (c->state != TG_CONN_CONNECTING) return;
-  if (!c->svc->backend_ctx) {
+  if (c->s.state != TG_CONN_CONNECTING) return;
+  if (!c->s.svc->backend_ctx) {
     backend_ready(c);
     return;
   }
@@ -974,12 +890,12 @@ static void on_connect(uv_connect_t *req, int status) {
     fail(c, "out of memory");
     return;
   }
-  c->backend.note->conf = c->svc->conf;
+  c->backend.note->conf = c->s.svc->conf;
   c->backend.note->backend = 1;
   set_resume(c, c->backend.note);
   c->backend.io.headroom = offsetof(wreq_t, data);
-  c->backend.ssl = tg_tls_new_stream(c->svc->backend_ctx, c->backend.note,
-                                     c->svc->conf->backends[c->backend_idx].host,
+  c->backend.ssl = tg_tls_new_stream(c->s.svc->backend_ctx, c->backend.note,
+                                     c->s.svc->conf->backends[c->s.backend_idx].host,
                                      &c->backend.io);
   if (!c->backend.ssl) {
     fail(c, "cannot create TLS state for the backend");
@@ -1003,14 +919,14 @@ static void unix_connect_nop(uv_work_t *req) {}
 static void unix_connected(uv_work_t *req, int status) {
   unix_connect_t *u = (unix_connect_t *)req;
   tg_conn_t *c = u->conn;
-  if (c->state == TG_CONN_CONNECTING && u->attempt == c->attempt)
+  if (c->s.state == TG_CONN_CONNECTING && u->attempt == c->s.attempt)
     on_connect(&c->connect_req, 0);
   free(u);
-  unref(c);
+  tg_session_unref(&c->s);
 }
 
 static int unix_connect(tg_conn_t *c, const struct sockaddr *sa) {
-  const tg_hostport_t *a = &c->svc->conf->backends[c->backend_idx];
+  const tg_hostport_t *a = &c->s.svc->conf->backends[c->s.backend_idx];
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return uv_translate_sys_error(errno);
   if (connect(fd, (const struct sockaddr *)&a->addr, a->addrlen) != 0) {
@@ -1026,104 +942,48 @@ static int unix_connect(tg_conn_t *c, const struct sockaddr *sa) {
   unix_connect_t *u = malloc(sizeof(*u));
   if (!u) return UV_ENOMEM;
   u->conn = c;
-  u->attempt = c->attempt;
-  c->refs++;
-  rc = uv_queue_work(&c->w->loop, &u->req, unix_connect_nop, unix_connected);
+  u->attempt = c->s.attempt;
+  c->s.refs++;
+  rc = uv_queue_work(&c->s.w->loop, &u->req, unix_connect_nop, unix_connected);
   if (rc < 0) {
-    c->refs--;
+    c->s.refs--;
     free(u);
   }
   return rc;
 }
 
-static void start_connect(tg_conn_t *c, const struct sockaddr *sa) {
-  int rc = uv_tcp_init(&c->w->loop, &c->backend.tcp);
+static void conn_open_backend(tg_session_t *sess, const struct sockaddr *sa) {
+  tg_conn_t *c = (tg_conn_t *)sess;
+  int rc = uv_tcp_init(&c->s.w->loop, &c->backend.tcp);
   if (rc < 0) {
-    backend_attempt_failed(c, uv_strerror(rc));
+    tg_session_backend_failed(&c->s, uv_strerror(rc));
     return;
   }
   c->backend.tcp.data = c;
   c->backend.open = 1;
-  c->refs++;
+  c->s.refs++;
   c->connect_req.data = c;
   if (sa->sa_family == AF_UNIX) {
     rc = unix_connect(c, sa);
-    if (rc < 0) backend_attempt_failed(c, uv_strerror(rc));
+    if (rc < 0) tg_session_backend_failed(&c->s, uv_strerror(rc));
     return;
   }
   rc = uv_tcp_connect(&c->connect_req, &c->backend.tcp, sa, on_connect);
   if (rc < 0 && tg_local_resource_error(rc)) { /* ours, not the backend's */
-    atomic_fetch_add(&c->svc->stats->backend_local_errors, 1);
+    tg_session_count_local_error(&c->s);
     fail(c, "cannot connect to backend %s: %s (a local limit: the backend "
-         "does not rest)", backend_text(c), uv_strerror(rc));
+         "does not rest)", tg_session_backend_text(&c->s), uv_strerror(rc));
     return;
   }
-  if (rc < 0) backend_attempt_failed(c, uv_strerror(rc));
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  gai_t *g = (gai_t *)req;
-  tg_conn_t *c = g->conn;
-  unsigned attempt = g->attempt;
-  free(g);
-  if (c->state == TG_CONN_CONNECTING && attempt == c->attempt) {
-    if (status < 0 || !res) {
-      char reason[300];
-      snprintf(reason, sizeof(reason), "cannot resolve %s: %s",
-               c->svc->conf->backends[c->backend_idx].host, uv_strerror(status));
-      backend_attempt_failed(c, reason);
-    } else {
-      start_connect(c, res->ai_addr);
-    }
-  }
-  uv_freeaddrinfo(res);
-  unref(c);
-}
-
-static void connect_next(tg_conn_t *c) {
-  const tg_listener_conf_t *l = c->svc->conf;
-  int idx = tg_backend_pick(c->svc, c->tried, tg_now_ms());
-  if (idx < 0) {
-    fail(c, "no backend available (%zu tried)", l->nbackends);
-    return;
-  }
-  c->tried |= 1ULL << idx;
-  c->backend_idx = idx;
-  c->attempt++;
-  arm_timer(c, l->connect_timeout_ms);
-  const tg_hostport_t *a = &l->backends[idx];
-  if (a->is_literal) {
-    start_connect(c, (const struct sockaddr *)&a->addr);
-    return;
-  }
-  gai_t *g = malloc(sizeof(*g));
-  if (!g) {
-    fail(c, "out of memory");
-    return;
-  }
-  g->conn = c;
-  g->attempt = c->attempt;
-  char port[8];
-  snprintf(port, sizeof(port), "%u", a->port);
-  struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-  int rc = uv_getaddrinfo(&c->w->loop, &g->req, on_resolved, a->host, port, &hints);
-  if (rc < 0) {
-    free(g);
-    char reason[300];
-    snprintf(reason, sizeof(reason), "cannot resolve %s: %s", a->host, uv_strerror(rc));
-    backend_attempt_failed(c, reason);
-    return;
-  }
-  c->refs++;
+  if (rc < 0) tg_session_backend_failed(&c->s, uv_strerror(rc));
 }
 
 static void backend_ready(tg_conn_t *c) {
-  if (tg_backend_ok(c->svc, c->backend_idx))
-    conn_log(c, TG_LOG_INFO, "backend", "backend %s is answering again", backend_text(c));
-  conn_log(c, TG_LOG_INFO, "backend", "connected to %s%s%s", backend_text(c),
+  tg_session_backend_answers(&c->s);
+  tg_session_log(&c->s, TG_LOG_INFO, "backend", "connected to %s%s%s", tg_session_backend_text(&c->s),
        c->backend.ssl ? " over " : "",
        c->backend.ssl ? SSL_get_version(c->backend.ssl) : "");
-  if (c->svc->conf->proxy_protocol != TG_PROXY_OFF) {
+  if (c->s.svc->conf->proxy_protocol != TG_PROXY_OFF) {
     uint8_t hdr[TG_PROXY_HDR_MAX];
     size_t n = tg_proxy_header(c, hdr, sizeof(hdr));
     if (n == 0) {
@@ -1135,8 +995,8 @@ static void backend_ready(tg_conn_t *c) {
                                    : -1)
                             : side_write(c, &c->backend, hdr, n);
     if (rc != 0) {
-      if (c->backend.ssl && c->state != TG_CONN_CLOSING) send_final(c, &c->backend);
-      if (c->state != TG_CONN_CLOSING) fail(c, "cannot send the PROXY header");
+      if (c->backend.ssl && c->s.state != TG_CONN_CLOSING) send_final(c, &c->backend);
+      if (c->s.state != TG_CONN_CLOSING) fail(c, "cannot send the PROXY header");
       return;
     }
   }
@@ -1147,27 +1007,27 @@ static void backend_ready(tg_conn_t *c) {
     c->earlylen = 0;
     if (rc != 0) return;
   }
-  set_state(c, TG_CONN_PROXYING);
-  c->last_activity_ms = uv_now(&c->w->loop);
-  arm_timer(c, c->svc->conf->idle_timeout_ms);
+  tg_session_set_state(&c->s, TG_CONN_PROXYING);
+  c->s.last_activity_ms = uv_now(&c->s.w->loop);
+  arm_timer(c, c->s.svc->conf->idle_timeout_ms);
   if (c->http) {
     /* Requests that came after the first one wait inside http.c. */
     tg_http_backend_connected(c->http);
     http_after(c);
-    if (c->state != TG_CONN_PROXYING || c->http_closing) return;
+    if (c->s.state != TG_CONN_PROXYING || c->http_closing) return;
   }
   /* Data that arrived with the handshakes waits in the stashes, or, for a
    * backend whose last handshake flight came with its first records, in
    * the read that finished the handshake. */
   pump_pending(c, &c->client);
-  if (c->state == TG_CONN_CLOSING) return;
+  if (c->s.state == TG_CONN_CLOSING) return;
   pump_pending(c, &c->backend);
   /* Draining (one side's end came with its first data) still reads the
    * other side. */
-  if (c->state == TG_CONN_CLOSING) return;
+  if (c->s.state == TG_CONN_CLOSING) return;
   if (c->client.eof) {
     on_eof(c, &c->client);
-    if (c->state == TG_CONN_CLOSING) return;
+    if (c->s.state == TG_CONN_CLOSING) return;
   }
   start_reading(c, &c->client);
 }
@@ -1177,7 +1037,7 @@ static void backend_ready(tg_conn_t *c) {
 /* Starts the client side proper: a TLS handshake, or straight to the
  * backend for plaintext.  data is what arrived after a PROXY header. */
 static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
-  tg_service_t *svc = c->svc;
+  tg_service_t *svc = c->s.svc;
   if (!svc->server_ctx && svc->http) {
     http_begin(c, data, len);
     return;
@@ -1193,8 +1053,8 @@ static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
       c->earlylen = len;
     }
     stop_reading(&c->client);
-    set_state(c, TG_CONN_CONNECTING);
-    connect_next(c);
+    tg_session_set_state(&c->s, TG_CONN_CONNECTING);
+    tg_session_connect_next(&c->s);
     return;
   }
   c->client.note = calloc(1, sizeof(*c->client.note));
@@ -1208,7 +1068,7 @@ static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
     fail(c, "cannot create TLS state");
     return;
   }
-  set_state(c, TG_CONN_HANDSHAKE);
+  tg_session_set_state(&c->s, TG_CONN_HANDSHAKE);
   arm_timer(c, svc->conf->handshake_timeout_ms);
   start_reading(c, &c->client);
   if (len && tls_feed(c, &c->client, data, len) == 0) {
@@ -1216,8 +1076,6 @@ static void start_client(tg_conn_t *c, const uint8_t *data, size_t len) {
     tls_unfeed(c, &c->client);
   }
 }
-
-static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t size);
 
 /* Collects and parses the PROXY header a load balancer sends first; its
  * source address then names the client in logs and onward PROXY headers. */
@@ -1235,19 +1093,19 @@ static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len) {
   char why[64];
   int r = tg_proxy_parse(c->hdr, c->hdrlen, &info, &used, why, sizeof(why));
   if (r < 0 || (r == 0 && c->hdrlen == TG_PROXY_PARSE_MAX)) {
-    atomic_fetch_add(&c->svc->stats->proxy_header_errors, 1);
+    atomic_fetch_add(&c->s.svc->stats->proxy_header_errors, 1);
     fail(c, "bad PROXY header: %s", r < 0 ? why : "too long");
     return;
   }
   if (r == 0) return;
   if (info.src.ss_family != AF_UNSPEC) {
     char was[64];
-    snprintf(was, sizeof(was), "%s", c->peer);
+    snprintf(was, sizeof(was), "%s", c->s.peer);
     c->src = info.src;
     c->dst = info.dst;
     c->proxied = 1;
-    format_peer(&c->src, c->peer, sizeof(c->peer));
-    conn_log(c, TG_LOG_DEBUG, "proxy", "PROXY header from %s", was);
+    tg_format_peer((const struct sockaddr *)&c->src, c->s.peer, sizeof(c->s.peer));
+    tg_session_log(&c->s, TG_LOG_DEBUG, "proxy", "PROXY header from %s", was);
   }
   /* Bytes after the header, in this read and (beyond take) unread. */
   size_t rest_hdr = c->hdrlen - used;
@@ -1265,22 +1123,23 @@ static void proxy_header_input(tg_conn_t *c, const uint8_t *data, size_t len) {
   free(buf);
 }
 
-static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t size) {
-  char ip[INET6_ADDRSTRLEN] = "?";
-  if (ss->ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-    uv_ip4_name(a, ip, sizeof(ip));
-    snprintf(buf, size, "%s:%u", ip, ntohs(a->sin_port));
-  } else if (ss->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-    uv_ip6_name(a, ip, sizeof(ip));
-    snprintf(buf, size, "[%s]:%u", ip, ntohs(a->sin6_port));
-  } else if (ss->ss_family == AF_UNIX) {
-    snprintf(buf, size, "unix");
-  } else {
-    snprintf(buf, size, "?");
-  }
+/* ---- the session core's view (session.h) ------------------------------------ */
+
+static void conn_fail(tg_session_t *sess, tg_log_level_t level, const char *reason) {
+  conn_close_level((tg_conn_t *)sess, level, reason);
 }
+
+static void conn_arm_connect(tg_session_t *sess, uint64_t ms) {
+  arm_timer((tg_conn_t *)sess, ms);
+}
+
+static const tg_session_ops_t conn_ops = {
+    .state_names = state_names, .connecting = TG_CONN_CONNECTING, .closing = TG_CONN_CLOSING,
+    .socktype = SOCK_STREAM, .oom_level = TG_LOG_WARN,
+    .fail = conn_fail, .arm_connect = conn_arm_connect,
+    .open_backend = conn_open_backend, .drop_backend = conn_drop_backend,
+    .destroy = conn_destroy,
+};
 
 void tg_conn_accept(tg_listener_t *l, int fd, const struct sockaddr_storage *ss) {
   tg_worker_t *w = l->worker;
@@ -1293,36 +1152,24 @@ void tg_conn_accept(tg_listener_t *l, int fd, const struct sockaddr_storage *ss)
     return;
   }
   c->magic = TG_CONN_MAGIC;
-  c->w = w;
-  c->svc = svc;
-  c->backend_idx = -1;
-  c->id = tg_next_conn_id();
-  c->rt = w->rt;
-  tg_runtime_ref(c->rt);
-  c->started_ms = uv_now(&w->loop);
+  int active = tg_session_start(&c->s, &conn_ops, w, w->rt, svc, (const struct sockaddr *)ss);
   uv_tcp_init(&w->loop, &c->client.tcp);
   c->client.tcp.data = c;
   c->client.open = 1;
   uv_timer_init(&w->loop, &c->timer);
   c->timer.data = c;
-  c->refs = 2;
+  c->s.refs = 2;
   /* On the list before anything can close it. */
   c->next = w->conns;
   if (w->conns) w->conns->prev = c;
   w->conns = c;
-  w->nconns++;
-  int active = atomic_fetch_add(&tg_active_connections, 1) + 1;
-  atomic_fetch_add_explicit(&svc->stats->accepted, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&svc->stats->active, 1, memory_order_relaxed);
-
-  format_peer(ss, c->peer, sizeof(c->peer));
   int rc = uv_tcp_open(&c->client.tcp, fd);
   if (rc < 0) {
     close(fd);
     fail(c, "cannot use the accepted socket: %s", uv_strerror(rc));
     return;
   }
-  int max = c->rt->cfg->max_connections;
+  int max = c->s.rt->cfg->max_connections;
   if (max > 0 && active > max) {
     atomic_fetch_add(&svc->stats->rejected_max, 1);
     fail(c, "max_connections (%d) reached", max);
@@ -1336,10 +1183,10 @@ void tg_conn_accept(tg_listener_t *l, int fd, const struct sockaddr_storage *ss)
     fail(c, "refused: not in accept_proxy_from");
     return;
   }
-  conn_log(c, TG_LOG_INFO, "accept", "new connection (worker %d, %d active)", w->index, active);
+  tg_session_log(&c->s, TG_LOG_INFO, "accept", "new connection (worker %d, %d active)", w->index, active);
   uv_tcp_nodelay(&c->client.tcp, 1);
   if (svc->conf->accept_proxy) {
-    set_state(c, TG_CONN_PROXY_HEADER);
+    tg_session_set_state(&c->s, TG_CONN_PROXY_HEADER);
     arm_timer(c, svc->conf->handshake_timeout_ms);
     start_reading(c, &c->client);
     return;

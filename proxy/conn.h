@@ -1,5 +1,7 @@
 /* A proxied connection: a client side and a backend side, each plaintext or
- * TLS over the stream BIO (tls_bio.h), and one explicit state.
+ * TLS over the stream BIO (tls_bio.h), and one explicit state.  What it
+ * shares with a UDP association (identity, lifetime, accounting, backend
+ * attempts) is its session core (session.h).
  *
  *   PROXY_HEADER  reading a PROXY v1/v2 header (accept_proxy = on)
  *   HANDSHAKE   client TLS handshake (skipped when secure = off)
@@ -24,6 +26,7 @@
 #include <openssl/ssl.h>
 #include <uv.h>
 
+#include "session.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -54,36 +57,25 @@ typedef struct {
   int shut;         /* we have shut our sending half towards it */
   int shut_done;    /* ... and that shutdown completed */
   size_t queued;    /* bytes handed to uv_write and not yet written */
-  uint64_t bytes;   /* plaintext bytes received from this side */
   tg_tls_io_t io;   /* TLS input window and pending output (tls_bio.h) */
   uint8_t *stash;   /* received bytes TLS has not consumed yet, rarely any */
   size_t stashlen;
 } tg_side_t;
 
 struct tg_conn {
+  tg_session_t s;         /* first: id, peer, runtime, refs, backend attempts,
+                           * state (tg_conn_state_t); session.h */
   uint32_t magic;
-  tg_conn_state_t state;
-  unsigned long long id;
-  tg_worker_t *w;
-  tg_runtime_t *rt;       /* a reference: the config this connection runs on */
-  tg_service_t *svc;      /* belongs to rt */
   tg_conn_t *prev, *next; /* the worker's list */
   tg_side_t client, backend;
   uv_timer_t timer;       /* handshake, connect or idle deadline */
   uv_connect_t connect_req;
-  int refs;               /* open handles + pending requests */
-  int backend_idx;        /* -1 before the first attempt */
-  uint64_t tried;         /* bit i: backend i tried by this connection */
-  unsigned attempt;       /* counts backend attempts */
   uint8_t *hdr;           /* PROXY header bytes so far (PROXY_HEADER only) */
   size_t hdrlen;
   uint8_t *early;         /* plaintext that came with the PROXY header */
   size_t earlylen;
   int proxied;            /* src/dst below came from a PROXY header */
   struct sockaddr_storage src, dst;
-  uint64_t started_ms;
-  uint64_t last_activity_ms;
-  char peer[64];
   struct tg_http *http;   /* protocol = http: framing and guard (http.h) */
   int http_closing;       /* tlsgate answered a refusal: draining, then close */
   int http_eof_held;      /* client EOF waits until held requests are out */

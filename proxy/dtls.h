@@ -1,4 +1,6 @@
-/* The UDP half of tlsgate: `transport = udp` listeners.
+/* The UDP half of tlsgate: `transport = udp` listeners.  DTLS contexts are
+ * dtls.c; the listening socket udp_listener.c, its association table
+ * assoc_table.c, the caps udp_caps.c, one association udp_assoc.c.
  *
  * One bound UDP socket per listener and worker serves many clients.  Each
  * client address:port gets its own association (udp_assoc.c): a DTLS 1.2

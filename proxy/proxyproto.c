@@ -333,6 +333,6 @@ size_t tg_proxy_header(struct tg_conn *c, uint8_t *out, size_t size) {
       X509_free(peer);
     }
   }
-  int v = c->svc->conf->proxy_protocol == TG_PROXY_V1 ? 1 : 2;
+  int v = c->s.svc->conf->proxy_protocol == TG_PROXY_V1 ? 1 : 2;
   return tg_proxy_build(v, &in, out, size);
 }

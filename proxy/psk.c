@@ -182,6 +182,7 @@ static unsigned psk_server_cb(SSL *ssl, const char *identity, uint8_t *psk,
       tg_psk_printable(identity ? identity : "", id, sizeof(id));
       snprintf(note->reason, sizeof(note->reason), "unknown PSK identity '%s'",
                id);
+      note->result = TG_HS_PROTOCOL; /* counted with the library's refusals */
     }
   }
   return (unsigned)n;

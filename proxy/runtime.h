@@ -37,7 +37,7 @@ typedef struct tg_service {
   atomic_uint rr;       /* round-robin start for backend choice */
   int fds[TG_MAX_WORKERS]; /* listening sockets, one per worker; -1 = none */
   struct tg_lstats *stats; /* this listener's counters (metrics.c), by name */
-  struct tg_dtls_svc *dtls; /* transport = udp: cookie secret, caps (dtls.c) */
+  struct tg_dtls_svc *dtls; /* transport = udp: cookie secret (dtls.c), caps (udp_caps.c) */
   struct tg_http_guard *http; /* protocol = http: the effective guard (http.c) */
   int inherited;        /* the socket came from systemd (LISTEN_FDS) */
   char summary[1024];

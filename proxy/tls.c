@@ -574,6 +574,7 @@ static int verify_cb(int ok, X509_STORE_CTX *sctx) {
    * cert_verify_cb, whatever way the library walks the chain). */
   if (note->backend && !l->backend_verify) return 1;
   if (!note->reason[0]) {
+    note->result = TG_HS_VERIFY;
     int e = X509_STORE_CTX_get_error(sctx);
     int depth = X509_STORE_CTX_get_error_depth(sctx);
     X509 *cert = X509_STORE_CTX_get_current_cert(sctx);
@@ -598,8 +599,15 @@ static int verify_cb(int ok, X509_STORE_CTX *sctx) {
   return 0;
 }
 
+/* A refusal: its kind for the counters, and -1. */
+static int refused(tg_tls_note_t *note, tg_hs_result_t r) {
+  note->result = r;
+  return -1;
+}
+
 /* What is decided on the leaf alone, on full and resumed handshakes:
- * names with a NUL, allow_clients, backend_pin.  0, or -1 with why. */
+ * names with a NUL, allow_clients, backend_pin.  0, or -1 with why and
+ * note->result. */
 static int check_leaf(tg_tls_note_t *note, X509 *leaf, char *why, size_t whysize) {
   const tg_listener_conf_t *l = note->conf;
   tg_peer_id_t id;
@@ -609,13 +617,14 @@ static int check_leaf(tg_tls_note_t *note, X509 *leaf, char *why, size_t whysize
   if (id.bad) {
     snprintf(why, whysize, "certificate verify failed: %s certificate refused: %s (%s)",
              note->backend ? "backend" : "client", id.bad, desc);
-    return -1;
+    return refused(note, TG_HS_VERIFY);
   }
   if (note->backend) {
-    if (l->backend_pin[0] && check_pins(l->backend_pin, leaf, why, whysize) != 0) return -1;
+    if (l->backend_pin[0] && check_pins(l->backend_pin, leaf, why, whysize) != 0)
+      return refused(note, TG_HS_VERIFY);
   } else if (!tg_acl_match(&l->allow_clients, &id)) {
     snprintf(why, whysize, "client certificate %s is not in allow_clients", desc);
-    return -1;
+    return refused(note, TG_HS_ACL);
   }
   snprintf(note->peer, sizeof(note->peer), "%s", desc);
   return 0;
@@ -638,7 +647,10 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg) {
   if (ok <= 0) return ok;
   char why[300];
   if (!leaf || check_leaf(note, leaf, why, sizeof(why)) != 0) {
-    if (!leaf) snprintf(why, sizeof(why), "certificate verify failed: no certificate");
+    if (!leaf) {
+      snprintf(why, sizeof(why), "certificate verify failed: no certificate");
+      note->result = TG_HS_VERIFY;
+    }
     snprintf(note->reason, sizeof(note->reason), "%s", why);
     X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
@@ -690,7 +702,7 @@ int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysiz
     if (l->backend_pin[0] && !peer) {
       snprintf(why, whysize, "certificate verify failed: the backend presented no "
                "certificate, and backend_pin needs one");
-      rc = -1;
+      rc = refused(note, TG_HS_VERIFY);
     } else if (l->backend_pin[0]) {
       rc = check_leaf(note, peer, why, whysize);
     }
@@ -707,18 +719,18 @@ int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysiz
         snprintf(why, whysize, "certificate required (no client certificate%s%s)",
                  reused ? " in the resumed session" : " presented",
                  l->allow_clients.n ? ", and allow_clients admits only certificates" : "");
-        rc = -1;
+        rc = refused(note, TG_HS_NO_CERT);
       }
     } else if (check_leaf(note, peer, why, whysize) != 0) {
       rc = -1;
     } else if (reused && X509_cmp_current_time(X509_get0_notAfter(peer)) < 0) {
       snprintf(why, whysize, "certificate verify failed: client certificate %s has "
                "expired since the session began", note->peer);
-      rc = -1;
+      rc = refused(note, TG_HS_VERIFY);
     } else if (reused && l->crl[0] && leaf_revoked(SSL_get_SSL_CTX(ssl), peer)) {
       snprintf(why, whysize, "certificate verify failed: certificate revoked (client "
                "certificate %s, in the current crl; resumed session)", note->peer);
-      rc = -1;
+      rc = refused(note, TG_HS_VERIFY);
     }
   }
   if (rc == 0 && peer && !note->peer[0]) {
@@ -1231,7 +1243,7 @@ tg_tls_note_t *tg_tls_get_note(const SSL *ssl) {
 
 void tg_tls_set_note(SSL *ssl, tg_tls_note_t *note) { SSL_set_ex_data(ssl, note_index, note); }
 
-void tg_tls_handshake_step(SSL *ssl, const tg_tls_note_t *note, tg_hs_step_t *out) {
+void tg_tls_handshake_step(SSL *ssl, tg_tls_note_t *note, tg_hs_step_t *out) {
   tg_tls_clear_errors();
   int r = SSL_do_handshake(ssl);
   int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
@@ -1327,32 +1339,38 @@ const char *tg_tls_errors(char *buf, unsigned long size) {
   return buf;
 }
 
-const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
+const char *tg_tls_failure(SSL *ssl, tg_tls_note_t *note, char *buf,
                            size_t size) {
   char tlserr[400];
   unsigned long first = ERR_peek_error();
   tg_tls_errors(tlserr, sizeof(tlserr));
+  tg_hs_result_t r = TG_HS_PROTOCOL;
+  char p11[300];
   if (ERR_GET_LIB(first) == ERR_LIB_SSL &&
       ERR_GET_REASON(first) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
     snprintf(buf, size, "certificate required (no client certificate presented)");
-    return buf;
-  }
-  char p11[300];
-  if (tg_p11_take_failure(p11, sizeof(p11))) {
+    r = TG_HS_NO_CERT;
+  } else if (tg_p11_take_failure(p11, sizeof(p11))) {
     snprintf(buf, size, "PKCS#11 signature failed: %s (%s)", p11, tlserr);
-    return buf;
-  }
-  if (note && note->reason[0]) {
+  } else if (note && note->reason[0]) {
     snprintf(buf, size, "%s (%s)", note->reason, tlserr);
-    return buf;
+    r = tg_tls_hs_result(note);
+  } else {
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    /* BoringSSL answers INVALID_CALL before any certificate was verified
+     * (e.g. no shared cipher): not a verification failure. */
+    if (vr != X509_V_OK && vr != X509_V_ERR_INVALID_CALL) {
+      snprintf(buf, size, "certificate verify failed: %s (%s)",
+               X509_verify_cert_error_string(vr), tlserr);
+      r = TG_HS_VERIFY;
+    } else {
+      snprintf(buf, size, "%s", tlserr);
+    }
   }
-  long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-  /* BoringSSL answers INVALID_CALL before any certificate was verified
-   * (e.g. no shared cipher): not a verification failure. */
-  if (vr != X509_V_OK && vr != X509_V_ERR_INVALID_CALL)
-    snprintf(buf, size, "certificate verify failed: %s (%s)",
-             X509_verify_cert_error_string(vr), tlserr);
-  else
-    snprintf(buf, size, "%s", tlserr);
+  if (note) note->result = r;
   return buf;
+}
+
+tg_hs_result_t tg_tls_hs_result(const tg_tls_note_t *note) {
+  return note && note->result != TG_HS_OK ? note->result : TG_HS_PROTOCOL;
 }

@@ -12,6 +12,7 @@
 
 #include "acl.h"
 #include "config.h"
+#include "metrics.h"
 #include "tls_bio.h"
 
 /* Per-SSL notes shared with the verify callbacks.  Lives inside the
@@ -23,6 +24,11 @@ typedef struct {
   void *section;
   int backend;        /* 1: we are the client of a backend */
   char reason[300];   /* first verification failure, for the log */
+  /* Why the handshake failed, as a value for the counters: set where the
+   * failure is found (verify callbacks, PSK lookup, session checks,
+   * tg_tls_failure for the library's own refusals); TG_HS_OK until then.
+   * reason and the texts are for people only. */
+  tg_hs_result_t result;
   char peer[300];     /* identity of the verified peer, for the log */
   /* Set by the SSL's owner when it can wait for a private-key operation
    * (PKCS#11 keys, pkcs11.c): resume(owner, note) runs on loop once the
@@ -73,13 +79,14 @@ void tg_tls_set_note(SSL *ssl, tg_tls_note_t *note);
 
 /* What one SSL_do_handshake call did.  rc: 1 finished, 0 waits for input
  * (or, on BoringSSL, for a signature), 2 wants to be called again (an SNI
- * section's token key: see TG_HELLO_AGAIN), -1 failed with why.  Reads the
- * calling thread's error queue, so it runs where the call ran. */
+ * section's token key: see TG_HELLO_AGAIN), -1 failed with why (and
+ * note->result, see tg_tls_failure).  Reads the calling thread's error
+ * queue, so it runs where the call ran. */
 typedef struct {
   int rc;
   char why[700];
 } tg_hs_step_t;
-void tg_tls_handshake_step(SSL *ssl, const tg_tls_note_t *note, tg_hs_step_t *out);
+void tg_tls_handshake_step(SSL *ssl, tg_tls_note_t *note, tg_hs_step_t *out);
 
 /* The same over a stream BIO (tls_bio.h): TCP connections use this, so no
  * bytes are copied into or kept in a BIO's buffer. */
@@ -101,9 +108,14 @@ static inline void tg_tls_clear_errors(void) {
 }
 
 /* One line that says why a handshake failed: the verify reason if there is
- * one, then the library's queued errors.  Clears the error queue. */
-const char *tg_tls_failure(SSL *ssl, const tg_tls_note_t *note, char *buf,
+ * one, then the library's queued errors.  Clears the error queue.  Records
+ * the failure's kind in note->result (tg_tls_hs_result). */
+const char *tg_tls_failure(SSL *ssl, tg_tls_note_t *note, char *buf,
                            size_t size);
+
+/* How a failed handshake counts: note->result, or TG_HS_PROTOCOL when no
+ * check recorded a reason. */
+tg_hs_result_t tg_tls_hs_result(const tg_tls_note_t *note);
 
 /* Extracts CN, SANs and the SHA-256 fingerprint of a certificate (names
  * with their full lengths; id->bad says why a name is unacceptable). */
@@ -113,7 +125,7 @@ void tg_tls_peer_id(X509 *cert, tg_peer_id_t *id);
  * connected, full or resumed: backend_pin on the backend's leaf; for
  * clients, a certificate when the policy needs one, allow_clients, names
  * without NUL, and on resumption expiry and the current crl.  0, or -1
- * with why (a full reason line). */
+ * with why (a full reason line) and note->result set. */
 int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysize);
 
 /* Checks the syntax of a backend_pin list (comma- or space-separated

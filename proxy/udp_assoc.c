@@ -10,65 +10,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assoc_table.h"
 #include "backend.h"
+#include "dgram_bio.h"
 #include "metrics.h"
 #include "psk.h"
 #include "tls_compat.h"
+#include "udp_caps.h"
+#include "udp_send.h"
 
-typedef struct {
-  uv_getaddrinfo_t req;
-  tg_udp_assoc_t *a;
-  unsigned attempt; /* a late answer for an abandoned attempt is dropped */
-} gai_t;
+static const tg_session_ops_t assoc_ops;
 
 static const char *const state_names[] = {"handshake", "connecting",
                                           "established", "closing"};
 
-const char *tg_assoc_state_name(tg_assoc_state_t s) { return state_names[s]; }
-
 static const tg_listener_conf_t *conf_of(const tg_udp_assoc_t *a) {
-  return a->svc->conf;
+  return a->s.svc->conf;
 }
 
 static uv_loop_t *loop_of(const tg_udp_assoc_t *a) { return &a->ul->w->loop; }
-
-static void alog(tg_udp_assoc_t *a, tg_log_level_t level, const char *event,
-                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void alog(tg_udp_assoc_t *a, tg_log_level_t level, const char *event,
-                 const char *fmt, ...) {
-  if (!tg_log_enabled(level)) return;
-  char msg[900];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  va_end(ap);
-  tg_log_conn(level, a->id, conf_of(a)->name, a->peername, event, "%s", msg);
-}
-
-static void set_state(tg_udp_assoc_t *a, tg_assoc_state_t st) {
-  if (a->state == st) return;
-  alog(a, TG_LOG_DEBUG, "state", "%s -> %s", state_names[a->state],
-       state_names[st]);
-  a->state = st;
-}
-
-/* Handshake outcomes for the metrics endpoint, from the failure text. */
-static void count_handshake(tg_udp_assoc_t *a, tg_hs_result_t r) {
-  atomic_fetch_add_explicit(&a->svc->stats->handshakes[r], 1, memory_order_relaxed);
-}
-
-static tg_hs_result_t failure_kind(const char *why) {
-  if (strncmp(why, "certificate required", 20) == 0) return TG_HS_NO_CERT;
-  if (strstr(why, "is not in allow_clients")) return TG_HS_ACL;
-  if (strncmp(why, "certificate verify failed", 25) == 0) return TG_HS_VERIFY;
-  if (strncmp(why, "client sent close_notify", 24) == 0) return TG_HS_CLOSED;
-  return TG_HS_PROTOCOL;
-}
-
-static const char *backend_text(const tg_udp_assoc_t *a) {
-  return a->backend_idx >= 0 ? conf_of(a)->backends[a->backend_idx].text : "-";
-}
 
 /* ---- anti-amplification ------------------------------------------------------
  * Until a peer without a verified cookie has completed its handshake, every
@@ -133,7 +93,7 @@ static void flight_add(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
   flight_send(a);
   if (a->fnext) { /* held back by the allowance */
     a->ul->st.amp_held++;
-    atomic_fetch_add_explicit(&a->svc->stats->dtls_amplification_limited, 1,
+    atomic_fetch_add_explicit(&a->s.svc->stats->dtls_amplification_limited, 1,
                               memory_order_relaxed);
   }
 }
@@ -148,9 +108,10 @@ static void validated(tg_udp_assoc_t *a) {
 
 /* ---- lifetime ---------------------------------------------------------------- */
 
-static void unref(tg_udp_assoc_t *a) {
-  assert(a->refs > 0);
-  if (--a->refs > 0) return;
+/* The last reference is gone (session.h). */
+static void assoc_destroy(tg_session_t *sess) {
+  tg_udp_assoc_t *a = (tg_udp_assoc_t *)sess;
+  assert(a->magic == TG_UDP_ASSOC_MAGIC);
   SSL_free(a->ssl);
   SSL_free(a->bssl);
   while (a->qhead) {
@@ -160,19 +121,9 @@ static void unref(tg_udp_assoc_t *a) {
   }
   flight_free(a);
   tg_udp_listener_t *ul = a->ul;
-  tg_worker_t *w = ul->w;
-  tg_runtime_t *rt = a->rt;
   a->magic = 0;
   free(a);
-  tg_runtime_unref(rt);
-  tg_udp_listener_assoc_freed(ul);
-  tg_worker_conn_done(w);
-}
-
-static void on_handle_closed(uv_handle_t *h) {
-  tg_udp_assoc_t *a = h->data;
-  assert(a->magic == TG_UDP_ASSOC_MAGIC);
-  unref(a);
+  tg_assoc_table_freed(&ul->table);
 }
 
 /* ---- idle record buffers (TG_DTLS_IDLE_BUFFERS) ---------------------------------
@@ -197,9 +148,9 @@ static int buffers_wake(tg_udp_assoc_t *a) {
 /* When the buffers may go (UINT64_MAX: nothing to release). */
 static uint64_t buffers_due(const tg_udp_assoc_t *a) {
   if (!TG_DTLS_IDLE_BUFFERS || !a->ssl || a->buffers_released ||
-      a->state != TG_ASSOC_ESTABLISHED)
+      a->s.state != TG_ASSOC_ESTABLISHED)
     return UINT64_MAX;
-  uint64_t due = a->last_activity_ms + TG_ASSOC_IDLE_BUFFERS_MS;
+  uint64_t due = a->s.last_activity_ms + TG_ASSOC_IDLE_BUFFERS_MS;
   return due > a->buffers_retry_ms ? due : a->buffers_retry_ms;
 }
 
@@ -215,7 +166,7 @@ static void buffers_release_if_idle(tg_udp_assoc_t *a, uint64_t now) {
 
 void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
                     const char *fmt, ...) {
-  if (a->state == TG_ASSOC_CLOSING) return;
+  if (a->s.state == TG_ASSOC_CLOSING) return;
   char reason[900];
   va_list ap;
   va_start(ap, fmt);
@@ -234,23 +185,11 @@ void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
     SSL_shutdown(a->bssl);
     ERR_clear_error();
   }
-  uint64_t ms = uv_now(loop_of(a)) - a->started_ms;
-  alog(a, level, "close",
-       "%s; backend %s; %llu bytes from client, %llu bytes from backend, "
-       "%llu.%03llus",
-       reason, backend_text(a), (unsigned long long)a->bytes_from_client,
-       (unsigned long long)a->bytes_from_backend,
-       (unsigned long long)(ms / 1000), (unsigned long long)(ms % 1000));
+  tg_session_closed(&a->s, level, reason);
   tg_udp_listener_t *ul = a->ul;
-  tg_lstats_t *st = a->svc->stats;
-  atomic_fetch_sub_explicit(&st->active, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&st->bytes_from_client, a->bytes_from_client,
-                            memory_order_relaxed);
-  atomic_fetch_add_explicit(&st->bytes_from_backend, a->bytes_from_backend,
-                            memory_order_relaxed);
   tg_udp_half_open_release(ul, a);
   tg_udp_assoc_release(a);
-  tg_udp_listener_forget(ul, a);
+  tg_assoc_table_forget(&ul->table, a);
   if (a->predecessor) { /* a new handshake that did not complete */
     a->predecessor->successor = NULL;
     a->predecessor = NULL;
@@ -259,14 +198,12 @@ void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
     tg_udp_assoc_t *s = a->successor;
     a->successor = NULL;
     s->predecessor = NULL;
-    tg_udp_listener_findable(ul, s);
+    tg_assoc_table_findable(&ul->table, s);
   }
-  atomic_fetch_sub(&tg_active_connections, 1);
-  set_state(a, TG_ASSOC_CLOSING);
-  uv_close((uv_handle_t *)&a->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&a->timer, tg_session_on_closed);
   if (a->bsock_open) {
     a->bsock_open = 0;
-    uv_close((uv_handle_t *)&a->bsock, on_handle_closed);
+    uv_close((uv_handle_t *)&a->bsock, tg_session_on_closed);
   }
 }
 
@@ -284,29 +221,19 @@ tg_udp_assoc_t *tg_assoc_new(tg_udp_listener_t *ul, const struct sockaddr *peer,
   a->hash = hash;
   memcpy(&a->peer, peer, peer->sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                                      : sizeof(struct sockaddr_in6));
-  tg_format_peer(peer, a->peername, sizeof(a->peername));
-  a->id = tg_next_conn_id();
-  a->rt = ul->rt;
-  tg_runtime_ref(a->rt);
-  a->svc = ul->svc;
-  a->started_ms = a->last_activity_ms = uv_now(&w->loop);
-  a->backend_idx = -1;
+  int active = tg_session_start(&a->s, &assoc_ops, w, ul->rt, ul->svc, peer);
   uv_timer_init(&w->loop, &a->timer);
   a->timer.data = a;
-  a->refs = 1;
-  a->state = a->svc->server_ctx ? TG_ASSOC_HANDSHAKE : TG_ASSOC_CONNECTING;
-  a->validated = !a->svc->server_ctx; /* the amplification rule is for DTLS */
-  tg_udp_listener_add(ul, a, predecessor == NULL);
+  a->s.refs = 1;
+  a->s.state = a->s.svc->server_ctx ? TG_ASSOC_HANDSHAKE : TG_ASSOC_CONNECTING;
+  a->validated = !a->s.svc->server_ctx; /* the amplification rule is for DTLS */
+  tg_assoc_table_add(&ul->table, a, predecessor == NULL);
   if (predecessor) {
     predecessor->successor = a;
     a->predecessor = predecessor;
   }
-  w->nconns++;
-  int active = atomic_fetch_add(&tg_active_connections, 1) + 1;
-  atomic_fetch_add_explicit(&a->svc->stats->accepted, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&a->svc->stats->active, 1, memory_order_relaxed);
-  alog(a, TG_LOG_DEBUG, "new", "new association (%zu on this worker, %d active)",
-       ul->nassoc, active);
+  tg_session_log(&a->s, TG_LOG_DEBUG, "new", "new association (%zu on this worker, %d active)",
+       ul->table.nassoc, active);
   return a;
 }
 
@@ -322,7 +249,7 @@ static void on_timer(uv_timer_t *t);
  * each DTLS retransmission timer, the idle end of an established
  * association.  A timer already due earlier stays: it recomputes. */
 static void schedule(tg_udp_assoc_t *a) {
-  if (a->state == TG_ASSOC_CLOSING) return;
+  if (a->s.state == TG_ASSOC_CLOSING) return;
   uint64_t now = uv_now(loop_of(a)), due = UINT64_MAX;
   struct timeval tv;
   if (a->deadline_ms) due = a->deadline_ms;
@@ -332,9 +259,9 @@ static void schedule(tg_udp_assoc_t *a) {
     due = now + tv_ms(&tv);
   if (a->bssl && DTLSv1_get_timeout(a->bssl, &tv) == 1 && now + tv_ms(&tv) < due)
     due = now + tv_ms(&tv);
-  if (a->state == TG_ASSOC_ESTABLISHED &&
-      a->last_activity_ms + conf_of(a)->session_timeout_ms < due)
-    due = a->last_activity_ms + conf_of(a)->session_timeout_ms;
+  if (a->s.state == TG_ASSOC_ESTABLISHED &&
+      a->s.last_activity_ms + conf_of(a)->session_timeout_ms < due)
+    due = a->s.last_activity_ms + conf_of(a)->session_timeout_ms;
   if (buffers_due(a) < due) due = buffers_due(a);
   if (due == UINT64_MAX) return;
   if (a->timer_armed && a->timer_due <= due) return;
@@ -348,25 +275,23 @@ static int dtls_timer_expired(SSL *ssl) {
   return DTLSv1_get_timeout(ssl, &tv) == 1 && tv.tv_sec == 0 && tv.tv_usec == 0;
 }
 
-static void backend_failed(tg_udp_assoc_t *a, const char *reason);
-
 static void on_timer(uv_timer_t *t) {
   tg_udp_assoc_t *a = t->data;
   const tg_listener_conf_t *l = conf_of(a);
   a->timer_armed = 0;
-  if (a->state == TG_ASSOC_CLOSING) return;
+  if (a->s.state == TG_ASSOC_CLOSING) return;
   uint64_t now = uv_now(loop_of(a));
   char why[700];
   if (a->deadline_ms && now >= a->deadline_ms) {
-    if (a->state == TG_ASSOC_HANDSHAKE) {
+    if (a->s.state == TG_ASSOC_HANDSHAKE) {
       a->ul->st.hs_timeout++;
-      count_handshake(a, TG_HS_TIMEOUT);
+      tg_session_count_handshake(&a->s, TG_HS_TIMEOUT);
       tg_assoc_close(a, TG_LOG_INFO, 0, "handshake timeout (%llu ms)",
                      (unsigned long long)l->handshake_timeout_ms);
     } else {
       snprintf(why, sizeof(why), "no answer within connect_timeout (%llu ms)",
                (unsigned long long)l->connect_timeout_ms);
-      backend_failed(a, why);
+      tg_session_backend_failed(&a->s, why);
       schedule(a);
     }
     return;
@@ -375,7 +300,7 @@ static void on_timer(uv_timer_t *t) {
     ERR_clear_error();
     if (buffers_wake(a) != 0 || DTLSv1_handle_timeout(a->ssl) < 0) {
       a->ul->st.hs_failed++;
-      count_handshake(a, TG_HS_TIMEOUT);
+      tg_session_count_handshake(&a->s, TG_HS_TIMEOUT);
       tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s",
                      tg_tls_failure(a->ssl, &a->note, why, sizeof(why)));
       return;
@@ -387,12 +312,12 @@ static void on_timer(uv_timer_t *t) {
       char reason[800];
       snprintf(reason, sizeof(reason), "DTLS handshake failed: %s",
                tg_tls_failure(a->bssl, &a->bnote, why, sizeof(why)));
-      backend_failed(a, reason);
+      tg_session_backend_failed(&a->s, reason);
     }
   }
-  if (a->state == TG_ASSOC_CLOSING) return;
-  if (a->state == TG_ASSOC_ESTABLISHED &&
-      now - a->last_activity_ms >= l->session_timeout_ms) {
+  if (a->s.state == TG_ASSOC_CLOSING) return;
+  if (a->s.state == TG_ASSOC_ESTABLISHED &&
+      now - a->s.last_activity_ms >= l->session_timeout_ms) {
     tg_assoc_close(a, TG_LOG_INFO, 1, "idle for session_timeout (%llu ms)",
                    (unsigned long long)l->session_timeout_ms);
     return;
@@ -403,22 +328,23 @@ static void on_timer(uv_timer_t *t) {
 
 /* ---- sending ------------------------------------------------------------------- */
 
-void tg_assoc_dgram_out(tg_udp_assoc_t *a, int backend, const uint8_t *p,
-                        size_t n) {
-  if (backend) {
-    if (a->bsock_open) tg_udp_send_backend(a->ul, &a->bsock, p, n);
-  } else if (!a->validated) {
-    flight_add(a, p, n);
-  } else {
-    tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, p, n);
-  }
+/* What the datagram BIOs hand on: every datagram a session writes. */
+static void client_dgram_out(void *ctx, const uint8_t *p, size_t n) {
+  tg_udp_assoc_t *a = ctx;
+  if (!a->validated) flight_add(a, p, n);
+  else tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, p, n);
+}
+
+static void backend_dgram_out(void *ctx, const uint8_t *p, size_t n) {
+  tg_udp_assoc_t *a = ctx;
+  if (a->bsock_open) tg_udp_send_backend(a->ul, &a->bsock, p, n);
 }
 
 /* A datagram that cannot become one DTLS record within dtls_mtu is dropped
  * and said so, never cut. */
 static void too_large(tg_udp_assoc_t *a, const char *from, size_t n, size_t max) {
   a->ul->st.too_large++;
-  alog(a, a->warned_too_large ? TG_LOG_DEBUG : TG_LOG_WARN, "too-large",
+  tg_session_log(&a->s, a->warned_too_large ? TG_LOG_DEBUG : TG_LOG_WARN, "too-large",
        "datagram of %zu bytes from %s does not fit one DTLS record within "
        "dtls_mtu = %d (at most %zu bytes of data): dropped (%llu on this "
        "listener so far)",
@@ -446,15 +372,15 @@ static void send_backend(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
   if (SSL_write(a->bssl, p, (int)n) <= 0) {
     char why[700];
     tg_assoc_close(a, TG_LOG_WARN, 1, "DTLS write to backend %s failed: %s",
-                   backend_text(a),
+                   tg_session_backend_text(&a->s),
                    tg_tls_failure(a->bssl, &a->bnote, why, sizeof(why)));
   }
 }
 
 /* Plaintext from the client, for the backend (held while connecting). */
 static void to_backend(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
-  a->bytes_from_client += n;
-  if (a->state == TG_ASSOC_ESTABLISHED) {
+  a->s.bytes_from_client += n;
+  if (a->s.state == TG_ASSOC_ESTABLISHED) {
     send_backend(a, p, n);
     return;
   }
@@ -472,8 +398,8 @@ static void to_backend(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
 
 /* Plaintext from the backend, for the client. */
 static void to_client(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
-  a->bytes_from_backend += n;
-  a->last_activity_ms = uv_now(loop_of(a));
+  a->s.bytes_from_backend += n;
+  a->s.last_activity_ms = uv_now(loop_of(a));
   if (!a->ssl) {
     tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, p, n);
     return;
@@ -498,8 +424,8 @@ static void to_client(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
 /* ---- DTLS sessions ------------------------------------------------------------------ */
 
 static int attach_io(tg_udp_assoc_t *a, SSL *ssl, tg_dgram_io_t *io, int backend) {
-  io->assoc = a;
-  io->backend = backend;
+  io->ctx = a;
+  io->out = backend ? backend_dgram_out : client_dgram_out;
   io->mtu = (unsigned)conf_of(a)->dtls_mtu;
   BIO *b = tg_dgram_bio_new(io);
   if (!b) return -1;
@@ -531,7 +457,7 @@ static void pump(tg_udp_assoc_t *a, int backend) {
     if (r > 0) {
       if (backend) to_client(a, buf, (size_t)r);
       else to_backend(a, buf, (size_t)r);
-      if (a->state == TG_ASSOC_CLOSING) return;
+      if (a->s.state == TG_ASSOC_CLOSING) return;
       continue;
     }
     int e = SSL_get_error(ssl, r);
@@ -550,46 +476,39 @@ static void pump(tg_udp_assoc_t *a, int backend) {
   }
 }
 
-static void connect_next(tg_udp_assoc_t *a);
-
 static void client_handshake_done(tg_udp_assoc_t *a) {
   /* The peer answered our flight with a Finished that verified: it is
    * really at this address.  (Its flight arrived before this returned.) */
   validated(a);
   tg_udp_half_open_release(a->ul, a);
   a->ul->st.hs_ok++;
-  tg_lstats_t *st = a->svc->stats;
-  count_handshake(a, TG_HS_OK);
-  atomic_fetch_add_explicit(&st->tls12, 1, memory_order_relaxed); /* DTLS 1.2 */
-  if (SSL_session_reused(a->ssl))
-    atomic_fetch_add_explicit(&st->resumed, 1, memory_order_relaxed);
-  tg_stats_cipher(st, SSL_CIPHER_get_name(SSL_get_current_cipher(a->ssl)));
+  tg_session_handshake_ok(&a->s, a->ssl);
   if (a->predecessor) {
     /* The client did start over: its old association is dead to it. */
     tg_udp_assoc_t *old = a->predecessor;
     a->ul->st.restarted++;
     tg_assoc_close(old, TG_LOG_INFO, 0, "client started a new handshake from "
                    "the same address and port");
-    tg_udp_listener_findable(a->ul, a);
+    tg_assoc_table_findable(&a->ul->table, a);
   }
   const char *psk = SSL_get_psk_identity(a->ssl);
   char id[PSK_MAX_IDENTITY_LEN + 1] = "";
   if (psk) tg_psk_printable(psk, id, sizeof(id));
-  alog(a, TG_LOG_INFO, "handshake", "%s %s%s%s%s%s%s", SSL_get_version(a->ssl),
+  tg_session_log(&a->s, TG_LOG_INFO, "handshake", "%s %s%s%s%s%s%s", SSL_get_version(a->ssl),
        SSL_CIPHER_get_name(SSL_get_current_cipher(a->ssl)),
        SSL_session_reused(a->ssl) ? " resumed" : "",
        a->note.peer[0] ? ", peer " : "", a->note.peer,
        id[0] ? ", psk identity " : "", id);
   a->deadline_ms = 0;
-  set_state(a, TG_ASSOC_CONNECTING);
+  tg_session_set_state(&a->s, TG_ASSOC_CONNECTING);
   if (tg_udp_total_admit(a) != 0) {
     tg_assoc_close(a, TG_LOG_WARN, 1, "udp associations at the process cap "
                    "(derived from the fd limit): no backend socket for it");
     return;
   }
-  connect_next(a);
+  tg_session_connect_next(&a->s);
   /* Records that came with the client's last flight wait in the session. */
-  if (a->state != TG_ASSOC_CLOSING) pump(a, 0);
+  if (a->s.state != TG_ASSOC_CLOSING) pump(a, 0);
 }
 
 static void client_handshake_step(tg_udp_assoc_t *a) {
@@ -598,7 +517,7 @@ static void client_handshake_step(tg_udp_assoc_t *a) {
   char why[700];
   if (r == 1 && tg_tls_check_session(a->ssl, &a->note, why, sizeof(why)) != 0) {
     a->ul->st.hs_failed++;
-    count_handshake(a, failure_kind(why));
+    tg_session_count_handshake(&a->s, tg_tls_hs_result(&a->note));
     tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s", why);
     return;
   }
@@ -609,17 +528,19 @@ static void client_handshake_step(tg_udp_assoc_t *a) {
   int e = SSL_get_error(a->ssl, r);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return;
   a->ul->st.hs_failed++;
-  if (e == SSL_ERROR_ZERO_RETURN)
+  if (e == SSL_ERROR_ZERO_RETURN) {
     snprintf(why, sizeof(why), "client sent close_notify");
-  else
+    tg_session_count_handshake(&a->s, TG_HS_CLOSED);
+  } else {
     tg_tls_failure(a->ssl, &a->note, why, sizeof(why));
-  count_handshake(a, failure_kind(why));
+    tg_session_count_handshake(&a->s, tg_tls_hs_result(&a->note));
+  }
   tg_assoc_close(a, TG_LOG_WARN, 0, "handshake failed: %s", why);
 }
 
 void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
                          int cookie_checked) {
-  tg_service_t *svc = a->svc;
+  tg_service_t *svc = a->s.svc;
   a->note.conf = svc->conf;
   a->ssl = tg_tls_new(svc->server_ctx, &a->note, NULL);
   if (!a->ssl || attach_io(a, a->ssl, &a->cio, 0) != 0) {
@@ -642,7 +563,7 @@ void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
     if (tg_dtls_listen(a->ssl) != 1) {
       char why[400];
       a->ul->st.hs_failed++;
-      count_handshake(a, TG_HS_PROTOCOL);
+      tg_session_count_handshake(&a->s, TG_HS_PROTOCOL);
       tg_assoc_close(a, TG_LOG_WARN, 0, "ClientHello not accepted: %s",
                      tg_tls_errors(why, sizeof(why)));
       return;
@@ -655,8 +576,8 @@ void tg_assoc_start_dtls(tg_udp_assoc_t *a, const uint8_t *p, size_t n,
 }
 
 void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
-  if (a->state == TG_ASSOC_CLOSING) return;
-  a->last_activity_ms = uv_now(loop_of(a));
+  if (a->s.state == TG_ASSOC_CLOSING) return;
+  a->s.last_activity_ms = uv_now(loop_of(a));
   if (!a->ssl) {
     to_backend(a, p, n);
     return;
@@ -678,8 +599,8 @@ void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
 }
 
 void tg_assoc_hello_again(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
-  if (a->state == TG_ASSOC_CLOSING) return;
-  if (a->state != TG_ASSOC_HANDSHAKE) {
+  if (a->s.state == TG_ASSOC_CLOSING) return;
+  if (a->s.state != TG_ASSOC_HANDSHAKE) {
     /* Its handshake is over: a copy of its first ClientHello (a late
      * duplicate, or a replay in its name) has nothing to say. */
     a->ul->st.drop_not_hello++;
@@ -694,7 +615,7 @@ void tg_assoc_hello_again(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
    * far as the allowance reaches.  The session is not asked (it would
    * retransmit on top). */
   uint64_t now = uv_now(loop_of(a));
-  a->last_activity_ms = now;
+  a->s.last_activity_ms = now;
   a->amp_in += n;
   if (a->hold_all) {
     /* A copy right behind the first is no client's retransmission timer. */
@@ -705,14 +626,14 @@ void tg_assoc_hello_again(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
   flight_send(a);
   if (a->fnext) {
     a->ul->st.amp_held++;
-    atomic_fetch_add_explicit(&a->svc->stats->dtls_amplification_limited, 1,
+    atomic_fetch_add_explicit(&a->s.svc->stats->dtls_amplification_limited, 1,
                               memory_order_relaxed);
   }
 }
 
 void tg_assoc_start_plain(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
   to_backend(a, p, n);
-  connect_next(a);
+  tg_session_connect_next(&a->s);
   schedule(a);
 }
 
@@ -720,21 +641,19 @@ void tg_assoc_start_plain(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
 
 static void backend_ready(tg_udp_assoc_t *a) {
   a->deadline_ms = 0;
-  set_state(a, TG_ASSOC_ESTABLISHED);
-  a->last_activity_ms = uv_now(loop_of(a));
+  tg_session_set_state(&a->s, TG_ASSOC_ESTABLISHED);
+  a->s.last_activity_ms = uv_now(loop_of(a));
   if (a->bssl) {
-    if (tg_backend_ok(a->svc, a->backend_idx))
-      alog(a, TG_LOG_INFO, "backend", "backend %s is answering again",
-           backend_text(a));
+    tg_session_backend_answers(&a->s);
     a->backend_answered = 1;
-    alog(a, TG_LOG_INFO, "backend", "connected to %s over %s %s%s%s",
-         backend_text(a), SSL_get_version(a->bssl),
+    tg_session_log(&a->s, TG_LOG_INFO, "backend", "connected to %s over %s %s%s%s",
+         tg_session_backend_text(&a->s), SSL_get_version(a->bssl),
          SSL_CIPHER_get_name(SSL_get_current_cipher(a->bssl)),
          a->bnote.peer[0] ? ", peer " : "", a->bnote.peer);
   } else {
-    alog(a, TG_LOG_INFO, "backend", "relaying to %s", backend_text(a));
+    tg_session_log(&a->s, TG_LOG_INFO, "backend", "relaying to %s", tg_session_backend_text(&a->s));
   }
-  while (a->qhead && a->state == TG_ASSOC_ESTABLISHED) {
+  while (a->qhead && a->s.state == TG_ASSOC_ESTABLISHED) {
     qdgram_t *q = a->qhead;
     a->qhead = q->next;
     if (!a->qhead) a->qtail = NULL;
@@ -753,12 +672,12 @@ static void backend_handshake_step(tg_udp_assoc_t *a) {
   if (r == 1 && tg_tls_check_session(a->bssl, &a->bnote, check, sizeof(check)) != 0) {
     char reason[800];
     snprintf(reason, sizeof(reason), "DTLS handshake failed: %s", check);
-    backend_failed(a, reason);
+    tg_session_backend_failed(&a->s, reason);
     return;
   }
   if (r == 1) {
     backend_ready(a);
-    if (a->state == TG_ASSOC_ESTABLISHED) pump(a, 1);
+    if (a->s.state == TG_ASSOC_ESTABLISHED) pump(a, 1);
     return;
   }
   int e = SSL_get_error(a->bssl, r);
@@ -766,7 +685,7 @@ static void backend_handshake_step(tg_udp_assoc_t *a) {
   char why[700], reason[800];
   snprintf(reason, sizeof(reason), "DTLS handshake failed: %s",
            tg_tls_failure(a->bssl, &a->bnote, why, sizeof(why)));
-  backend_failed(a, reason);
+  tg_session_backend_failed(&a->s, reason);
 }
 
 static void on_backend_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -778,10 +697,10 @@ static void on_backend_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_backend_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
                             const struct sockaddr *from, unsigned flags) {
   tg_udp_assoc_t *a = h->data;
-  if (a->state == TG_ASSOC_CLOSING || !a->bsock_open || nread == 0) return;
+  if (a->s.state == TG_ASSOC_CLOSING || !a->bsock_open || nread == 0) return;
   if (nread < 0) {
     /* e.g. ECONNREFUSED: an ICMP port unreachable came back. */
-    backend_failed(a, uv_strerror((int)nread));
+    tg_session_backend_failed(&a->s, uv_strerror((int)nread));
     schedule(a);
     return;
   }
@@ -794,9 +713,7 @@ static void on_backend_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   }
   if (!a->backend_answered) {
     a->backend_answered = 1;
-    if (tg_backend_ok(a->svc, a->backend_idx))
-      alog(a, TG_LOG_INFO, "backend", "backend %s is answering again",
-           backend_text(a));
+    tg_session_backend_answers(&a->s);
   }
   if (!a->bssl) {
     to_client(a, p, n);
@@ -815,29 +732,29 @@ static void on_backend_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 static int local_failure(tg_udp_assoc_t *a, int rc) {
   if (!tg_local_resource_error(rc)) return 0;
   a->ul->st.local_errors++;
-  atomic_fetch_add_explicit(&a->svc->stats->backend_local_errors, 1,
-                            memory_order_relaxed);
+  tg_session_count_local_error(&a->s);
   tg_assoc_close(a, TG_LOG_WARN, 1, "cannot open a socket to backend %s: %s "
-                 "(a local limit: the backend does not rest)", backend_text(a),
+                 "(a local limit: the backend does not rest)", tg_session_backend_text(&a->s),
                  uv_strerror(rc));
   return 1;
 }
 
-static void open_backend(tg_udp_assoc_t *a, const struct sockaddr *addr) {
-  tg_service_t *svc = a->svc;
+static void assoc_open_backend(tg_session_t *sess, const struct sockaddr *addr) {
+  tg_udp_assoc_t *a = (tg_udp_assoc_t *)sess;
+  tg_service_t *svc = a->s.svc;
   char why[700];
   int rc = uv_udp_init_ex(loop_of(a), &a->bsock, addr->sa_family);
   if (rc < 0) {
-    if (!local_failure(a, rc)) backend_failed(a, uv_strerror(rc));
+    if (!local_failure(a, rc)) tg_session_backend_failed(&a->s, uv_strerror(rc));
     return;
   }
   a->bsock.data = a;
   a->bsock_open = 1;
-  a->refs++;
+  a->s.refs++;
   rc = uv_udp_connect(&a->bsock, addr);
   if (rc == 0) rc = uv_udp_recv_start(&a->bsock, on_backend_alloc, on_backend_recv);
   if (rc < 0) {
-    if (!local_failure(a, rc)) backend_failed(a, uv_strerror(rc));
+    if (!local_failure(a, rc)) tg_session_backend_failed(&a->s, uv_strerror(rc));
     return;
   }
   if (!svc->backend_ctx) {
@@ -848,7 +765,7 @@ static void open_backend(tg_udp_assoc_t *a, const struct sockaddr *addr) {
   a->bnote.conf = svc->conf;
   a->bnote.backend = 1;
   a->bssl = tg_tls_new(svc->backend_ctx, &a->bnote,
-                       svc->conf->backends[a->backend_idx].host);
+                       svc->conf->backends[a->s.backend_idx].host);
   if (!a->bssl || attach_io(a, a->bssl, &a->bio_io, 1) != 0) {
     snprintf(why, sizeof(why), "cannot create DTLS state for the backend");
     tg_assoc_close(a, TG_LOG_ERROR, 1, "%s", why);
@@ -857,93 +774,37 @@ static void open_backend(tg_udp_assoc_t *a, const struct sockaddr *addr) {
   backend_handshake_step(a);
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  gai_t *g = (gai_t *)req;
-  tg_udp_assoc_t *a = g->a;
-  unsigned attempt = g->attempt;
-  free(g);
-  if (a->state == TG_ASSOC_CONNECTING && attempt == a->attempt) {
-    if (status < 0 || !res) {
-      char reason[300];
-      snprintf(reason, sizeof(reason), "cannot resolve %s: %s",
-               conf_of(a)->backends[a->backend_idx].host, uv_strerror(status));
-      backend_failed(a, reason);
-    } else {
-      open_backend(a, res->ai_addr);
-    }
-    schedule(a);
-  }
-  uv_freeaddrinfo(res);
-  unref(a);
-}
+/* ---- the session core's view (session.h) ------------------------------------- */
 
-static void connect_next(tg_udp_assoc_t *a) {
-  const tg_listener_conf_t *l = conf_of(a);
-  int idx = tg_backend_pick(a->svc, a->tried, tg_now_ms());
-  if (idx < 0) {
-    tg_assoc_close(a, TG_LOG_WARN, 1, "no backend available (%zu tried)",
-                   l->nbackends);
-    return;
-  }
-  a->tried |= 1ULL << idx;
-  a->backend_idx = idx;
-  a->attempt++;
-  a->deadline_ms = uv_now(loop_of(a)) + l->connect_timeout_ms;
-  const tg_hostport_t *b = &l->backends[idx];
-  if (b->is_literal) {
-    open_backend(a, (const struct sockaddr *)&b->addr);
-    return;
-  }
-  gai_t *g = malloc(sizeof(*g));
-  if (!g) {
-    tg_assoc_close(a, TG_LOG_ERROR, 1, "out of memory");
-    return;
-  }
-  g->a = a;
-  g->attempt = a->attempt;
-  char port[8];
-  snprintf(port, sizeof(port), "%u", b->port);
-  struct addrinfo hints = {.ai_socktype = SOCK_DGRAM};
-  int rc = uv_getaddrinfo(loop_of(a), &g->req, on_resolved, b->host, port, &hints);
-  if (rc < 0) {
-    free(g);
-    char reason[300];
-    snprintf(reason, sizeof(reason), "cannot resolve %s: %s", b->host,
-             uv_strerror(rc));
-    backend_failed(a, reason);
-    return;
-  }
-  a->refs++;
-}
-
-static void on_bsock_closed_retry(uv_handle_t *h) {
-  tg_udp_assoc_t *a = h->data;
-  if (a->state == TG_ASSOC_CONNECTING) {
-    connect_next(a);
-    schedule(a);
-  }
-  unref(a);
-}
-
-/* This backend attempt is over: rest the backend, try the next one with a
- * fresh socket (client datagrams wait meanwhile). */
-static void backend_failed(tg_udp_assoc_t *a, const char *reason) {
-  if (a->state == TG_ASSOC_CLOSING) return;
-  uint64_t rest = tg_backend_failed(a->svc, a->backend_idx, tg_now_ms());
-  atomic_fetch_add(&a->svc->stats->backend_failures[a->backend_idx], 1);
-  alog(a, TG_LOG_WARN, "backend", "backend %s: %s; resting it for %llu ms",
-       backend_text(a), reason, (unsigned long long)rest);
+/* Forgets a failed backend attempt; the client's datagrams wait meanwhile
+ * and the next attempt gets a fresh socket. */
+static uv_handle_t *assoc_drop_backend(tg_session_t *sess) {
+  tg_udp_assoc_t *a = (tg_udp_assoc_t *)sess;
   SSL_free(a->bssl);
   a->bssl = NULL;
   a->bio_io.rdata = NULL;
   a->deadline_ms = 0;
   a->backend_answered = 0;
-  set_state(a, TG_ASSOC_CONNECTING);
-  if (a->bsock_open) {
-    /* The handle's ref keeps a alive until the callback retries. */
-    a->bsock_open = 0;
-    uv_close((uv_handle_t *)&a->bsock, on_bsock_closed_retry);
-    return;
-  }
-  connect_next(a);
+  if (!a->bsock_open) return NULL;
+  a->bsock_open = 0;
+  return (uv_handle_t *)&a->bsock;
 }
+
+static void assoc_fail(tg_session_t *sess, tg_log_level_t level, const char *reason) {
+  tg_assoc_close((tg_udp_assoc_t *)sess, level, 1, "%s", reason);
+}
+
+static void assoc_arm_connect(tg_session_t *sess, uint64_t ms) {
+  tg_udp_assoc_t *a = (tg_udp_assoc_t *)sess;
+  a->deadline_ms = uv_now(loop_of(a)) + ms;
+}
+
+static void assoc_settle(tg_session_t *sess) { schedule((tg_udp_assoc_t *)sess); }
+
+static const tg_session_ops_t assoc_ops = {
+    .state_names = state_names, .connecting = TG_ASSOC_CONNECTING, .closing = TG_ASSOC_CLOSING,
+    .socktype = SOCK_DGRAM, .oom_level = TG_LOG_ERROR,
+    .fail = assoc_fail, .arm_connect = assoc_arm_connect, .settle = assoc_settle,
+    .open_backend = assoc_open_backend, .drop_backend = assoc_drop_backend,
+    .destroy = assoc_destroy,
+};

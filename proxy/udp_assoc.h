@@ -1,5 +1,5 @@
-/* Internals shared by dtls.c (the UDP listener) and udp_assoc.c (one
- * client association).
+/* The UDP listener's types (udp_listener.c, assoc_table.c, udp_caps.c,
+ * udp_send.c) and one client association (udp_assoc.c).
  *
  * An association is one client address:port on one listener:
  *
@@ -26,8 +26,8 @@
  * record from the peer.  At most one successor per peer; a half-open
  * association is simply replaced.
  *
- * Ownership: the listener owns its associations (hash table + list) until
- * tg_assoc_close(); the memory lives until the last handle's close
+ * Ownership: the listener owns its associations (its table, assoc_table.h)
+ * until tg_assoc_close(); the memory lives until the last handle's close
  * callback.  Each datagram sent owns its bytes until its send callback,
  * which touches only the listener's counters, never the association.
  * The listener outlives every association (it closes its socket only when
@@ -39,9 +39,12 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+#include "assoc_table.h"
+#include "dgram_bio.h"
 #include "dtls.h"
 #include "dtls_cookie.h"
 #include "log.h"
+#include "session.h"
 #include "tls.h"
 
 #define TG_UDP_LISTENER_MAGIC 0x7467756cu
@@ -97,23 +100,12 @@ typedef struct {
   uint64_t drop_draining, drop_sendq, send_errors, drop_queue;
   uint64_t too_large;
   uint64_t amp_held, evicted, drop_assoc_source, drop_assoc_total, local_errors;
-  uint64_t assoc_created, assoc_peak, half_open_peak;
+  uint64_t half_open_peak;          /* created, peak: in the table */
   uint64_t hs_ok, hs_failed, hs_timeout, restarted;
   uint64_t kernel_drops;            /* the listening socket's receive queue overflowed */
 } tg_udp_stats_t;
 
-typedef struct tg_udp_assoc tg_udp_assoc_t;
 typedef struct tg_udp_listener tg_udp_listener_t;
-
-/* How one SSL reaches the network: its BIO hands out the datagram being
- * fed (exactly once) and sends every datagram the SSL writes. */
-typedef struct {
-  const uint8_t *rdata;
-  size_t rlen;
-  tg_udp_assoc_t *assoc;
-  int backend;              /* 1: the backend side */
-  unsigned mtu;
-} tg_dgram_io_t;
 
 typedef struct addr_count addr_count_t;
 
@@ -128,15 +120,11 @@ struct tg_udp_listener {
   int draining;                     /* no new clients; closes when empty */
   int closing;
   uint64_t seed;                    /* keyed hash of peer addresses */
-  tg_udp_assoc_t **buckets;
-  size_t nbuckets;
-  size_t nassoc;                    /* in the table */
-  size_t nalive;                    /* not yet freed */
-  tg_udp_assoc_t *all;              /* list of the table's associations */
+  tg_assoc_table_t table;           /* its associations (assoc_table.h) */
   size_t half_open;                 /* of this worker */
   addr_count_t **addr_buckets;      /* this worker's half-open handshakes per source */
   tg_udp_stats_t st;
-  uint64_t last_log_ms[8];          /* rate limits, see dtls.c */
+  uint64_t last_log_ms[8];          /* rate limits (tg_udp_rate_ok) */
   uint8_t *mmsgbuf;                 /* the listening socket's recvmmsg chunks; NULL: recvbuf */
   uint32_t drops_seen;              /* the kernel's drop count when last read */
   uint64_t drops_read_ms;
@@ -158,17 +146,15 @@ typedef struct qdgram {
 } qdgram_t;
 
 struct tg_udp_assoc {
+  tg_session_t s;                   /* first: id, peer name, runtime, refs,
+                                     * backend attempts, state
+                                     * (tg_assoc_state_t); session.h */
   uint32_t magic;
-  tg_assoc_state_t state;
-  unsigned long long id;
   tg_udp_listener_t *ul;
-  tg_runtime_t *rt;                 /* a reference: the config it runs on */
-  tg_service_t *svc;                /* belongs to rt */
   tg_udp_assoc_t *hnext;            /* hash chain */
   tg_udp_assoc_t *prev, *next;      /* listener list */
   uint64_t hash;
   struct sockaddr_storage peer;
-  char peername[64];
   uint8_t hello_random[32];         /* of the ClientHello that made it */
   tg_udp_assoc_t *successor;        /* a new handshake from the same peer */
   tg_udp_assoc_t *predecessor;      /* set on a successor until it completes */
@@ -206,51 +192,37 @@ struct tg_udp_assoc {
   tg_dgram_io_t bio_io;
   uv_udp_t bsock;
   int bsock_open;
-  int backend_idx;
-  uint64_t tried;
-  unsigned attempt;
   int backend_answered;
 
   uv_timer_t timer;
   int timer_armed;
   uint64_t timer_due;
-  int refs;                         /* open handles + pending requests */
   int half_open;                    /* counted in the half-open caps */
-  uint64_t started_ms, last_activity_ms, deadline_ms;
+  uint64_t deadline_ms;
   int buffers_released;             /* a->ssl's record buffers, while idle */
   uint64_t buffers_retry_ms;        /* release not before (data was pending) */
   qdgram_t *qhead, *qtail;
   size_t qcount, qbytes;
-  uint64_t bytes_from_client, bytes_from_backend;
   int warned_too_large;
 };
 
-/* dtls.c */
-BIO *tg_dgram_bio_new(tg_dgram_io_t *io);
-int tg_dtls_assoc_index(void);
-/* Sends one datagram on the listening socket (to a client).  0 or -1. */
-int tg_udp_send_client(tg_udp_listener_t *ul, const struct sockaddr *to,
-                       const void *data, size_t len);
-/* Sends one datagram on an association's connected backend socket. */
-int tg_udp_send_backend(tg_udp_listener_t *ul, uv_udp_t *h, const void *data,
-                        size_t len);
-/* Lists a new association; findable: also in the hash table (a successor
- * is not until it replaces its predecessor, see tg_udp_listener_findable). */
-void tg_udp_listener_add(tg_udp_listener_t *ul, tg_udp_assoc_t *a, int findable);
-void tg_udp_listener_findable(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
-void tg_udp_listener_forget(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
-void tg_udp_listener_assoc_freed(tg_udp_listener_t *ul);
-void tg_udp_half_open_release(tg_udp_listener_t *ul, tg_udp_assoc_t *a);
-/* Ends a's share of the per-source and process-wide association counts. */
-void tg_udp_assoc_release(tg_udp_assoc_t *a);
-/* Counts a in the process-wide association total (it is about to open its
- * backend socket).  0, or -1 (refused and counted) at the cap. */
-int tg_udp_total_admit(tg_udp_assoc_t *a);
-int tg_udp_over_max_connections(tg_udp_listener_t *ul, const struct sockaddr *from);
-int tg_udp_rate_ok(tg_udp_listener_t *ul, int slot);
-void tg_format_peer(const struct sockaddr *sa, char *buf, size_t size);
+/* Rate-limit slots for repeated log lines (one line per second each). */
+enum { RL_RECV_ERROR = 0, RL_DROP, RL_HALF_OPEN, RL_SEND, RL_MAX_CONN, RL_SOURCE,
+       RL_TOTAL, RL_EVICT };
 
-/* udp_assoc.c */
+/* 1 when a line of this slot may be logged now (at most one a second). */
+static inline int tg_udp_rate_ok(tg_udp_listener_t *ul, int slot) {
+  uint64_t now = uv_now(&ul->w->loop);
+  if (ul->last_log_ms[slot] && now - ul->last_log_ms[slot] < 1000) return 0;
+  ul->last_log_ms[slot] = now;
+  return 1;
+}
+
+/* The association of a DTLS session (SSL ex_data; dtls.c's cookie
+ * callbacks read its peer). */
+int tg_dtls_assoc_index(void);
+
+/* ---- an association (udp_assoc.c), called by the listener ---- */
 /* Creates an association in the table (state HANDSHAKE when secure, else
  * CONNECTING with its backend being set up).  NULL when out of memory. */
 tg_udp_assoc_t *tg_assoc_new(tg_udp_listener_t *ul, const struct sockaddr *peer,
@@ -267,9 +239,5 @@ void tg_assoc_client_datagram(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
 void tg_assoc_hello_again(tg_udp_assoc_t *a, const uint8_t *p, size_t n);
 void tg_assoc_close(tg_udp_assoc_t *a, tg_log_level_t level, int notify,
                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-const char *tg_assoc_state_name(tg_assoc_state_t s);
-/* Called by the datagram BIO for every datagram an SSL writes. */
-void tg_assoc_dgram_out(tg_udp_assoc_t *a, int backend, const uint8_t *p,
-                        size_t n);
 
 #endif

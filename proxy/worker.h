@@ -32,7 +32,7 @@ struct tg_worker {
   _Atomic(tg_runtime_t *) pending_rt; /* set by the main thread on reload */
   tg_listener_t *listeners[TG_MAX_LISTENERS];
   size_t nlisteners;
-  struct tg_udp_listener *udp_listeners; /* transport = udp (dtls.c) */
+  struct tg_udp_listener *udp_listeners; /* transport = udp (udp_listener.c) */
   struct tg_conn *conns; /* every live connection, for drain and shutdown */
   size_t nconns;
   int draining;
