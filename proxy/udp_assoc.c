@@ -40,7 +40,7 @@ static uv_loop_t *loop_of(const tg_udp_assoc_t *a) { return &a->ul->w->loop; }
 
 static void flight_free(tg_udp_assoc_t *a) {
   while (a->fhead) {
-    qdgram_t *q = a->fhead;
+    tg_qdgram_t *q = a->fhead;
     a->fhead = q->next;
     free(q);
   }
@@ -53,7 +53,7 @@ static void flight_free(tg_udp_assoc_t *a) {
 static void flight_send(tg_udp_assoc_t *a) {
   if (a->hold_all && !a->validated) return;
   while (a->fnext) {
-    qdgram_t *q = a->fnext;
+    tg_qdgram_t *q = a->fnext;
     if (!a->validated && a->amp_out + q->len > TG_AMP_FACTOR * a->amp_in) break;
     if (tg_udp_send_client(a->ul, (const struct sockaddr *)&a->peer, q->data,
                            q->len) == 0)
@@ -64,9 +64,9 @@ static void flight_send(tg_udp_assoc_t *a) {
 
 /* Appends a copy of a datagram to the list head..tail; NULL when out of
  * memory. */
-static qdgram_t *qdgram_append(qdgram_t **head, qdgram_t **tail, const uint8_t *p,
+static tg_qdgram_t *qdgram_append(tg_qdgram_t **head, tg_qdgram_t **tail, const uint8_t *p,
                                size_t n) {
-  qdgram_t *q = malloc(sizeof(*q) + n);
+  tg_qdgram_t *q = malloc(sizeof(*q) + n);
   if (!q) return NULL;
   q->next = NULL;
   q->len = n;
@@ -82,7 +82,7 @@ static void flight_add(tg_udp_assoc_t *a, const uint8_t *p, size_t n) {
     a->new_burst = 0;
     flight_free(a);
   }
-  qdgram_t *q = a->fbytes + n <= TG_AMP_HOLD_MAX ? qdgram_append(&a->fhead, &a->ftail, p, n)
+  tg_qdgram_t *q = a->fbytes + n <= TG_AMP_HOLD_MAX ? qdgram_append(&a->fhead, &a->ftail, p, n)
                                                 : NULL;
   if (!q) {
     a->ul->st.drop_queue++;
@@ -115,7 +115,7 @@ static void assoc_destroy(tg_session_t *sess) {
   SSL_free(a->ssl);
   SSL_free(a->bssl);
   while (a->qhead) {
-    qdgram_t *q = a->qhead;
+    tg_qdgram_t *q = a->qhead;
     a->qhead = q->next;
     free(q);
   }
@@ -654,7 +654,7 @@ static void backend_ready(tg_udp_assoc_t *a) {
     tg_session_log(&a->s, TG_LOG_INFO, "backend", "relaying to %s", tg_session_backend_text(&a->s));
   }
   while (a->qhead && a->s.state == TG_ASSOC_ESTABLISHED) {
-    qdgram_t *q = a->qhead;
+    tg_qdgram_t *q = a->qhead;
     a->qhead = q->next;
     if (!a->qhead) a->qtail = NULL;
     a->qcount--;

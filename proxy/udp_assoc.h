@@ -86,7 +86,7 @@ struct tg_dtls_svc {
   uv_mutex_t src_mu;
   int src_mu_ready;
   uint64_t src_seed;
-  struct src_count **src_buckets;
+  struct tg_src_count **src_buckets;
 };
 
 /* Counters of one listener on one worker, logged when it closes. */
@@ -107,7 +107,7 @@ typedef struct {
 
 typedef struct tg_udp_listener tg_udp_listener_t;
 
-typedef struct addr_count addr_count_t;
+typedef struct tg_addr_count tg_addr_count_t;
 
 struct tg_udp_listener {
   uint32_t magic;
@@ -122,7 +122,7 @@ struct tg_udp_listener {
   uint64_t seed;                    /* keyed hash of peer addresses */
   tg_assoc_table_t table;           /* its associations (assoc_table.h) */
   size_t half_open;                 /* of this worker */
-  addr_count_t **addr_buckets;      /* this worker's half-open handshakes per source */
+  tg_addr_count_t **addr_buckets;      /* this worker's half-open handshakes per source */
   tg_udp_stats_t st;
   uint64_t last_log_ms[8];          /* rate limits (tg_udp_rate_ok) */
   uint8_t *mmsgbuf;                 /* the listening socket's recvmmsg chunks; NULL: recvbuf */
@@ -139,11 +139,11 @@ typedef enum {
   TG_ASSOC_CLOSING
 } tg_assoc_state_t;
 
-typedef struct qdgram {
-  struct qdgram *next;
+typedef struct tg_qdgram {
+  struct tg_qdgram *next;
   size_t len;
   uint8_t data[];
-} qdgram_t;
+} tg_qdgram_t;
 
 struct tg_udp_assoc {
   tg_session_t s;                   /* first: id, peer name, runtime, refs,
@@ -163,7 +163,7 @@ struct tg_udp_assoc {
   uint8_t hvr_random[32];           /* a cookieless ClientHello in an established */
   uint64_t hvr_first_ms;            /* peer's name, and when it came first */
   uint64_t peer_auth_ms;            /* last record the session authenticated */
-  addr_count_t *src;                /* while half-open: its source on this worker */
+  tg_addr_count_t *src;                /* while half-open: its source on this worker */
   tg_udp_assoc_t *ho_prev, *ho_next;/* that source's half-open list, oldest first */
   int src_counted;                  /* in the service's per-source association count */
   int total_counted;                /* in the process-wide association count */
@@ -172,7 +172,7 @@ struct tg_udp_assoc {
    * the session wrote last, and the first datagram of it not yet sent. */
   int validated;
   uint64_t amp_in, amp_out;
-  qdgram_t *fhead, *ftail, *fnext;
+  tg_qdgram_t *fhead, *ftail, *fnext;
   size_t fbytes;
   int new_burst;                    /* the next write starts a new flight */
   /* A parallel handshake in an established peer's name (no cookie) sends
@@ -201,7 +201,7 @@ struct tg_udp_assoc {
   uint64_t deadline_ms;
   int buffers_released;             /* a->ssl's record buffers, while idle */
   uint64_t buffers_retry_ms;        /* release not before (data was pending) */
-  qdgram_t *qhead, *qtail;
+  tg_qdgram_t *qhead, *qtail;
   size_t qcount, qbytes;
   int warned_too_large;
 };

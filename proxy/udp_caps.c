@@ -21,16 +21,16 @@ typedef struct {
 } src_key_t;
 
 /* This worker's half-open handshakes of one source, oldest first. */
-struct addr_count {
-  addr_count_t *next;
+struct tg_addr_count {
+  tg_addr_count_t *next;
   src_key_t key;
   unsigned n;
   tg_udp_assoc_t *head, *tail;
 };
 
 /* One source's counts across the workers of a service (under src_mu). */
-struct src_count {
-  struct src_count *next;
+struct tg_src_count {
+  struct tg_src_count *next;
   src_key_t key;
   unsigned half_open, assocs;
 };
@@ -72,14 +72,14 @@ int tg_udp_same_source(const struct sockaddr *x, const struct sockaddr *y) {
   return key_eq(&a, &b);
 }
 
-static addr_count_t **local_slot(tg_udp_listener_t *ul, const src_key_t *k,
+static tg_addr_count_t **local_slot(tg_udp_listener_t *ul, const src_key_t *k,
                                  int create) {
   uint64_t h = tg_udp_hash_bytes(ul->seed ^ 0x5a5a5a5aULL ^ k->family, k->b, k->len);
-  addr_count_t **pp = &ul->addr_buckets[h % ADDR_BUCKETS];
+  tg_addr_count_t **pp = &ul->addr_buckets[h % ADDR_BUCKETS];
   for (; *pp; pp = &(*pp)->next)
     if (key_eq(&(*pp)->key, k)) return pp;
   if (!create) return NULL;
-  addr_count_t *c = calloc(1, sizeof(*c));
+  tg_addr_count_t *c = calloc(1, sizeof(*c));
   if (!c) return NULL;
   c->key = *k;
   *pp = c;
@@ -87,14 +87,14 @@ static addr_count_t **local_slot(tg_udp_listener_t *ul, const src_key_t *k,
 }
 
 /* Under ds->src_mu. */
-static struct src_count **shared_slot(struct tg_dtls_svc *ds, const src_key_t *k,
+static struct tg_src_count **shared_slot(struct tg_dtls_svc *ds, const src_key_t *k,
                                       int create) {
   uint64_t h = tg_udp_hash_bytes(ds->src_seed ^ k->family, k->b, k->len);
-  struct src_count **pp = &ds->src_buckets[h % SRC_BUCKETS];
+  struct tg_src_count **pp = &ds->src_buckets[h % SRC_BUCKETS];
   for (; *pp; pp = &(*pp)->next)
     if (key_eq(&(*pp)->key, k)) return pp;
   if (!create) return NULL;
-  struct src_count *c = calloc(1, sizeof(*c));
+  struct tg_src_count *c = calloc(1, sizeof(*c));
   if (!c) return NULL;
   c->key = *k;
   *pp = c;
@@ -104,9 +104,9 @@ static struct src_count **shared_slot(struct tg_dtls_svc *ds, const src_key_t *k
 static void shared_put(struct tg_dtls_svc *ds, const src_key_t *k, int half_open,
                        int assoc) {
   uv_mutex_lock(&ds->src_mu);
-  struct src_count **pp = shared_slot(ds, k, 0);
+  struct tg_src_count **pp = shared_slot(ds, k, 0);
   if (pp) {
-    struct src_count *c = *pp;
+    struct tg_src_count *c = *pp;
     if (half_open && c->half_open) c->half_open--;
     if (assoc && c->assocs) c->assocs--;
     if (!c->half_open && !c->assocs) {
@@ -132,10 +132,10 @@ static void count_refusal(tg_udp_listener_t *ul, const struct sockaddr *from,
 }
 
 /* The source with the most half-open handshakes on this worker. */
-static addr_count_t *local_busiest(tg_udp_listener_t *ul) {
-  addr_count_t *best = NULL;
+static tg_addr_count_t *local_busiest(tg_udp_listener_t *ul) {
+  tg_addr_count_t *best = NULL;
   for (size_t i = 0; i < ADDR_BUCKETS; i++)
-    for (addr_count_t *c = ul->addr_buckets[i]; c; c = c->next)
+    for (tg_addr_count_t *c = ul->addr_buckets[i]; c; c = c->next)
       if (c->head && (!best || c->n > best->n)) best = c;
   return best;
 }
@@ -164,8 +164,8 @@ tg_udp_assoc_t *tg_udp_caps_victim(tg_udp_listener_t *ul, const struct sockaddr 
   if (atomic_load(&ds->half_open) < ds->max_half_open) return NULL;
   src_key_t k;
   source_key(sa, &k);
-  addr_count_t **mine = local_slot(ul, &k, 0);
-  addr_count_t *busy = local_busiest(ul);
+  tg_addr_count_t **mine = local_slot(ul, &k, 0);
+  tg_addr_count_t *busy = local_busiest(ul);
   if (!busy || busy->n <= (mine ? (*mine)->n : 0)) return NULL;
   ul->st.evicted++;
   atomic_fetch_add_explicit(&ul->svc->stats->dtls_half_open_evicted, 1, memory_order_relaxed);
@@ -196,7 +196,7 @@ const char *tg_udp_caps_admit(tg_udp_listener_t *ul, const struct sockaddr *sa,
   }
   const char *why = NULL;
   uv_mutex_lock(&ds->src_mu);
-  struct src_count **pp = shared_slot(ds, &k, 1);
+  struct tg_src_count **pp = shared_slot(ds, &k, 1);
   if (!pp) why = "out of memory";
   else if (half_open && (int)(*pp)->half_open >= ds->max_half_open_per_source)
     why = "per source";
@@ -206,7 +206,7 @@ const char *tg_udp_caps_admit(tg_udp_listener_t *ul, const struct sockaddr *sa,
     (*pp)->assocs++;
     if (half_open) (*pp)->half_open++;
   } else if (pp && !(*pp)->half_open && !(*pp)->assocs) {
-    struct src_count *c = *pp;
+    struct tg_src_count *c = *pp;
     *pp = c->next;
     free(c);
   }
@@ -239,9 +239,9 @@ void tg_udp_caps_admitted(tg_udp_listener_t *ul, tg_udp_assoc_t *a, int half_ope
   a->half_open = 1;
   src_key_t k;
   source_key((const struct sockaddr *)&a->peer, &k);
-  addr_count_t **pp = local_slot(ul, &k, 1);
+  tg_addr_count_t **pp = local_slot(ul, &k, 1);
   if (!pp) return; /* counted across workers, not evictable */
-  addr_count_t *c = *pp;
+  tg_addr_count_t *c = *pp;
   a->src = c;
   a->ho_prev = c->tail;
   a->ho_next = NULL;
@@ -262,7 +262,7 @@ void tg_udp_half_open_release(tg_udp_listener_t *ul, tg_udp_assoc_t *a) {
   src_key_t k;
   source_key((const struct sockaddr *)&a->peer, &k);
   shared_put(ds, &k, 1, 0);
-  addr_count_t *c = a->src;
+  tg_addr_count_t *c = a->src;
   if (!c) return;
   a->src = NULL;
   if (a->ho_prev) a->ho_prev->ho_next = a->ho_next;
@@ -272,7 +272,7 @@ void tg_udp_half_open_release(tg_udp_listener_t *ul, tg_udp_assoc_t *a) {
   a->ho_prev = a->ho_next = NULL;
   ul->half_open--;
   if (--c->n == 0) {
-    addr_count_t **pp = local_slot(ul, &k, 0);
+    tg_addr_count_t **pp = local_slot(ul, &k, 0);
     if (pp && *pp == c) *pp = c->next;
     free(c);
   }
@@ -319,9 +319,9 @@ int tg_udp_caps_local_init(tg_udp_listener_t *ul) {
 void tg_udp_caps_local_free(tg_udp_listener_t *ul) {
   if (!ul->addr_buckets) return;
   for (size_t i = 0; i < ADDR_BUCKETS; i++) {
-    addr_count_t *c = ul->addr_buckets[i];
+    tg_addr_count_t *c = ul->addr_buckets[i];
     while (c) {
-      addr_count_t *next = c->next;
+      tg_addr_count_t *next = c->next;
       free(c);
       c = next;
     }
@@ -341,9 +341,9 @@ void tg_udp_caps_shared_free(struct tg_dtls_svc *d) {
   if (d->src_mu_ready) uv_mutex_destroy(&d->src_mu);
   if (d->src_buckets)
     for (size_t i = 0; i < SRC_BUCKETS; i++) {
-      struct src_count *c = d->src_buckets[i];
+      struct tg_src_count *c = d->src_buckets[i];
       while (c) {
-        struct src_count *next = c->next;
+        struct tg_src_count *next = c->next;
         free(c);
         c = next;
       }
