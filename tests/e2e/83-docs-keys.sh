@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 83-docs-keys: the docs cannot drift from the config schema. Every key of
-# proxy/config.c's tables (global_keys, listener_keys) that is built (no
+# proxy/daemon/config.c's tables (global_keys, listener_keys) that is built (no
 # F_NOT_YET flag) must have an entry in man/tlsgate.ini.5 (a .TP term line
 # naming it) and in README.md (a table row whose first cell names it in
 # backquotes). Keys still flagged F_NOT_YET are not required: whoever builds
@@ -35,10 +35,10 @@ missing() {
     done <"$1"
 }
 
-keys "$ROOT/proxy/config.c" >"$WORK/keys.txt"
+keys "$ROOT/proxy/daemon/config.c" >"$WORK/keys.txt"
 n=$(wc -l <"$WORK/keys.txt")
-log "$n built keys in the schema; not yet built: $(grep -c 'F_NOT_YET}' "$ROOT/proxy/config.c")"
-[ "$n" -ge 40 ] || fail "only $n keys extracted from proxy/config.c: the extraction is broken"
+log "$n built keys in the schema; not yet built: $(grep -c 'F_NOT_YET}' "$ROOT/proxy/daemon/config.c")"
+[ "$n" -ge 40 ] || fail "only $n keys extracted from proxy/daemon/config.c: the extraction is broken"
 for k in workers bind psk psk_identity_hint ticket_key_file ocsp dtls_cookie dtls_mtu session_timeout backend; do
     grep -qx "$k" "$WORK/keys.txt" || fail "extraction lacks the built key $k"
 done

@@ -10,7 +10,7 @@
 # with clang, coverage instrumentation and ASan/UBSan into .../obj/, and
 # every harness links them all except main.o.
 #
-# fuzz_proxy_parse is built only once proxy/proxyproto.h declares
+# fuzz_proxy_parse is built only once proxy/tcp/proxyproto.h declares
 # tg_proxy_parse (the PROXY header parser); until then it is left out.
 
 TLS      ?= boringssl
@@ -30,16 +30,19 @@ else
   FUZZ_TLS_LIBS   := -L$(BSSL_LIB) -Wl,-rpath,$(BSSL_LIB) -lssl -lcrypto
 endif
 
+FUZZ_PROXY_DIRS := proxy/daemon proxy/tcp proxy/udp proxy/session proxy/tls proxy/util
+FUZZ_PROXY_INC  := $(addprefix -I,$(FUZZ_PROXY_DIRS))
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all \
                -fno-omit-frame-pointer
 FUZZ_CFLAGS := -O1 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
                -fno-strict-aliasing -D_GNU_SOURCE -DTG_VERSION='"fuzz"' \
-               -Iproxy $(FUZZ_TLS_CFLAGS) $(P11_CFLAGS) $(FUZZ_SAN) -MMD -MP
+               $(FUZZ_PROXY_INC) $(FUZZ_TLS_CFLAGS) $(P11_CFLAGS) $(FUZZ_SAN) -MMD -MP
 FUZZ_LIBS   := $(FUZZ_TLS_LIBS) -luv -linih -lpthread
 
-FUZZ_LIB_OBJS := $(patsubst proxy/%.c,$(FUZZ_OUT)/obj/%.o,\
-                   $(filter-out proxy/main.c,$(wildcard proxy/*.c)))
-FUZZ_HAVE_PROXY_PARSE := $(shell grep -qs 'tg_proxy_parse' proxy/proxyproto.h && echo yes)
+FUZZ_LIB_OBJS := $(addprefix $(FUZZ_OUT)/obj/,$(notdir $(patsubst %.c,%.o,\
+                   $(filter-out proxy/daemon/main.c,$(wildcard $(addsuffix /*.c,$(FUZZ_PROXY_DIRS)))))))
+vpath %.c $(FUZZ_PROXY_DIRS)
+FUZZ_HAVE_PROXY_PARSE := $(shell grep -qs 'tg_proxy_parse' proxy/tcp/proxyproto.h && echo yes)
 FUZZ_NAMES := config tls_server acl dgram http $(if $(FUZZ_HAVE_PROXY_PARSE),proxy_parse)
 FUZZ_BINS  := $(FUZZ_NAMES:%=$(FUZZ_OUT)/fuzz_%)
 
@@ -54,7 +57,7 @@ $(FUZZ_BINS): $(FUZZ_LIB_OBJS)
 fuzz-names:
 	@echo $(FUZZ_NAMES)
 
-$(FUZZ_OUT)/obj/%.o: proxy/%.c | $(FUZZ_OUT)/obj
+$(FUZZ_OUT)/obj/%.o: %.c | $(FUZZ_OUT)/obj
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 $(FUZZ_OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS) | $(FUZZ_OUT)/obj

@@ -1,4 +1,4 @@
-/* libFuzzer harness: protocol = http (proxy/http.c), both directions.
+/* libFuzzer harness: protocol = http (proxy/tcp/http.c), both directions.
  *
  * Input: FLAGS (1 byte), then client bytes, then optionally "\xff\xfe" and
  * backend bytes.  FLAGS bit 0: forward_headers; bit 1: the origin/host guard.

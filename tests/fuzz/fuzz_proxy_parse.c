@@ -5,7 +5,7 @@
  *
  * > 0: a complete header of that many bytes (also in *consumed); 0: more
  * bytes needed; < 0: malformed, with a reason in err.  tests/fuzz/fuzz.mk
- * builds this harness only when proxy/proxyproto.h declares tg_proxy_parse.
+ * builds this harness only when proxy/tcp/proxyproto.h declares tg_proxy_parse.
  *
  * The input is what a load balancer sent first, as received so far.
  * Checked besides memory safety (the parser is also run on an exact-size

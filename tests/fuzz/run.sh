@@ -11,7 +11,7 @@
 # Harnesses (tests/fuzz/fuzz_NAME.c, seeds in tests/fuzz/corpus/NAME/,
 # optional dictionary tests/fuzz/NAME.dict): config, tls_server, acl, dgram (the DTLS
 # datagram classifier), http (protocol = http, both directions) and
-# proxy_parse (built only when proxy/proxyproto.h declares tg_proxy_parse).
+# proxy_parse (built only when proxy/tcp/proxyproto.h declares tg_proxy_parse).
 # New inputs go to BUILD/fuzz[/openssl]/corpus/NAME/ (kept between runs;
 # the committed seeds are never modified), crashes to .../artifacts/.
 # Prints one line per harness with its executions; exits 0 when every
@@ -54,8 +54,8 @@ if ! "${MK[@]}" -j"$(nproc 2>/dev/null || echo 2)" fuzz >"$OUT/build.log" 2>&1; 
     exit 1
 fi
 read -r -a NAMES <<<"$("${MK[@]}" fuzz-names)"
-grep -qs tg_proxy_parse proxy/proxyproto.h ||
-    echo "fuzz: proxy_parse left out: proxy/proxyproto.h does not declare tg_proxy_parse yet"
+grep -qs tg_proxy_parse proxy/tcp/proxyproto.h ||
+    echo "fuzz: proxy_parse left out: proxy/tcp/proxyproto.h does not declare tg_proxy_parse yet"
 
 # --- run ---------------------------------------------------------------------------------
 ran=0 failed=0 total=0
