@@ -988,6 +988,8 @@ static int vhost_hello(SSL *ssl, const uint8_t *ext, size_t extlen) {
   if (note) {
     note->conf = v->conf;
     note->section = v->section;
+    note->vhosts = &t->names;
+    note->vhost = k;
   }
   /* The section signs with a token key and the step that signs must not
    * run on the loop (OpenSSL build): stop, the caller moves the next step
@@ -996,6 +998,13 @@ static int vhost_hello(SSL *ssl, const uint8_t *ext, size_t extlen) {
 }
 
 TG_DEFINE_HELLO_CB(vhost_hello_cb, vhost_hello)
+
+const tg_sni_table_t *tg_tls_vhost_names(SSL *ssl, int *section) {
+  tg_tls_note_t *note = ssl ? SSL_get_ex_data(ssl, note_index) : NULL;
+  if (!note || !note->vhosts) return NULL;
+  *section = note->vhost;
+  return note->vhosts;
+}
 
 int tg_tls_vhosts_attach(SSL_CTX *front, const tg_tls_vhost_t *v, size_t n, int dflt,
                          int strict, tg_errors_t *errs) {

@@ -14,7 +14,8 @@
 #   default section, and the Host/SNI check is skipped when there is no SNI,
 #   so "Host: staff.test" reaches the shared backend as a staff.test request
 #   with no client certificate.  Expected: 421, and the backend sees nothing.
-#   Today both builds answer 200.
+#   Also one trailing dot and case ignored on both sides: SNI "staff.test."
+#   with Host "staff.test" is not refused.
 . "$(dirname "$0")/lib.sh"
 require_cmd openssl
 
@@ -62,6 +63,11 @@ get staff.test -servername staff.test "${C1[@]}";  expect "staff.test with clien
 get staff.test -servername staff.test;             expect "staff.test without a certificate is refused (control)" "^none$"
 get staff.test -servername localhost;              expect "SNI localhost, Host staff.test: 421 (control)" "^HTTP/1.1 421"
 get localhost -noservername;                       expect "no SNI, Host localhost -> web (control)" "^HTTP/1.1 200"
+# one trailing dot and case are ignored on both sides (SNI and Host)
+get staff.test -servername staff.test. "${C1[@]}"; expect "SNI staff.test., Host staff.test: 200" "^HTTP/1.1 200"
+get STAFF.test. -servername staff.test "${C1[@]}"; expect "SNI staff.test, Host STAFF.test.: 200" "^HTTP/1.1 200"
+get localhost -servername localhost.;              expect "SNI localhost., Host localhost: 200" "^HTTP/1.1 200"
+get localhost:$P -noservername;                    expect "no SNI, Host localhost:port -> web: 200" "^HTTP/1.1 200"
 
 for host in staff.test STAFF.test x.staff.test; do
     before=$(grep -c "\"Host\", \"$host\"" "$WORK/b.jsonl" 2>/dev/null)
