@@ -7,6 +7,9 @@
 #   token).  Expected: the token signs for at most the few handshakes that
 #   had reached it before their client left, plus the reload's test
 #   signature; then a new client completes a handshake (control).
+#   Then 70 clients that stay want a signature at once: beyond 64 queued
+#   the handshake is refused with "token 'X' busy: 64 signatures pending",
+#   and after they leave a new client completes a handshake (control).
 #   Found by attack2: both builds still make every abandoned signature, one
 #   after the other on the token's signer thread (21 signatures for 0
 #   completed handshakes; the OpenSSL build does not even notice the clients
@@ -37,20 +40,32 @@ EOF
 start_tlsgate "$CONFIG" "$P"
 : >"$TG_SHIM_LOG"
 log_mark
-# 20 ClientHellos, all sent before the first signature is done; the clients
-# leave 0.3 s later
-"$PY" -c 'import socket, ssl, sys, time
+# hellos N PATTERN: N clients each send a ClientHello and wait (without
+# reading) until PATTERN is in the log after the mark, or 0.3 s when
+# PATTERN is empty, then leave.
+hellos() {
+    "$PY" -c 'import socket, ssl, sys, time
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 conns = []
-for _ in range(20):
+for _ in range(int(sys.argv[2])):
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
     t = ctx.wrap_socket(s, server_hostname="localhost", do_handshake_on_connect=False)
     t.setblocking(False)
     try: t.do_handshake()
     except ssl.SSLWantReadError: pass
+    except (ssl.SSLError, OSError): pass  # refused at once
     conns.append(t)
-time.sleep(0.3)
-for t in conns: t.close()' "$P" || fail "could not send the ClientHellos"
+end = time.time() + (30 if sys.argv[3] else 0.3)
+while time.time() < end:
+    with open(sys.argv[4], "rb") as f:
+        f.seek(int(sys.argv[5]))
+        if sys.argv[3] and sys.argv[3].encode() in f.read(): break
+    time.sleep(0.1)
+for t in conns: t.close()' "$P" "$1" "$2" "$TLSGATE_LOG" "${LOG_MARK:-0}" || fail "could not send the ClientHellos"
+}
+# 20 ClientHellos, all sent before the first signature is done; the clients
+# leave 0.3 s later
+hellos 20 ""
 nap 0.5
 done_hs=$(log_since | grep -ac 'handshake: TLS')
 kill -HUP "$TLSGATE_PID"
@@ -60,6 +75,18 @@ if [ "$signs" -le $((done_hs + 4)) ]; then
     log "ok: $signs signatures for $done_hs completed handshakes of 20 abandoned ones (+ the reload's test)"
 else
     error "the token made $signs signatures for $done_hs completed handshakes: it signed for clients that had gone, and the reload waited behind them"
+fi
+# the queue is bounded: 70 clients that stay while their signatures wait;
+# beyond TG_P11_MAX_PENDING (64) queued, a handshake is refused at once with
+# the reason instead of queueing.  The clients leave once a refusal is
+# logged; their queued signatures are then dropped.
+log_mark
+hellos 70 "busy: 64 signatures pending"
+busy=$(log_since | grep -ac "token 'tlsgate-dev' busy: 64 signatures pending")
+if [ "$busy" -ge 1 ]; then
+    log "ok: $busy of 70 handshakes refused with the token busy"
+else
+    error "no handshake was refused with 70 signatures wanted at once: the queue is unbounded"
 fi
 # control: the token still serves a client that stays
 o=$(echo | timeout 20 openssl s_client -connect "127.0.0.1:$P" -tls1_3 -CAfile "$CERTS/ca.pem" -verify_return_error 2>&1)
