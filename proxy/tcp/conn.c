@@ -563,8 +563,12 @@ static void handshake_step(tg_conn_t *c, tg_side_t *s) {
 static void handshake_back_on_loop(void *arg, tg_p11_hs_job_t *job);
 
 static void handshake_step_off_loop(tg_conn_t *c, tg_side_t *s) {
-  if (!tg_p11_hs_start(s->ssl, &s->io, &c->s.w->loop, handshake_back_on_loop, s)) {
-    fail(c, "cannot hand the TLS handshake to the token's signer thread");
+  uv_os_fd_t fd = -1;
+  char why[200];
+  if (uv_fileno((uv_handle_t *)&s->tcp, &fd) != 0) fd = -1;
+  if (!tg_p11_hs_start(s->ssl, &s->io, fd, &c->s.w->loop, handshake_back_on_loop, s, why,
+                       sizeof(why))) {
+    fail(c, "TLS handshake refused: %s", why);
     return;
   }
   c->s.refs++;

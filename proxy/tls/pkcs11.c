@@ -13,6 +13,7 @@
 #include <openssl/x509.h>
 #include <p11-kit/pkcs11.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <uv.h>
@@ -369,6 +370,7 @@ typedef struct token {
   pthread_mutex_t qlock;
   pthread_cond_t qcond, donecond;
   tg_p11_op_t *qhead, *qtail;
+  int pending; /* operations queued, at most TG_P11_MAX_PENDING (qlock) */
   struct token *next;
 } token_t;
 
@@ -383,6 +385,13 @@ struct tg_p11_key {
   int have_obj;
   CK_KEY_TYPE type;
   int usable; /* 0 in check mode */
+  atomic_uint found; /* times key_find found the object (token re-inserted) */
+  /* The public key (DER SubjectPublicKeyInfo) a test signature matched,
+   * and found then: a reload with the same certificate key need not sign
+   * again (registry_lock). */
+  uint8_t *checked_spki;
+  int checked_len;
+  unsigned checked_found;
   char desc[600];
   struct tg_p11_key *next;
 };
@@ -638,6 +647,7 @@ static int key_find(tg_p11_key_t *k, char *err, size_t errsize) {
   k->obj = h[0];
   k->type = type;
   k->have_obj = 1;
+  atomic_fetch_add(&k->found, 1);
   return 0;
 }
 
@@ -815,6 +825,9 @@ struct tg_p11_op {
   CK_RV rv;
   char why[300];
   int sync, done;        /* sync: the caller waits on donecond */
+  /* Set by the loop when nobody waits for the signature any more (the
+   * SSL was freed): the signer thread then drops it without C_Sign. */
+  atomic_int gone;
   /* A job instead of a signature (tg_p11_run_on_signer): run(arg) on the
    * signer thread, then done(arg) on the loop. */
   void (*run)(void *arg);
@@ -902,9 +915,21 @@ static void *signer_main(void *arg) {
     tg_p11_op_t *op = t->qhead;
     t->qhead = op->next;
     if (!t->qhead) t->qtail = NULL;
+    t->pending--;
+    int stop = t->stop;
     pthread_mutex_unlock(&t->qlock);
-    if (op->run) op->run(op->arg); /* takes t->lock itself when it signs */
-    else op_run(op);
+    if (op->run) {
+      op->run(op->arg); /* takes t->lock itself when it signs; drops its
+                         * own job when the connection has gone */
+    } else if (stop || atomic_load(&op->gone)) {
+      /* Nobody wants this signature any more: the token's time is for
+       * the clients that are still there. */
+      op->rv = CKR_FUNCTION_CANCELED;
+      snprintf(op->why, sizeof(op->why), "token '%s': signature dropped (%s)", t->label,
+               stop ? "shutting down" : "its connection has gone");
+    } else {
+      op_run(op);
+    }
     pthread_mutex_lock(&t->qlock);
     if (op->sync) {
       op->done = 1;
@@ -918,15 +943,33 @@ static void *signer_main(void *arg) {
   return NULL;
 }
 
-static void op_queue(tg_p11_op_t *op) {
+/* Queues op for the token's signer thread.  A synchronous one (a test
+ * signature, made while the caller waits) goes first, so it waits for at
+ * most the operation in progress, never for the queue; any other one is
+ * refused when TG_P11_MAX_PENDING are queued already: 0, or -1 with why. */
+static int op_queue(tg_p11_op_t *op, char *why, size_t whysize) {
   token_t *t = op->key->tok;
   pthread_mutex_lock(&t->qlock);
-  op->next = NULL;
-  if (t->qtail) t->qtail->next = op;
-  else t->qhead = op;
-  t->qtail = op;
+  if (!op->sync && t->pending >= TG_P11_MAX_PENDING) {
+    int n = t->pending;
+    pthread_mutex_unlock(&t->qlock);
+    snprintf(why, whysize, "token '%s' busy: %d signatures pending", t->label, n);
+    return -1;
+  }
+  if (op->sync) {
+    op->next = t->qhead;
+    t->qhead = op;
+    if (!t->qtail) t->qtail = op;
+  } else {
+    op->next = NULL;
+    if (t->qtail) t->qtail->next = op;
+    else t->qhead = op;
+    t->qtail = op;
+  }
+  t->pending++;
   pthread_cond_signal(&t->qcond);
   pthread_mutex_unlock(&t->qlock);
+  return 0;
 }
 
 int tg_p11_sign_wait(tg_p11_key_t *k, unsigned long mech, const void *param,
@@ -955,7 +998,7 @@ int tg_p11_sign_wait(tg_p11_key_t *k, unsigned long mech, const void *param,
     op_run(op);
   } else {
     op->sync = 1;
-    op_queue(op);
+    op_queue(op, why, whysize); /* never refused */
     token_t *t = k->tok;
     pthread_mutex_lock(&t->qlock);
     while (!op->done) pthread_cond_wait(&t->donecond, &t->qlock);
@@ -984,7 +1027,8 @@ static void on_job_done(uv_async_t *a) {
 }
 
 int tg_p11_run_on_signer(tg_p11_key_t *k, struct uv_loop_s *loop, void (*run)(void *),
-                         void (*done)(void *), void *arg) {
+                         void (*done)(void *), void *arg, char *why, size_t whysize) {
+  snprintf(why, whysize, "token '%s': cannot start a job on its signer thread", k->tok->label);
   if (!k->tok->thread_started) return -1;
   tg_p11_op_t *op = calloc(1, sizeof(*op));
   if (!op) return -1;
@@ -997,7 +1041,10 @@ int tg_p11_run_on_signer(tg_p11_key_t *k, struct uv_loop_s *loop, void (*run)(vo
   op->run = run;
   op->job_done = done;
   op->arg = arg;
-  op_queue(op);
+  if (op_queue(op, why, whysize) != 0) {
+    uv_close((uv_handle_t *)&op->async, op_free_cb);
+    return -1;
+  }
   return 0;
 }
 
@@ -1013,6 +1060,7 @@ static void finalize_all(void) {
   while (keys) {
     tg_p11_key_t *k = keys;
     keys = k->next;
+    free(k->checked_spki);
     free(k);
   }
   while (tokens) {
@@ -1119,8 +1167,12 @@ static int ssl_op_index = -1;
 
 /* The SSL no longer waits for op (it finished, or the SSL is freed). */
 static void op_release(tg_p11_op_t *op) {
-  if (op->fired) uv_close((uv_handle_t *)&op->async, op_free_cb);
-  else op->abandoned = 1; /* on_sig_ready frees it */
+  if (op->fired) {
+    uv_close((uv_handle_t *)&op->async, op_free_cb);
+  } else {
+    op->abandoned = 1;              /* on_sig_ready frees it */
+    atomic_store(&op->gone, 1);     /* the signer thread drops it if queued */
+  }
 }
 
 static void free_ssl_op(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
@@ -1180,8 +1232,13 @@ static enum ssl_private_key_result_t key_sign(SSL *ssl, uint8_t *out, size_t *ou
     return ssl_private_key_failure;
   }
   op->async.data = op;
+  char why[200];
+  if (op_queue(op, why, sizeof(why)) != 0) {
+    snprintf(note->reason, sizeof(note->reason), "PKCS#11 signature refused: %s", why);
+    uv_close((uv_handle_t *)&op->async, op_free_cb);
+    return ssl_private_key_failure;
+  }
   SSL_set_ex_data(ssl, ssl_op_index, op);
-  op_queue(op);
   return ssl_private_key_retry;
 }
 
@@ -1244,6 +1301,37 @@ static int check_pair(tg_p11_key_t *k, EVP_PKEY *pub, char *err, size_t errsize)
   return 0;
 }
 
+/* check_pair, unless k already matched pub with the object found now: a
+ * reload that keeps the certificate makes no test signature, so the main
+ * loop never waits for the token there (a new certificate's test
+ * signature goes ahead of the queue, waiting for at most the signature in
+ * progress). */
+static int check_pair_once(tg_p11_key_t *k, EVP_PKEY *pub, char *err, size_t errsize) {
+  uint8_t *spki = NULL;
+  int len = i2d_PUBKEY(pub, &spki);
+  unsigned found = atomic_load(&k->found);
+  pthread_mutex_lock(&registry_lock);
+  int known = len > 0 && k->checked_spki && k->checked_len == len &&
+              k->checked_found == found && memcmp(k->checked_spki, spki, (size_t)len) == 0;
+  pthread_mutex_unlock(&registry_lock);
+  if (known) {
+    OPENSSL_free(spki);
+    return 0;
+  }
+  int rc = check_pair(k, pub, err, errsize);
+  pthread_mutex_lock(&registry_lock);
+  if (rc == 0 && len > 0) {
+    free(k->checked_spki);
+    k->checked_spki = malloc((size_t)len);
+    if (k->checked_spki) memcpy(k->checked_spki, spki, (size_t)len);
+    k->checked_len = len;
+    k->checked_found = found;
+  }
+  pthread_mutex_unlock(&registry_lock);
+  OPENSSL_free(spki);
+  return rc;
+}
+
 int tg_p11_use_key(SSL_CTX *ctx, tg_p11_key_t *k, X509 *cert, int min13, char *err,
                    size_t errsize) {
   EVP_PKEY *pub = X509_get_pubkey(cert);
@@ -1258,7 +1346,7 @@ int tg_p11_use_key(SSL_CTX *ctx, tg_p11_key_t *k, X509 *cert, int min13, char *e
              pubtype == EVP_PKEY_RSA ? "an RSA" : "a non-RSA", k->type == CKK_RSA ? "RSA" : "EC");
     goto out;
   }
-  if (k->usable && check_pair(k, pub, err, errsize) != 0) goto out;
+  if (k->usable && check_pair_once(k, pub, err, errsize) != 0) goto out;
   int rsa = pubtype == EVP_PKEY_RSA;
 #ifdef OPENSSL_IS_BORINGSSL
   int pss_ok = !rsa || k->tok->has_pss;

@@ -86,10 +86,13 @@ int tg_p11_hs_off_loop(const SSL *ssl);
 /* Starts one handshake step of ssl on its token's signer thread.  Takes
  * over io's state (the unread input window, copied, and the output block)
  * and works on a copy of the SSL's note; until done(arg, job) runs on
- * loop the caller must not use ssl.  NULL when it could not start (io and
- * ssl untouched). */
-tg_p11_hs_job_t *tg_p11_hs_start(SSL *ssl, tg_tls_io_t *io, struct uv_loop_s *loop,
-                                 void (*done)(void *arg, tg_p11_hs_job_t *job), void *arg);
+ * loop the caller must not use ssl.  fd is the peer's socket (-1: none):
+ * when the peer has closed it by the step's turn, the step is not run and
+ * fails.  NULL with why when it could not start (io and ssl untouched),
+ * e.g. "token 'X' busy: N signatures pending". */
+tg_p11_hs_job_t *tg_p11_hs_start(SSL *ssl, tg_tls_io_t *io, int fd, struct uv_loop_s *loop,
+                                 void (*done)(void *arg, tg_p11_hs_job_t *job), void *arg,
+                                 char *why, size_t whysize);
 SSL *tg_p11_hs_ssl(const tg_p11_hs_job_t *job);
 /* What the step did. */
 const tg_hs_step_t *tg_p11_hs_result(const tg_p11_hs_job_t *job);
@@ -100,6 +103,13 @@ void tg_p11_hs_return(tg_p11_hs_job_t *job, tg_tls_io_t *io, tg_tls_note_t *note
 /* On the loop: frees the job and drops its reference to ssl. */
 void tg_p11_hs_free(tg_p11_hs_job_t *job);
 
+/* At most this many operations (signatures, or handshake steps on the
+ * OpenSSL build) wait for one token; beyond, a handshake that needs the
+ * token fails at once ("token 'X' busy: N signatures pending") instead of
+ * queueing (see README, PKCS#11).  A queued operation whose connection has
+ * gone is dropped without touching the token. */
+#define TG_P11_MAX_PENDING 64
+
 /* ---- shared with pkcs11_ossl.c and pkcs11_offload.c ----------------------- */
 
 /* The token key ssl's context signs with, or NULL. */
@@ -107,9 +117,9 @@ tg_p11_key_t *tg_p11_ssl_key(const SSL *ssl);
 
 /* Runs run(arg) on k's signer thread, after what is queued there, then
  * done(arg) on loop.  A signature wanted by run is made in place.  0, or -1
- * (neither runs). */
+ * with why (neither runs), e.g. when TG_P11_MAX_PENDING are queued. */
 int tg_p11_run_on_signer(tg_p11_key_t *k, struct uv_loop_s *loop, void (*run)(void *arg),
-                         void (*done)(void *arg), void *arg);
+                         void (*done)(void *arg), void *arg, char *why, size_t whysize);
 
 /* Signs in (a digest, DigestInfo or padded block, per the mechanism) with k
  * on the token's signer thread and waits for the answer (called on a
