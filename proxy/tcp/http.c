@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "tls.h"
 #include "tls_compat.h"
 
 #define PIPELINE 32          /* requests forwarded and not yet answered */
@@ -483,6 +484,8 @@ struct tg_http {
   const tg_http_guard_t *g;
   char ip[64];         /* client address without port */
   char sni[256];
+  const tg_sni_table_t *vhosts; /* a bind shared by SNI sections: its names */
+  int vhost;                    /* and the section serving this connection */
   char *client_cert;   /* "Client-Cert: ...\r\n" lines, or NULL */
   size_t client_cert_len;
 
@@ -599,6 +602,7 @@ tg_http_t *tg_http_new(const tg_http_guard_t *g, const char *peer, SSL *ssl) {
   if (ssl) {
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     if (sni) snprintf(h->sni, sizeof(h->sni), "%s", sni);
+    h->vhosts = tg_tls_vhost_names(ssl, &h->vhost);
     if (g->forward) client_cert_lines(h, ssl);
   }
   return h;
@@ -948,11 +952,24 @@ static int handle_head(tg_http_t *h, const char *hd, size_t n, tg_http_emit_fn e
     refuse(h, TG_HTTP_R_HOST, 0, "Host \"%s\" not in allow_hosts", e1);
     return 1;
   }
-  if (g->tls && h->sni[0] && host) {
+  if (g->tls && host) {
     const char *hv = host->value;
     size_t hl = hn;
     if (hl >= 2 && hv[0] == '[') hv++, hl -= 2;
-    if (!(strlen(h->sni) == hl && strncasecmp(h->sni, hv, hl) == 0)) {
+    /* On a bind shared by SNI sections, Host must not name another
+     * section's server_name: a client of one policy (none asked, say)
+     * would reach a section that asks a certificate.  With or without an
+     * SNI; also a second ClientHello naming another server. */
+    if (h->vhosts && tg_sni_choose(h->vhosts, hv, hl) != h->vhost) {
+      esc(e1, sizeof(e1), host->value, host->valuelen, 100);
+      refuse(h, TG_HTTP_R_SNI, 0, "Host \"%s\" chooses another section of this bind than "
+             "the connection's TLS server name did", e1);
+      return 1;
+    }
+    size_t sl = strlen(h->sni);
+    if (sl && h->sni[sl - 1] == '.') sl--;
+    if (hl && hv[hl - 1] == '.') hl--;
+    if (h->sni[0] && !(sl == hl && strncasecmp(h->sni, hv, hl) == 0)) {
       esc(e1, sizeof(e1), host->value, host->valuelen, 100);
       esc(e2, sizeof(e2), h->sni, strlen(h->sni), 100);
       refuse(h, TG_HTTP_R_SNI, 0, "Host \"%s\" does not match the TLS server name \"%s\"", e1, e2);

@@ -371,7 +371,11 @@ static int load_crl(SSL_CTX *ctx, const tg_listener_conf_t *l, const char *path,
     return -1;
   }
   ERR_clear_error();
-  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  /* Every level of the client's chain is checked against the CRL of its
+   * issuer (a revoked intermediate refuses its leaves).  The leaf's
+   * issuer's CRL is mandatory; one missing for a level above is tolerated
+   * in verify_cb. */
+  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
   return 0;
 }
 
@@ -573,6 +577,13 @@ static int verify_cb(int ok, X509_STORE_CTX *sctx) {
   /* backend_verify = off: the chain is not judged; the pin is (in
    * cert_verify_cb, whatever way the library walks the chain). */
   if (note->backend && !l->backend_verify) return 1;
+  /* crl: no CRL for a CA above the leaf's issuer (the root's, say) does
+   * not refuse; a CRL that is there is checked at every level. */
+  if (X509_STORE_CTX_get_error(sctx) == X509_V_ERR_UNABLE_TO_GET_CRL &&
+      X509_STORE_CTX_get_error_depth(sctx) > 0) {
+    X509_STORE_CTX_set_error(sctx, X509_V_OK);
+    return 1;
+  }
   if (!note->reason[0]) {
     note->result = TG_HS_VERIFY;
     int e = X509_STORE_CTX_get_error(sctx);
@@ -658,18 +669,56 @@ static int cert_verify_cb(X509_STORE_CTX *sctx, void *arg) {
   return 1;
 }
 
-/* 1 when a CRL of ctx from the leaf's issuer lists it.  Only ever refuses,
+/* 1 when a CRL of crls from cert's issuer lists it.  Only ever refuses,
  * so the CRL's signature (checked by full handshakes) is not needed. */
-static int leaf_revoked(SSL_CTX *ctx, X509 *leaf) {
-  STACK_OF(X509_CRL) *crls = crls_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, crls_index);
+static int in_crls(STACK_OF(X509_CRL) *crls, X509 *cert) {
   for (size_t i = 0; crls && i < (size_t)sk_X509_CRL_num(crls); i++) {
     X509_CRL *crl = sk_X509_CRL_value(crls, i);
     X509_REVOKED *rev = NULL;
-    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(leaf)) == 0 &&
-        X509_CRL_get0_by_serial(crl, &rev, (ASN1_INTEGER *)X509_get0_serialNumber(leaf)) == 1)
+    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) == 0 &&
+        X509_CRL_get0_by_serial(crl, &rev, (ASN1_INTEGER *)X509_get0_serialNumber(cert)) == 1)
       return 1;
   }
   return 0;
+}
+
+/* tg_der_fn: -1 when a CRL of arg lists the certificate (or it does not
+ * parse: a session's chain was parsed once already). */
+static int kept_revoked(void *arg, const uint8_t *der, size_t len) {
+  const uint8_t *p = der;
+  X509 *x = d2i_X509(NULL, &p, (long)len);
+  int rc = !x || in_crls(arg, x) ? -1 : 0;
+  X509_free(x);
+  return rc;
+}
+
+/* Whether a CRL of the SSL's context lists the leaf (0), or a CA
+ * certificate above it (1), the levels a full handshake checks
+ * (X509_V_FLAG_CRL_CHECK_ALL): the certificates of the client's chain the
+ * session kept, and the issuers client_ca holds, up to a self-signed one.
+ * -1 when none is listed. */
+static int chain_revoked(SSL *ssl, X509 *leaf) {
+  SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+  STACK_OF(X509_CRL) *crls = crls_index < 0 ? NULL : SSL_CTX_get_ex_data(ctx, crls_index);
+  if (in_crls(crls, leaf)) return 0;
+  if (tg_compat_each_peer_chain_cert(ssl, leaf, kept_revoked, crls) != 0) return 1;
+  X509_STORE_CTX *sctx = X509_STORE_CTX_new();
+  int revoked = 0;
+  if (sctx && X509_STORE_CTX_init(sctx, SSL_CTX_get_cert_store(ctx), leaf, NULL)) {
+    X509 *cur = leaf, *issuer = NULL;
+    X509_up_ref(cur);
+    for (int depth = 0; depth < 10 && !revoked && X509_check_issued(cur, cur) != X509_V_OK &&
+                        X509_STORE_CTX_get1_issuer(&issuer, sctx, cur) == 1;
+         depth++) {
+      X509_free(cur);
+      cur = issuer;
+      revoked = in_crls(crls, cur);
+    }
+    X509_free(cur);
+  }
+  X509_STORE_CTX_free(sctx);
+  ERR_clear_error();
+  return revoked ? 1 : -1;
 }
 
 /* The session id context each server context was given (policy_digest),
@@ -696,7 +745,7 @@ int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysiz
   const tg_listener_conf_t *l = note->conf;
   int reused = SSL_session_reused(ssl);
   X509 *peer = tg_get_peer_certificate(ssl);
-  int rc = 0;
+  int rc = 0, revoked;
   why[0] = '\0';
   if (note->backend) {
     if (l->backend_pin[0] && !peer) {
@@ -727,9 +776,10 @@ int tg_tls_check_session(SSL *ssl, tg_tls_note_t *note, char *why, size_t whysiz
       snprintf(why, whysize, "certificate verify failed: client certificate %s has "
                "expired since the session began", note->peer);
       rc = refused(note, TG_HS_VERIFY);
-    } else if (reused && l->crl[0] && leaf_revoked(SSL_get_SSL_CTX(ssl), peer)) {
+    } else if (reused && l->crl[0] && (revoked = chain_revoked(ssl, peer)) >= 0) {
       snprintf(why, whysize, "certificate verify failed: certificate revoked (client "
-               "certificate %s, in the current crl; resumed session)", note->peer);
+               "certificate %s%s, in the current crl; resumed session)", note->peer,
+               revoked ? ": a CA certificate above it" : "");
       rc = refused(note, TG_HS_VERIFY);
     }
   }
@@ -988,6 +1038,8 @@ static int vhost_hello(SSL *ssl, const uint8_t *ext, size_t extlen) {
   if (note) {
     note->conf = v->conf;
     note->section = v->section;
+    note->vhosts = &t->names;
+    note->vhost = k;
   }
   /* The section signs with a token key and the step that signs must not
    * run on the loop (OpenSSL build): stop, the caller moves the next step
@@ -996,6 +1048,13 @@ static int vhost_hello(SSL *ssl, const uint8_t *ext, size_t extlen) {
 }
 
 TG_DEFINE_HELLO_CB(vhost_hello_cb, vhost_hello)
+
+const tg_sni_table_t *tg_tls_vhost_names(SSL *ssl, int *section) {
+  tg_tls_note_t *note = ssl ? SSL_get_ex_data(ssl, note_index) : NULL;
+  if (!note || !note->vhosts) return NULL;
+  *section = note->vhost;
+  return note->vhosts;
+}
 
 int tg_tls_vhosts_attach(SSL_CTX *front, const tg_tls_vhost_t *v, size_t n, int dflt,
                          int strict, tg_errors_t *errs) {
@@ -1129,6 +1188,12 @@ static SSL_CTX *server_ctx_one(const tg_listener_conf_t *l, const char *pfx, int
                   errs, desc, sizeof(desc));
   size_t ocsp_len = 0;
   if (first && l->ocsp[0]) load_ocsp(ctx, l, l->ocsp, errs, &ocsp_len);
+  /* On every server context: on a shared bind the front one's ticket
+   * callbacks serve every section. */
+  if (tg_compat_keep_peer_chain(ctx) != 0)
+    tg_errors_add(errs, "%s: cannot keep client chains in sessions (%s)",
+                  tg_config_where(l, "secure", where, sizeof(where)),
+                  tg_tls_errors(tlserr, sizeof(tlserr)));
   if (l->verify_client != TG_VERIFY_NONE) {
     SSL_CTX_set_verify(ctx, client_verify_mode(l), verify_cb);
     SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);

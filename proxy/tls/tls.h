@@ -13,6 +13,7 @@
 #include "acl.h"
 #include "config.h"
 #include "metrics.h"
+#include "sni.h"
 #include "tls_bio.h"
 
 /* Per-SSL notes shared with the verify callbacks.  Lives inside the
@@ -22,6 +23,10 @@ typedef struct {
   /* SNI virtual hosts: the section the ClientHello chose (its conf is
    * then in conf), NULL until one was chosen (tg_tls_vhosts_attach). */
   void *section;
+  /* ... and the bind's name table with the index chosen in it, for the
+   * HTTP guard's Host check (tg_tls_vhost_names). */
+  const tg_sni_table_t *vhosts;
+  int vhost;
   int backend;        /* 1: we are the client of a backend */
   char reason[300];   /* first verification failure, for the log */
   /* Why the handshake failed, as a value for the counters: set where the
@@ -65,6 +70,13 @@ typedef struct {
 
 int tg_tls_vhosts_attach(SSL_CTX *front, const tg_tls_vhost_t *v, size_t n, int dflt,
                          int strict, tg_errors_t *errs);
+
+/* The name table of the bind ssl is on, with in *section the index its
+ * first ClientHello chose (compare with tg_sni_choose); NULL when ssl is
+ * not on a bind shared by SNI sections.  The table lives as long as ssl
+ * (it belongs to the front context, which the SSL keeps as its session
+ * context). */
+const tg_sni_table_t *tg_tls_vhost_names(SSL *ssl, int *section);
 
 /* Creates an SSL over a pair of memory BIOs: a health check uses them as
  * they are, a DTLS association replaces them with its datagram BIO.  For a

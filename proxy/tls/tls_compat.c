@@ -54,6 +54,11 @@ int tg_compat_each_peer_chain_cert(SSL *ssl, X509 *leaf, tg_der_fn fn, void *arg
   return 0;
 }
 
+int tg_compat_keep_peer_chain(SSL_CTX *ctx) {
+  (void)ctx;
+  return 0;
+}
+
 int tg_compat_ticket_mac_init(tg_ticket_mac_t *m, const uint8_t *key, size_t len) {
   return HMAC_Init_ex(m, key, len, EVP_sha256(), NULL) ? 0 : -1;
 }
@@ -139,11 +144,36 @@ int tg_compat_staple_ocsp(SSL_CTX *ctx, uint8_t *der, size_t len) {
   return 0;
 }
 
+/* At most this much of a client's chain goes into a ticket; a longer one
+ * is not kept (the resumption re-check then sees client_ca's part). */
+#define CHAIN_APPDATA_MAX 16384
+
 /* On a server OpenSSL's chain is the certificates as sent, without the leaf;
- * a client that repeats its leaf in the chain has it skipped. */
+ * a client that repeats its leaf in the chain has it skipped.  A session
+ * from a ticket has no chain: it is in the ticket's app data, DER after
+ * DER (chain_to_ticket). */
 int tg_compat_each_peer_chain_cert(SSL *ssl, X509 *leaf, tg_der_fn fn, void *arg) {
   STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
-  for (int i = 0; sent && i < sk_X509_num(sent); i++) {
+  if (!sent || sk_X509_num(sent) == 0) {
+    void *data = NULL;
+    size_t len = 0;
+    SSL_SESSION *sess = SSL_get_session(ssl);
+    if (!sess || !SSL_SESSION_get0_ticket_appdata(sess, &data, &len) || !data) return 0;
+    const unsigned char *p = data, *end = p + len;
+    while (p < end) {
+      const unsigned char *start = p;
+      X509 *x = d2i_X509(NULL, &p, (long)(end - p));
+      if (!x) {
+        ERR_clear_error();
+        return -1;
+      }
+      int rc = X509_cmp(x, leaf) == 0 ? 0 : fn(arg, start, (size_t)(p - start));
+      X509_free(x);
+      if (rc != 0) return -1;
+    }
+    return 0;
+  }
+  for (int i = 0; i < sk_X509_num(sent); i++) {
     X509 *x = sk_X509_value(sent, i);
     if (X509_cmp(x, leaf) == 0) continue;
     unsigned char *d = NULL;
@@ -153,6 +183,52 @@ int tg_compat_each_peer_chain_cert(SSL *ssl, X509 *leaf, tg_der_fn fn, void *arg
     if (rc != 0) return -1;
   }
   return 0;
+}
+
+/* A new ticket: the client's chain of a full handshake into its app data
+ * (a renewed ticket keeps the app data of the session it renews). */
+static int chain_to_ticket(SSL *ssl, void *arg) {
+  (void)arg;
+  STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
+  SSL_SESSION *sess = SSL_get_session(ssl);
+  if (!sent || sk_X509_num(sent) == 0 || !sess) return 1;
+  unsigned char *buf = malloc(CHAIN_APPDATA_MAX);
+  size_t len = 0;
+  for (int i = 0; buf && i < sk_X509_num(sent); i++) {
+    int m = i2d_X509(sk_X509_value(sent, i), NULL);
+    if (m <= 0 || (size_t)m > CHAIN_APPDATA_MAX - len) {
+      len = 0;
+      break;
+    }
+    unsigned char *p = buf + len;
+    i2d_X509(sk_X509_value(sent, i), &p);
+    len += (size_t)m;
+  }
+  if (len) SSL_SESSION_set1_ticket_appdata(sess, buf, len);
+  free(buf);
+  ERR_clear_error();
+  return 1;
+}
+
+/* The library's own answers to a ticket's status. */
+static SSL_TICKET_RETURN ticket_as_is(SSL *ssl, SSL_SESSION *sess, const unsigned char *name,
+                                      size_t namelen, SSL_TICKET_STATUS status, void *arg) {
+  (void)ssl, (void)sess, (void)name, (void)namelen, (void)arg;
+  switch (status) {
+  case SSL_TICKET_EMPTY:
+  case SSL_TICKET_NO_DECRYPT:
+    return SSL_TICKET_RETURN_IGNORE_RENEW;
+  case SSL_TICKET_SUCCESS:
+    return SSL_TICKET_RETURN_USE;
+  case SSL_TICKET_SUCCESS_RENEW:
+    return SSL_TICKET_RETURN_USE_RENEW;
+  default:
+    return SSL_TICKET_RETURN_ABORT;
+  }
+}
+
+int tg_compat_keep_peer_chain(SSL_CTX *ctx) {
+  return SSL_CTX_set_session_ticket_cb(ctx, chain_to_ticket, ticket_as_is, NULL) ? 0 : -1;
 }
 
 int tg_compat_ticket_mac_init(tg_ticket_mac_t *m, const uint8_t *key, size_t len) {

@@ -25,9 +25,16 @@ int tg_compat_staple_ocsp(SSL_CTX *ctx, uint8_t *der, size_t len);
 
 /* Calls fn with the DER of each certificate the peer sent after its leaf,
  * in the order sent (a server's view of a client chain).  Stops at the
- * first fn that returns -1.  0, or -1. */
+ * first fn that returns -1.  0, or -1.  On a resumed session too, where
+ * the server context keeps the chain (tg_compat_keep_peer_chain). */
 typedef int (*tg_der_fn)(void *arg, const uint8_t *der, size_t len);
 int tg_compat_each_peer_chain_cert(SSL *ssl, X509 *leaf, tg_der_fn fn, void *arg);
+
+/* Makes the sessions of a server context keep the client's chain, tickets
+ * included, for the revocation re-check on resumption: BoringSSL does by
+ * itself; OpenSSL keeps it in memory only, so it goes into the ticket's
+ * app data.  0, or -1. */
+int tg_compat_keep_peer_chain(SSL_CTX *ctx);
 
 /* Session tickets: the MAC context the ticket callback keys, and the call
  * that installs such a callback. */
