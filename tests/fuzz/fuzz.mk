@@ -7,7 +7,7 @@
 # Honours TLS (boringssl | openssl), BUILD, BSSL_INC and BSSL_LIB like
 # GNUmakefile.  Output: $(BUILD)/fuzz/fuzz_NAME (BoringSSL) or
 # $(BUILD)/fuzz/openssl/fuzz_NAME.  The proxy sources are compiled again
-# with clang, coverage instrumentation and ASan/UBSan into .../obj/, and
+# with clang, coverage instrumentation and ASan/UBSan into .../objs/, and
 # every harness links them all except main.o.
 #
 # fuzz_proxy_parse is built only once proxy/tcp/proxyproto.h declares
@@ -39,7 +39,7 @@ FUZZ_CFLAGS := -O1 -g -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter \
                $(FUZZ_PROXY_INC) $(FUZZ_TLS_CFLAGS) $(P11_CFLAGS) $(FUZZ_SAN) -MMD -MP
 FUZZ_LIBS   := $(FUZZ_TLS_LIBS) -luv -linih -lpthread
 
-FUZZ_LIB_OBJS := $(addprefix $(FUZZ_OUT)/obj/,$(notdir $(patsubst %.c,%.o,\
+FUZZ_LIB_OBJS := $(addprefix $(FUZZ_OUT)/objs/,$(notdir $(patsubst %.c,%.o,\
                    $(filter-out proxy/daemon/main.c,$(wildcard $(addsuffix /*.c,$(FUZZ_PROXY_DIRS)))))))
 vpath %.c $(FUZZ_PROXY_DIRS)
 FUZZ_HAVE_PROXY_PARSE := $(shell grep -qs 'tg_proxy_parse' proxy/tcp/proxyproto.h && echo yes)
@@ -57,13 +57,13 @@ $(FUZZ_BINS): $(FUZZ_LIB_OBJS)
 fuzz-names:
 	@echo $(FUZZ_NAMES)
 
-$(FUZZ_OUT)/obj/%.o: %.c | $(FUZZ_OUT)/obj
+$(FUZZ_OUT)/objs/%.o: %.c | $(FUZZ_OUT)/objs
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
-$(FUZZ_OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS) | $(FUZZ_OUT)/obj
+$(FUZZ_OUT)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_OBJS) | $(FUZZ_OUT)/objs
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_OBJS) $(FUZZ_LIBS)
 
-$(FUZZ_OUT)/obj:
+$(FUZZ_OUT)/objs:
 	mkdir -p $@
 
 -include $(FUZZ_LIB_OBJS:.o=.d) $(FUZZ_BINS:=.d)
